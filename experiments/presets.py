@@ -1,0 +1,50 @@
+"""Named starting configs. Each gives the *full* model; variants switch components off from here.
+
+Values are flat keys of `ModelConfig` / `TrainConfig` (see experiments.config). `variants` holds
+per-variant training settings that differ from the preset's (the lecture trains its bigram with
+a larger LR for fewer steps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The lecture's small stage (gpt.py before the scale-up): minutes on a laptop CPU.
+    "tutorial": {
+        "settings": dict(
+            batch_size=32, block_size=8, n_embd=32, n_head=4, n_layer=3, dropout=0.0,
+            lr=1e-3, lr_schedule="constant", max_iters=5000, eval_interval=500, eval_iters=200,
+            activation="relu", bias=True, weight_decay=0.01, beta2=0.999,
+        ),
+        "variants": {"bigram": dict(lr=1e-2, max_iters=3000, eval_interval=300)},
+    },
+    # nanoGPT's shakespeare_char recipe, shrunk for a CPU as its README suggests.
+    "cpu": {
+        "settings": dict(
+            batch_size=12, block_size=64, n_embd=128, n_head=4, n_layer=4, dropout=0.0,
+            lr=1e-3, lr_schedule="cosine", warmup_iters=100, min_lr=1e-4, lr_decay_iters=2000,
+            max_iters=2000, eval_interval=250, eval_iters=20, beta2=0.99, weight_decay=0.1,
+            grad_clip=1.0, activation="gelu", bias=False, weight_tying=True,
+        ),
+        "variants": {},
+    },
+    # The lecture's scaled-up model (the seed experiment, on a GPU).
+    "seed": {
+        "settings": dict(
+            batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2,
+            lr=3e-4, lr_schedule="constant", max_iters=2000, eval_interval=200, eval_iters=200,
+            activation="relu", bias=True, weight_decay=0.01,
+        ),
+        "variants": {},
+    },
+    # Seconds, for tests: a tiny model that still has every component.
+    "smoke": {
+        "settings": dict(
+            batch_size=8, block_size=8, n_embd=16, n_head=2, n_layer=2, dropout=0.0,
+            lr=1e-2, lr_schedule="constant", max_iters=20, eval_interval=10, eval_iters=2,
+            log_interval=10, activation="relu", bias=True,
+        ),
+        "variants": {},
+    },
+}

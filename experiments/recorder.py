@@ -1,0 +1,98 @@
+"""The callback that writes a run's folder: the local record, and the source of truth."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments import store
+from experiments.config import RunConfig
+from nanogpt import checkpoint
+from nanogpt.train import Callback
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    return {
+        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "git_commit": git_commit(),
+    }
+
+
+class RunRecorder(Callback):
+    """Appends each evaluation to metrics.jsonl, then checkpoints; keeps summary.json current."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, summary: dict[str, Any]):
+        self.run_dir, self.cfg, self.summary = run_dir, cfg, summary
+
+    @classmethod
+    def create(cls, run_dir: Path, cfg: RunConfig, vocab_json: str, static: dict[str, Any]) -> RunRecorder:
+        """A fresh run folder: config, vocabulary and a 'running' summary."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store.write_atomic(run_dir / store.CONFIG, cfg.to_json() + "\n")
+        store.write_atomic(run_dir / store.VOCAB, vocab_json + "\n")
+        (run_dir / store.METRICS).touch()
+        summary = {"run_id": cfg.run_id, "config_hash": cfg.hash, "experiment": cfg.experiment,
+                   "preset": cfg.preset, "variant": cfg.variant, "seed": cfg.seed, "status": "running",
+                   "started_at": time.time(), **static}
+        store.write_json(run_dir / store.SUMMARY, summary)
+        return cls(run_dir, cfg, summary)
+
+    @classmethod
+    def reopen(cls, run_dir: Path, cfg: RunConfig, resumed_from: int) -> RunRecorder:
+        """An interrupted run folder: drop evaluations past the checkpoint, mark it running again."""
+        store.truncate_metrics(run_dir / store.METRICS, resumed_from)
+        summary = store.RunStore(run_dir.parent.parent).read(run_dir).summary
+        summary |= {"status": "running", "resumed_from_step": resumed_from,
+                    "resumes": summary.get("resumes", 0) + 1}
+        store.write_json(run_dir / store.SUMMARY, summary)
+        return cls(run_dir, cfg, summary)
+
+    def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
+        # Metrics first, checkpoint second: a kill in between leaves a line past the checkpoint,
+        # which `reopen` drops and the resumed run writes again, identically.
+        store.append_jsonl(self.run_dir / store.METRICS, metrics)
+        store.write_atomic(self.run_dir / store.CHECKPOINT, checkpoint.serialize(checkpoint_state()))
+
+    def finish(self, status: str, reason: str | None, samples: str | None = None) -> dict[str, Any]:
+        if samples is not None:
+            store.write_atomic(self.run_dir / store.SAMPLES, samples)
+        metrics, _ = store.read_jsonl(self.run_dir / store.METRICS)
+        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **loss_summary(metrics)}
+        store.write_json(self.run_dir / store.SUMMARY, self.summary)
+        return self.summary
+
+
+def loss_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Initial/final/best losses, wall time and throughput from a run's evaluations."""
+    if not metrics:
+        return {}
+    first, last = metrics[0], metrics[-1]
+    finite = [m for m in metrics if math.isfinite(m["val_loss"])]
+    best = min(finite, key=lambda m: m["val_loss"]) if finite else last
+    rates = [m["tokens_per_sec"] for m in metrics if m.get("tokens_per_sec")]
+    return {
+        "step": last["step"], "initial_train_loss": first["train_loss"], "initial_val_loss": first["val_loss"],
+        "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
+        "best_val_loss": best["val_loss"], "best_val_step": best["step"], "tokens": last["tokens"],
+        "wall_time_sec": last["elapsed_sec"], "tokens_per_sec": sum(rates) / len(rates) if rates else None,
+    }

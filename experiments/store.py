@@ -1,0 +1,150 @@
+"""The run store: one self-describing folder per run, written append-only or atomically.
+
+    <root>/<experiment>/<run_id>/
+        config.json     resolved config + config_hash (atomic)
+        vocab.json      the tokenizer, so samples decode later (atomic)
+        metrics.jsonl   one line per evaluation, flushed and fsynced (append-only)
+        summary.json    status, losses, params, FLOPs, environment (atomic; 'running' until the end)
+        samples.txt     generated text (atomic)
+        ckpt.pt         model + optimizer + RNG state at the last evaluation (atomic)
+
+This module does not import torch, so analysis on a laptop without torch can read runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG, VOCAB, METRICS, SUMMARY, SAMPLES, CHECKPOINT = (
+    "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt"
+)
+FINISHED = ("completed", "diverged", "failed", "pruned")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`: all or nothing."""
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Records and problems. A torn last line (killed mid-write) is dropped and reported."""
+    records, problems = [], []
+    if not path.exists():
+        return records, problems
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            records.append(record)
+        except ValueError:
+            where = "torn last line (run killed while writing)" if i >= len(lines) - 1 else "malformed line"
+            problems.append(f"{path}:{i}: {where}, skipped")
+    return records, problems
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only evaluations up to `last_step` (resuming from a checkpoint at that step)."""
+    records, _ = read_jsonl(path)
+    kept = [r for r in records if r.get("step", -1) <= last_step]
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+    @property
+    def samples(self) -> str:
+        path = self.path / SAMPLES
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
+
+
+class RunStore:
+    """All runs under one results folder."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def run_dir(self, experiment: str, run_id: str) -> Path:
+        path = (self.root / experiment / run_id).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"run '{experiment}/{run_id}' would escape the results folder {self.root}")
+        return path
+
+    def read(self, path: Path) -> RunRecord:
+        """One run; raises ValueError naming the file if config or summary is unreadable."""
+        try:
+            config = _read_json(path / CONFIG)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path / CONFIG}: unreadable ({e}); delete the run folder to retrain it") from None
+        try:
+            summary = _read_json(path / SUMMARY) if (path / SUMMARY).exists() else {"status": "unknown"}
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path / SUMMARY}: unreadable ({e}); delete the run folder to retrain it") from None
+        metrics, problems = read_jsonl(path / METRICS)
+        return RunRecord(path, config, summary, metrics, problems)
+
+    def status(self, path: Path) -> str | None:
+        try:
+            return _read_json(path / SUMMARY).get("status")
+        except (OSError, ValueError):
+            return None
+
+    def runs(self, experiment: str | None = None) -> Iterator[RunRecord | str]:
+        """Every run (as a RunRecord) or, for a folder that cannot be read, a problem string."""
+        base = self.root / experiment if experiment else self.root
+        pattern = f"*/{CONFIG}" if experiment else f"*/*/{CONFIG}"
+        for config_path in sorted(base.glob(pattern)):
+            try:
+                yield self.read(config_path.parent)
+            except ValueError as e:
+                yield str(e)

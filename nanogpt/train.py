@@ -1,0 +1,229 @@
+"""The training loop: AdamW, constant or warmup+cosine LR, periodic evaluation, checkpoints.
+
+The loop knows nothing of run folders, W&B or Optuna. It reports through callbacks: `on_log`
+every `log_interval` steps (the only other place the hot loop syncs with the device) and
+`on_eval` at every evaluation, with a function that builds a full checkpoint on demand.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from nanogpt.data import Batches, Corpus
+from nanogpt.model import GPT
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32
+    max_iters: int = 5000
+    eval_interval: int = 500
+    eval_iters: int = 200
+    lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_iters: int = 0
+    min_lr: float = 1e-4  # cosine floor
+    lr_decay_iters: int = 0  # cosine length; 0 = max_iters
+    weight_decay: float = 0.01  # on matrices only (not biases, norms)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 0.0  # max grad norm; 0 = off
+    dtype: Literal["float32", "bfloat16"] = "float32"  # autocast dtype for matmuls
+    log_interval: int = 100
+
+    def validate(self) -> None:
+        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if self.lr == 0:
+            raise ValueError("lr must be positive, got 0")
+        if self.warmup_iters < 0 or self.lr_decay_iters < 0:
+            raise ValueError("warmup_iters and lr_decay_iters must be 0 or more")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+    def lr_at(self, step: int) -> float:
+        if self.lr_schedule == "constant":
+            return self.lr
+        if step < self.warmup_iters:
+            return self.lr * (step + 1) / (self.warmup_iters + 1)
+        decay_iters = self.lr_decay_iters or self.max_iters
+        if step >= decay_iters:
+            return self.min_lr
+        progress = (step - self.warmup_iters) / max(1, decay_iters - self.warmup_iters)
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
+
+
+class Callback:
+    """Receives what the loop measures. Subclasses override what they need."""
+
+    def on_log(self, step: int, loss: float, lr: float) -> None:
+        pass
+
+    def on_eval(self, metrics: dict[str, Any], checkpoint: Callable[[], dict[str, Any]]) -> None:
+        pass
+
+
+class StopTraining(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a callback to end the run early with a status (e.g. 'pruned' by a sweep)."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: str  # completed | diverged | or a StopTraining status
+    step: int
+    reason: str | None = None
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda" or None
+    )
+
+
+def rng_state(batches: dict[str, Batches]) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    state |= {f"batches_{name}": b.state() for name, b in batches.items()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], batches: dict[str, Batches]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    for name, b in batches.items():
+        b.restore(state[f"batches_{name}"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+class Trainer:
+    """Owns one run's model, optimizer and batch streams; `run()` trains to max_iters."""
+
+    def __init__(self, model: GPT, corpus: Corpus, cfg: TrainConfig, seed: int, device: torch.device,
+                 compile: bool = False):
+        self.model, self.cfg, self.device = model.to(device), cfg, device
+        self.optimizer = make_optimizer(model, cfg, device)
+        block, bs = model.config.block_size, cfg.batch_size
+        # Separate streams: how often we evaluate never changes which batches we train on.
+        self.batches = {
+            "train": Batches(corpus.train, block, bs, seed, device.type),
+            "eval_train": Batches(corpus.train, block, bs, seed + 1, device.type),
+            "eval_val": Batches(corpus.val, block, bs, seed + 2, device.type),
+        }
+        self.step, self.elapsed, self.tokens_seen = 0, 0.0, 0
+        self.forward = torch.compile(model) if compile else model
+        self.autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext()
+        )
+
+    def checkpoint(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "step": self.step, "elapsed": self.elapsed, "tokens_seen": self.tokens_seen, "metrics": metrics,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(self.batches),
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng(ckpt["rng"], self.batches)
+        self.step, self.elapsed, self.tokens_seen = ckpt["step"], ckpt["elapsed"], ckpt["tokens_seen"]
+
+    @torch.inference_mode()
+    def estimate_loss(self) -> dict[str, float]:
+        """The lecture's estimate_loss: mean loss over eval_iters random batches per split."""
+        self.model.eval()
+        out = {}
+        for split in ("train", "val"):
+            batches = self.batches[f"eval_{split}"]
+            losses = torch.zeros(self.cfg.eval_iters, device=self.device)
+            for i in range(self.cfg.eval_iters):
+                x, y = batches.next()
+                with self.autocast:
+                    losses[i] = self.forward(x, y)[1]
+            out[f"{split}_loss"] = losses.mean().item()
+        self.model.train()
+        return out
+
+    def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
+        cfg, model, opt = self.cfg, self.model, self.optimizer
+        model.train()
+        resumed_at = self.step if self.step > 0 else None
+        tokens_per_step = cfg.batch_size * model.config.block_size
+        # First non-finite step, tracked on the device so the hot loop never syncs for it.
+        first_bad = torch.full((), cfg.max_iters + 1, dtype=torch.long, device=self.device)
+        window_start, window_tokens = time.perf_counter(), 0
+        while True:
+            step = self.step
+            at_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
+            if step % cfg.log_interval == 0 or at_eval:
+                bad = int(first_bad.item())  # a log point: syncing here is fine
+                if bad <= cfg.max_iters:
+                    return TrainResult("diverged", bad, f"non-finite training loss at step {bad}")
+            if at_eval and step != resumed_at:
+                train_time = time.perf_counter() - window_start
+                self.elapsed += train_time
+                eval_start = time.perf_counter()
+                metrics = {"step": step, **self.estimate_loss(), "lr": cfg.lr_at(max(step - 1, 0)),
+                           "tokens": self.tokens_seen,
+                           "tokens_per_sec": window_tokens / train_time if window_tokens else None}
+                self.elapsed += time.perf_counter() - eval_start
+                metrics["elapsed_sec"] = self.elapsed
+                try:
+                    for cb in callbacks:
+                        cb.on_eval(metrics, lambda m=metrics: self.checkpoint(m))
+                except StopTraining as stop:
+                    return TrainResult(stop.status, step, stop.reason)
+                if not (math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])):
+                    return TrainResult("diverged", step, f"non-finite eval loss at step {step}")
+                window_start, window_tokens = time.perf_counter(), 0
+            if step >= cfg.max_iters:
+                return TrainResult("completed", step)
+
+            lr = cfg.lr_at(step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x, y = self.batches["train"].next()
+            with self.autocast:
+                _, loss = self.forward(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            first_bad = torch.where(torch.isfinite(loss) | (first_bad <= step), first_bad, step)
+            self.step += 1
+            self.tokens_seen += tokens_per_step
+            window_tokens += tokens_per_step
+            if self.step % cfg.log_interval == 0:
+                for cb in callbacks:
+                    cb.on_log(self.step, loss.item(), lr)
