@@ -24,7 +24,8 @@ def shakespeare() -> Path:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """~20k characters of varied text: fast to load, long enough for block_size 8 batches."""
-    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jolly kings".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "wizards",
+             "quietly", "hex", "jolly", "kings"]
     lines = [" ".join(words[(i * 7 + j) % len(words)] for j in range(9)).capitalize() + "." for i in range(400)]
     path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
