@@ -20,7 +20,7 @@ from nanogpt.model import ModelConfig
 from nanogpt.train import TrainConfig
 
 # Labels: they name a run but do not change what it computes, so they stay out of the hash.
-LABELS = ("experiment", "preset", "variant", "device", "compile", "trial", "study", "tags")
+LABELS = ("experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type", "tags")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -42,6 +42,8 @@ class RunConfig:
     compile: bool = False
     trial: int | None = None
     study: str | None = None
+    group: str | None = None  # W&B group (default: the experiment)
+    job_type: str = "adhoc"  # W&B job_type: adhoc, ladder, leave-one-out, sweep
     tags: tuple[str, ...] = field(default_factory=tuple)
 
     def flat(self) -> dict[str, Any]:

@@ -73,8 +73,14 @@ def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: boo
     resumed from its checkpoint when `resume` (else RunExistsError: nothing is touched).
     """
     cfg, corpus = prepared or prepare(cfg)
-    runs = store.RunStore(results)
-    run_dir = runs.run_dir(cfg.experiment, cfg.run_id)
+    run_dir = store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)
+    with store.run_lock(run_dir):
+        return _train_locked(cfg, corpus, run_dir, resume, force, callbacks, quiet)
+
+
+def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, force: bool,
+                  callbacks: Sequence[Callback], quiet: bool) -> dict[str, Any]:
+    runs = store.RunStore(run_dir.parent.parent)
     status = runs.status(run_dir) if run_dir.exists() else None
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
@@ -195,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         summary = train_run(cfg, results, resume=args.resume, force=args.force, quiet=args.quiet,
                             prepared=(cfg, corpus))
-    except (*USER_ERRORS, RunExistsError) as e:
+    except (*USER_ERRORS, RunExistsError, store.RunBusyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,6 +13,8 @@ This module does not import torch, so analysis on a laptop without torch can rea
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -81,6 +83,30 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     records, _ = read_jsonl(path)
     kept = [r for r in records if r.get("step", -1) <= last_step]
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+class RunBusyError(RuntimeError):
+    """Another live process is training this run."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on one run while training it.
+
+    An flock on `.<run_id>.lock` beside the run folder: the kernel drops it when its holder dies,
+    even by SIGKILL, so a crashed run never blocks the next attempt, and two workers (parallel
+    ablations, sweep workers) can never write one run folder at once.
+    """
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusyError(f"{run_dir} is being trained by another process; wait for it or stop it") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass
