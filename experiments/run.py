@@ -22,14 +22,14 @@ from experiments.definitions import DefinitionError, experiments
 from experiments.presets import PRESETS
 from experiments.progress import Progress
 from experiments.recorder import RunRecorder, environment
-from nanogpt import checkpoint
+from nanogpt import checkpoint, distributed
 from nanogpt.data import Corpus, DataError
 from nanogpt.model import GPT
 from nanogpt.train import Callback, Trainer
 
 RESULTS_ENV = "NANOGPT_RESULTS"
 SAMPLE_TOKENS = 500
-USER_ERRORS = (ConfigError, DefinitionError, DataError, checkpoint.CheckpointError)
+USER_ERRORS = (ConfigError, DefinitionError, DataError, checkpoint.CheckpointError, distributed.DistributedError)
 
 
 class RunExistsError(ValueError):
@@ -74,29 +74,45 @@ def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: boo
     """
     cfg, corpus = prepared or prepare(cfg)
     run_dir = store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)
+    # --- data-parallel (torchrun): ranks other than 0 train alongside rank 0 and write nothing
+    world = distributed.world(pick_device(cfg.device))
+    if not world.is_main:
+        if not world.broadcast(None):  # rank 0 found nothing to train
+            return {"run_id": cfg.run_id, "rank": world.rank, "status": "skipped"}
+        trainer = _trainer(cfg, corpus, world)
+        trainer.follow_main()
+        return {"run_id": cfg.run_id, "rank": world.rank, "status": trainer.run().status}
+    # --- end data-parallel
     with store.run_lock(run_dir):
-        return _train_locked(cfg, corpus, run_dir, resume, force, callbacks, quiet)
+        return _train_locked(cfg, corpus, run_dir, resume, force, callbacks, quiet, world)
+
+
+def _trainer(cfg: RunConfig, corpus: Corpus, world: distributed.SingleProcess) -> Trainer:
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = world.place(pick_device(cfg.device))
+    return Trainer(GPT(cfg.model), corpus, cfg.train, cfg.seed, device, compile=cfg.compile, world=world)
 
 
 def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, force: bool,
-                  callbacks: Sequence[Callback], quiet: bool) -> dict[str, Any]:
+                  callbacks: Sequence[Callback], quiet: bool, world: distributed.SingleProcess) -> dict[str, Any]:
     runs = store.RunStore(run_dir.parent.parent)
     status = runs.status(run_dir) if run_dir.exists() else None
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
     elif status in ("completed", "diverged"):
+        world.broadcast(False)  # data-parallel: the other ranks have nothing to train either
         return runs.read(run_dir).summary | {"skipped": True}
     elif run_dir.exists() and not resume:
+        world.broadcast(False)
         raise RunExistsError(
             f"{run_dir} holds an unfinished run (status {status}); pass --resume to continue it "
             "or --force to start over"
         )
 
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
-    model = GPT(cfg.model)
-    trainer = Trainer(model, corpus, cfg.train, cfg.seed, device, compile=cfg.compile)
+    world.broadcast(True)
+    trainer = _trainer(cfg, corpus, world)
+    model, device = trainer.model, trainer.device
     ckpt_path = run_dir / store.CHECKPOINT
     if ckpt_path.exists():
         trainer.restore(checkpoint.load(ckpt_path, map_location=device))
@@ -104,8 +120,9 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
     else:
         static = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
                   "train_flops_per_token": 3 * model.flops_per_token(), "vocab_size": cfg.model.vocab_size,
-                  "data_sha256": cfg.data_sha256, "environment": environment(device)}
+                  "data_sha256": cfg.data_sha256, "environment": environment(device), "world_size": world.size}
         recorder = RunRecorder.create(run_dir, cfg, corpus.tokenizer.to_json(), static)
+    trainer.follow_main()  # data-parallel: the other ranks start from this state
 
     progress = Progress(f"{cfg.experiment}/{cfg.run_id}", cfg.train.max_iters, trainer.step, quiet=quiet)
     try:
@@ -207,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the run folder keeps the last checkpoint; rerun with --resume", file=sys.stderr)
         return 130
+    if not distributed.is_main_process():
+        return 0 if summary["status"] in ("completed", "skipped") else 1
     verb = "already recorded" if summary.get("skipped") else summary["status"]
     print(f"{summary['run_id']}: {verb}; val {summary.get('final_val_loss', float('nan')):.4f} "
           f"(best {summary.get('best_val_loss', float('nan')):.4f}) in {summary.get('wall_time_sec', 0):.1f}s "

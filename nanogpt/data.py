@@ -144,19 +144,33 @@ class Corpus:
 
 
 class Batches:
-    """Random (x, y) blocks from one split, drawn from a generator whose state can be saved."""
+    """Random (x, y) blocks from one split, drawn from a generator whose state can be saved.
 
-    def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int, device: str = "cpu"):
+    In data-parallel training every rank holds the same generator and draws the same global
+    batch, then keeps only its `shard` (rank, world size) of the rows: N ranks together train
+    on exactly the batch one process would, so the run's numbers do not depend on N.
+    """
+
+    def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int, device: str = "cpu",
+                 shard: tuple[int, int] = (0, 1)):
         if len(tokens) <= block_size:
             raise ValueError(f"split of {len(tokens)} tokens is too short for block_size {block_size}")
         self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
         self.device = torch.device(device)
+        self.rank, self.world_size = shard
         self.generator = torch.Generator().manual_seed(seed)
         self._offsets = torch.arange(block_size + 1)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(len(self.tokens) - self.block_size, (self.batch_size,), generator=self.generator)
-        window = self.tokens[starts[:, None] + self._offsets]  # (B, T+1), one gather
+    def next(self, n_batches: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """n_batches consecutive batches stacked into one (n_batches * B / world size, T) pair.
+
+        One draw of n * B starts equals n draws of B (the generator is consumed in order), so
+        evaluating many batches in one forward sees the very batches a loop would.
+        """
+        n_rows = n_batches * self.batch_size
+        starts = torch.randint(len(self.tokens) - self.block_size, (n_rows,), generator=self.generator)
+        starts = starts.tensor_split(self.world_size)[self.rank]
+        window = self.tokens[starts[:, None] + self._offsets]  # (rows, T+1), one gather
         if self.device.type == "cuda":
             window = window.pin_memory().to(self.device, non_blocking=True)
         return window[:, :-1], window[:, 1:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import resource
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -18,7 +19,10 @@ from typing import Any, Literal
 import torch
 
 from nanogpt.data import Batches, Corpus
+from nanogpt.distributed import SingleProcess
 from nanogpt.model import GPT
+
+EVAL_TOKENS = 32768  # tokens per evaluation forward: large enough to amortize overhead, small enough for memory
 
 
 @dataclass(frozen=True)
@@ -95,12 +99,13 @@ class TrainResult:
     reason: str | None = None
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
     return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda" or None
+        # The fused kernel (CPU and CUDA) is one op per group: 4x faster than the per-tensor loop on CPU.
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True
     )
 
 
@@ -125,22 +130,39 @@ def _as_tuple(x: Any) -> Any:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: the CUDA allocator's high-water mark, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux reports KiB
+
+
 class Trainer:
-    """Owns one run's model, optimizer and batch streams; `run()` trains to max_iters."""
+    """Owns one run's model, optimizer and batch streams; `run()` trains to max_iters.
+
+    `world` is a `nanogpt.distributed` world: data-parallel ranks train on their share of each
+    global batch; a single process (the default) trains on all of it.
+    """
 
     def __init__(self, model: GPT, corpus: Corpus, cfg: TrainConfig, seed: int, device: torch.device,
-                 compile: bool = False):
-        self.model, self.cfg, self.device = model.to(device), cfg, device
-        self.optimizer = make_optimizer(model, cfg, device)
-        block, bs = model.config.block_size, cfg.batch_size
+                 compile: bool = False, world: SingleProcess | None = None):
+        self.world = world or SingleProcess()
+        self.world.check_batch(cfg.batch_size)
+        self.model, self.cfg, self.device, self.seed = model.to(device), cfg, device, seed
+        self.optimizer = make_optimizer(model, cfg)
+        block, bs, shard = model.config.block_size, cfg.batch_size, (self.world.rank, self.world.size)
         # Separate streams: how often we evaluate never changes which batches we train on.
         self.batches = {
-            "train": Batches(corpus.train, block, bs, seed, device.type),
-            "eval_train": Batches(corpus.train, block, bs, seed + 1, device.type),
-            "eval_val": Batches(corpus.val, block, bs, seed + 2, device.type),
+            "train": Batches(corpus.train, block, bs, seed, device.type, shard),
+            "eval_train": Batches(corpus.train, block, bs, seed + 1, device.type, shard),
+            "eval_val": Batches(corpus.val, block, bs, seed + 2, device.type, shard),
         }
         self.step, self.elapsed, self.tokens_seen = 0, 0.0, 0
-        self.forward = torch.compile(model) if compile else model
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (bf16 runs do not care)
+            torch.backends.cudnn.allow_tf32 = True
+        self.forward_eval = torch.compile(model) if compile else model
+        self.forward = self.world.wrap(self.forward_eval)  # DDP all-reduces the gradients in backward
         self.autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext()
         )
@@ -158,24 +180,36 @@ class Trainer:
         restore_rng(ckpt["rng"], self.batches)
         self.step, self.elapsed, self.tokens_seen = ckpt["step"], ckpt["elapsed"], ckpt["tokens_seen"]
 
+    def follow_main(self) -> None:
+        """Data-parallel: every rank starts from rank 0's state, fresh or restored from its checkpoint."""
+        state = self.world.broadcast(self.checkpoint({}) if self.world.size > 1 and self.world.is_main else None)
+        if state is not None and not self.world.is_main:
+            self.restore(state)
+
     @torch.inference_mode()
     def estimate_loss(self) -> dict[str, float]:
-        """The lecture's estimate_loss: mean loss over eval_iters random batches per split."""
+        """The lecture's estimate_loss: mean loss over eval_iters random batches per split.
+
+        All eval_iters batches are drawn at once and run in a few large forwards (EVAL_TOKENS
+        each): the same batches and the same mean (every batch has B x T tokens), without
+        hundreds of small, overhead-bound forwards.
+        """
         self.model.eval()
         out = {}
+        rows_total = self.cfg.eval_iters * self.cfg.batch_size
         for split in ("train", "val"):
-            batches = self.batches[f"eval_{split}"]
-            losses = torch.zeros(self.cfg.eval_iters, device=self.device)
-            for i in range(self.cfg.eval_iters):
-                x, y = batches.next()
+            x, y = self.batches[f"eval_{split}"].next(self.cfg.eval_iters)
+            chunks = max(1, x.numel() // EVAL_TOKENS)
+            loss_sum = torch.zeros((), device=self.device)
+            for xc, yc in zip(x.tensor_split(chunks), y.tensor_split(chunks), strict=True):
                 with self.autocast:
-                    losses[i] = self.forward(x, y)[1]
-            out[f"{split}_loss"] = losses.mean().item()
+                    loss_sum += self.forward_eval(xc, yc)[1].float() * len(xc)
+            out[f"{split}_loss"] = (self.world.sum(loss_sum) / rows_total).item()
         self.model.train()
         return out
 
     def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
-        cfg, model, opt = self.cfg, self.model, self.optimizer
+        cfg, model, opt, world = self.cfg, self.model, self.optimizer, self.world
         model.train()
         resumed_at = self.step if self.step > 0 else None
         tokens_per_step = cfg.batch_size * model.config.block_size
@@ -186,7 +220,7 @@ class Trainer:
             step = self.step
             at_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
             if step % cfg.log_interval == 0 or at_eval:
-                bad = int(first_bad.item())  # a log point: syncing here is fine
+                bad = int(world.min(first_bad.clone()).item())  # a log point: syncing here is fine
                 if bad <= cfg.max_iters:
                     return TrainResult("diverged", bad, f"non-finite training loss at step {bad}")
             if at_eval and step != resumed_at:
@@ -195,17 +229,24 @@ class Trainer:
                 eval_start = time.perf_counter()
                 metrics = {"step": step, **self.estimate_loss(), "lr": cfg.lr_at(max(step - 1, 0)),
                            "tokens": self.tokens_seen,
-                           "tokens_per_sec": window_tokens / train_time if window_tokens else None}
+                           "tokens_per_sec": window_tokens / train_time if window_tokens else None,
+                           "peak_mem_mb": peak_memory_mb(self.device)}
                 self.elapsed += time.perf_counter() - eval_start
                 metrics["elapsed_sec"] = self.elapsed
+                stop = None
                 try:
                     for cb in callbacks:
                         cb.on_eval(metrics, lambda m=metrics: self.checkpoint(m))
-                except StopTraining as stop:
-                    return TrainResult(stop.status, step, stop.reason)
+                except StopTraining as e:
+                    stop = (e.status, e.reason)
+                stop = world.broadcast(stop)  # data-parallel: rank 0's callbacks decide for every rank
+                if stop is not None:
+                    return TrainResult(stop[0], step, stop[1])
                 if not (math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])):
                     return TrainResult("diverged", step, f"non-finite eval loss at step {step}")
                 window_start, window_tokens = time.perf_counter(), 0
+            if at_eval:
+                world.reseed(self.seed, step)
             if step >= cfg.max_iters:
                 return TrainResult("completed", step)
 
@@ -225,5 +266,6 @@ class Trainer:
             self.tokens_seen += tokens_per_step
             window_tokens += tokens_per_step
             if self.step % cfg.log_interval == 0:
+                mean_loss = world.sum(loss.detach().clone()) / world.size
                 for cb in callbacks:
-                    cb.on_log(self.step, loss.item(), lr)
+                    cb.on_log(self.step, mean_loss.item(), lr)

@@ -1,0 +1,253 @@
+"""Training speed: `python -m experiments.bench` (`make bench`).
+
+Every measurement is one real run, `python -m experiments.run` in a fresh process, read back
+from its run folder: the path users train on, not a copy of the loop. Per case it reports
+ms/iter and tokens/s (median over evaluation windows after the first, which holds warm-up and
+compilation), model FLOPs per token (training = 3x forward), achieved FLOP/s, MFU against a
+matmul peak measured in this process in the run's dtype and thread count, peak memory, the
+final val loss and the time to reach a target val loss.
+
+On a shared machine absolute numbers drift, so `--compare` judges a change by a ratio: it runs
+two configurations alternately (A B A B ...) and reports B/A per pair.
+
+    python -m experiments.bench                                  # table of the default cases
+    python -m experiments.bench --compare cpu/full dtype=float32 dtype=bfloat16 --rounds 3
+    python -m experiments.bench --compare cpu/full code=/path/to/old/checkout code=.  # before/after a change
+
+A spec is comma-separated KEY=VALUE: any run setting (see `python -m experiments.run
+--list-settings`), plus threads=N (OMP_NUM_THREADS of the run), compile=true, device=D, and
+code=PATH (the checkout whose code runs). Results go to docs/benchmarks.md, each mode into its
+own marked section, so hand-written notes around them survive a re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments import store
+from experiments.recorder import PROJECT_ROOT
+
+DEFAULT_CASES = ("tutorial/full", "tutorial/bigram", "cpu/full")
+GPU_CASES = ("seed/full",)
+TARGET_VAL_LOSS = {"tutorial": 2.10, "cpu": 1.80, "seed": 1.50, "smoke": 3.50}
+RUN_KEYS = ("threads", "compile", "device", "code")  # spec keys that are not run settings
+DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
+
+
+def parse_spec(text: str) -> dict[str, str]:
+    """'dtype=bfloat16,threads=1' -> {'dtype': 'bfloat16', 'threads': '1'}; '' -> {}."""
+    spec = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if "=" not in item:
+            raise SystemExit(f"error: spec item '{item}' is not KEY=VALUE (e.g. dtype=bfloat16)")
+        key, value = item.split("=", 1)
+        spec[key.strip()] = value.strip()
+    return spec
+
+
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype, threads: int) -> float:
+    """Best FLOP/s of a large square matmul in `dtype` on `device`: the MFU denominator."""
+    torch.set_num_threads(threads)
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    best = float("inf")
+    for _ in range(5):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def run_case(case: str, spec: dict[str, str], results: Path, common: Sequence[str]) -> dict[str, Any]:
+    """Train one case in a fresh process and return its measurements."""
+    preset, variant = case.split("/")
+    code = Path(spec.get("code", PROJECT_ROOT)).resolve()
+    args = [sys.executable, "-m", "experiments.run", "--preset", preset, "--variant", variant,
+            "--results", str(results), "--experiment", "bench", "--force", "--quiet",
+            "--device", spec.get("device", "auto"), *common]
+    if spec.get("compile", "false").lower() in ("true", "1", "yes", "on"):
+        args.append("--compile")
+    args += [arg for key, value in spec.items() if key not in RUN_KEYS for arg in ("--set", f"{key}={value}")]
+    env = os.environ | {"OMP_NUM_THREADS": spec.get("threads", str(torch.get_num_threads())), "PYTHONPATH": str(code)}
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=code, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {case} {spec} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    run_dir = Path(proc.stdout.rsplit("-> ", 1)[-1].strip())
+    return measure(store.RunStore(results).read(run_dir), case, spec, wall)
+
+
+def measure(run: store.RunRecord, case: str, spec: dict[str, str], wall: float) -> dict[str, Any]:
+    cfg, summary, metrics = run.config, run.summary, run.metrics
+    rates = [m["tokens_per_sec"] for m in metrics if m.get("tokens_per_sec")]
+    tokens_per_sec = statistics.median(rates[1:] if len(rates) > 1 else rates)
+    tokens_per_iter = cfg["batch_size"] * cfg["block_size"]
+    target = TARGET_VAL_LOSS.get(cfg["preset"])
+    reached = [m["elapsed_sec"] for m in metrics if target is not None and m["val_loss"] <= target]
+    return {
+        "case": case, "spec": ",".join(f"{k}={v}" for k, v in spec.items()) or "-", "dtype": cfg["dtype"],
+        "threads": int(spec.get("threads", torch.get_num_threads())),
+        "device": summary["environment"]["device"], "iters": summary["step"],
+        "ms_per_iter": 1000 * tokens_per_iter / tokens_per_sec, "tokens_per_sec": tokens_per_sec,
+        "flops_per_token": summary["flops_per_token"],
+        "achieved_flops": 3 * summary["flops_per_token"] * tokens_per_sec,
+        "peak_mem_mb": max((m.get("peak_mem_mb") or 0 for m in metrics), default=0) or None,
+        "final_val_loss": summary["final_val_loss"], "target": target,
+        "time_to_target_sec": reached[0] if reached else None, "run_sec": summary["wall_time_sec"],
+        "process_sec": wall, "curve": [(m["step"], m["val_loss"]) for m in metrics],
+    }
+
+
+def with_mfu(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    peaks: dict[tuple[str, str, int], float] = {}
+    for row in rows:
+        key = (row["device"], row["dtype"], row["threads"])
+        if key not in peaks:
+            peaks[key] = peak_matmul_flops(torch.device(key[0]), getattr(torch, key[1]), key[2])
+        row["peak_flops"] = peaks[key]
+        row["mfu"] = row["achieved_flops"] / peaks[key]
+    return rows
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}{unit}" if abs(value) < 10 else f"{value:,.0f}{unit}"
+    return f"{value}{unit}"
+
+
+COLUMNS = (("case", "case"), ("spec", "spec"), ("dtype", "dtype"), ("threads", "threads"), ("iters", "iters"),
+           ("ms/iter", "ms_per_iter"), ("tokens/s", "tokens_per_sec"), ("FLOPs/token (fwd)", "flops_per_token"),
+           ("achieved GFLOP/s", "achieved_gflops"), ("peak GFLOP/s", "peak_gflops"), ("MFU", "mfu_pct"),
+           ("peak mem MB", "peak_mem_mb"), ("final val", "final_val_loss"), ("target", "target"),
+           ("time to target s", "time_to_target_sec"), ("run s", "run_sec"), ("process s", "process_sec"))
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        row = row | {"achieved_gflops": row["achieved_flops"] / 1e9, "peak_gflops": row["peak_flops"] / 1e9,
+                     "mfu_pct": f"{100 * row['mfu']:.1f}%"}
+        lines.append("| " + " | ".join(_fmt(row[key]) for _, key in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def curves(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Val loss of A and B at each evaluation, side by side."""
+    lines = ["| step | A val | B val | B - A |", "|---|---|---|---|"]
+    for (step, va), (_, vb) in zip(a["curve"], b["curve"], strict=False):
+        lines.append(f"| {step} | {va:.4f} | {vb:.4f} | {vb - va:+.4f} |")
+    return "\n".join(lines)
+
+
+def compare(case: str, spec_a: dict[str, str], spec_b: dict[str, str], rounds: int, common: Sequence[str],
+            results: Path) -> str:
+    """A B A B ...: per-pair ratios of speed, measured close together in time."""
+    rows = []
+    for r in range(rounds):
+        for label, spec in (("A", spec_a), ("B", spec_b)):
+            row = run_case(case, spec, results, common)
+            rows.append(row | {"case": f"{label}: {case}"})
+            print(f"round {r + 1} {label}: {row['ms_per_iter']:.2f} ms/iter, val {row['final_val_loss']:.4f}",
+                  file=sys.stderr, flush=True)
+    rows = with_mfu(rows)
+    speedups = [a["ms_per_iter"] / b["ms_per_iter"] for a, b in zip(rows[::2], rows[1::2], strict=True)]
+    text = (f"A = `{_spec_text(spec_a)}`, B = `{_spec_text(spec_b)}`, case `{case}`, {rounds} alternating rounds.\n\n"
+            f"**Speed-up B over A (A ms/iter / B ms/iter), per round: "
+            f"{', '.join(f'{s:.2f}x' for s in speedups)}; median {statistics.median(speedups):.2f}x.**\n\n"
+            f"{table(rows)}\n\nVal-loss curves, last round:\n\n{curves(rows[-2], rows[-1])}\n")
+    return text
+
+
+def _spec_text(spec: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in spec.items()) or "(preset defaults)"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text()) if Path("/proc/cpuinfo").exists() \
+        else None
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"{model.group(1) if model else cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, "
+            f"Python {platform.python_version()}, {platform.platform()}; "
+            f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
+
+
+def write_section(name: str, body: str, doc: Path = DOC) -> None:
+    """Replace (or append) the section between this name's markers; leave the rest of the file alone."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + f"\n\n{block}\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    store.write_atomic(doc, text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[2:]))
+    p.add_argument("--case", action="append", metavar="PRESET/VARIANT",
+                   help=f"case to measure; repeatable (default {', '.join(DEFAULT_CASES)}, plus "
+                        f"{', '.join(GPU_CASES)} on a GPU)")
+    p.add_argument("--spec", default="", help="settings for every case in table mode, e.g. dtype=bfloat16")
+    p.add_argument("--compare", nargs=3, metavar=("PRESET/VARIANT", "SPEC_A", "SPEC_B"),
+                   help="run A and B alternately and report their speed ratio")
+    p.add_argument("--rounds", type=int, default=3, help="A/B pairs in --compare (default 3)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="run setting for every run (e.g. max_iters=300 for a quick comparison)")
+    p.add_argument("--section", help="name of the docs section to write (default: table, or compare-<B spec>)")
+    p.add_argument("--no-write", action="store_true", help=f"print only; leave {DOC.relative_to(PROJECT_ROOT)} alone")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cases = args.case or [*DEFAULT_CASES, *(GPU_CASES if torch.cuda.is_available() else ())]
+    for case in [args.compare[0]] if args.compare else cases:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", case):
+            print(f"error: case '{case}' must be PRESET/VARIANT, e.g. cpu/full", file=sys.stderr)
+            return 2
+    if args.rounds < 1:
+        print("error: --rounds must be at least 1", file=sys.stderr)
+        return 2
+    common = [arg for pair in args.set for arg in ("--set", pair)]
+    command = "python -m experiments.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        if args.compare:
+            case, a, b = args.compare
+            body = compare(case, parse_spec(a), parse_spec(b), args.rounds, common, Path(tmp))
+            section = args.section or "compare-" + re.sub(r"[^\w.=-]+", "_", b)
+        else:
+            spec = parse_spec(args.spec)
+            body = table(with_mfu([run_case(case, spec, Path(tmp), common) for case in cases])) + "\n"
+            section = args.section or "table"
+    text = f"Measured on {machine()}.\n\n`{command.strip()}`\n\n{body}"
+    print(text)
+    if not args.no_write:
+        write_section(section, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
