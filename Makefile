@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/tinyshakespeare/input.txt)
 export NANOGPT_TINYSHAKESPEARE ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA))
 
-.PHONY: setup test lint run help
+.PHONY: setup test lint run help bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,3 +28,6 @@ lint: setup  ## ruff
 
 run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigram SEED=1
 	$(PY) -m experiments.run --preset tutorial --variant $(or $(VARIANT),full) --seed $(or $(SEED),0)
+
+bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs/benchmarks.md: make bench ARGS="--compare cpu/full dtype=float32 dtype=bfloat16"
+	$(PY) -m experiments.bench $(ARGS)
