@@ -15,9 +15,10 @@ two configurations alternately (A B A B ...) and reports B/A per pair.
     python -m experiments.bench --compare cpu/full code=/path/to/old/checkout code=.  # before/after a change
 
 A spec is comma-separated KEY=VALUE: any run setting (see `python -m experiments.run
---list-settings`), plus threads=N (OMP_NUM_THREADS of the run), compile=true, device=D, and
-code=PATH (the checkout whose code runs). Results go to docs/benchmarks.md, each mode into its
-own marked section, so hand-written notes around them survive a re-run.
+--list-settings`), plus threads=N (OMP_NUM_THREADS of the run), compile=true, device=D,
+target=LOSS (the val loss to time; default per preset) and code=PATH (the checkout whose code
+runs). Results go to docs/benchmarks.md, each mode into its own marked section, so hand-written
+notes around them survive a re-run.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ from typing import Any
 import torch
 
 from experiments import store
+from experiments.config import ConfigError, parse_value, resolve
+from experiments.interleave import interleave
 from experiments.recorder import PROJECT_ROOT
 
 DEFAULT_CASES = ("tutorial/full", "tutorial/bigram", "cpu/full")
 GPU_CASES = ("seed/full",)
 TARGET_VAL_LOSS = {"tutorial": 2.10, "cpu": 1.80, "seed": 1.50, "smoke": 3.50}
-RUN_KEYS = ("threads", "compile", "device", "code")  # spec keys that are not run settings
+RUN_KEYS = ("threads", "compile", "device", "code", "target")  # spec keys that are not run settings
 DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
 
 
@@ -52,7 +55,7 @@ def parse_spec(text: str) -> dict[str, str]:
     spec = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         if "=" not in item:
-            raise SystemExit(f"error: spec item '{item}' is not KEY=VALUE (e.g. dtype=bfloat16)")
+            raise ConfigError(f"spec item '{item}' is not KEY=VALUE (e.g. dtype=bfloat16)")
         key, value = item.split("=", 1)
         spec[key.strip()] = value.strip()
     return spec
@@ -75,24 +78,32 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, threads: int) ->
     return 2 * n**3 / best
 
 
-def run_case(case: str, spec: dict[str, str], results: Path, common: Sequence[str]) -> dict[str, Any]:
-    """Train one case in a fresh process and return its measurements."""
+def run_case(case: str, spec: dict[str, str], results: Path, jobs: int = 1) -> list[dict[str, Any]]:
+    """Train one case in `jobs` fresh processes at once (each its own run store) and measure each."""
     preset, variant = case.split("/")
     code = Path(spec.get("code", PROJECT_ROOT)).resolve()
     args = [sys.executable, "-m", "experiments.run", "--preset", preset, "--variant", variant,
-            "--results", str(results), "--experiment", "bench", "--force", "--quiet",
-            "--device", spec.get("device", "auto"), *common]
+            "--experiment", "bench", "--force", "--quiet", "--device", spec.get("device", "auto")]
     if spec.get("compile", "false").lower() in ("true", "1", "yes", "on"):
         args.append("--compile")
     args += [arg for key, value in spec.items() if key not in RUN_KEYS for arg in ("--set", f"{key}={value}")]
     env = os.environ | {"OMP_NUM_THREADS": spec.get("threads", str(torch.get_num_threads())), "PYTHONPATH": str(code)}
+    n = len(list(results.glob("*")))
+    stores = [results / f"{n + j}" for j in range(jobs)]  # one store per process: the runs are identical
     start = time.perf_counter()
-    proc = subprocess.run(args, cwd=code, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"error: {case} {spec} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    run_dir = Path(proc.stdout.rsplit("-> ", 1)[-1].strip())
-    return measure(store.RunStore(results).read(run_dir), case, spec, wall)
+    procs = [subprocess.Popen([*args, "--results", str(s)], cwd=code, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for s in stores]
+    rows = []
+    for proc, run_store in zip(procs, stores, strict=True):
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"error: {case} {spec} failed (exit {proc.returncode}):\n{err[-2000:]}")
+        run_dir = Path(out.rsplit("-> ", 1)[-1].strip())
+        row = measure(store.RunStore(run_store).read(run_dir), case, spec, time.perf_counter() - start) | {"jobs": jobs}
+        print(f"{case} {row['spec']}: {row['ms_per_iter']:.2f} ms/iter, {row['tokens_per_sec']:,.0f} tokens/s, "
+              f"val {row['final_val_loss']:.4f} ({run_dir})", file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
 
 
 def measure(run: store.RunRecord, case: str, spec: dict[str, str], wall: float) -> dict[str, Any]:
@@ -100,7 +111,7 @@ def measure(run: store.RunRecord, case: str, spec: dict[str, str], wall: float) 
     rates = [m["tokens_per_sec"] for m in metrics if m.get("tokens_per_sec")]
     tokens_per_sec = statistics.median(rates[1:] if len(rates) > 1 else rates)
     tokens_per_iter = cfg["batch_size"] * cfg["block_size"]
-    target = TARGET_VAL_LOSS.get(cfg["preset"])
+    target = float(spec["target"]) if "target" in spec else TARGET_VAL_LOSS.get(cfg["preset"])
     reached = [m["elapsed_sec"] for m in metrics if target is not None and m["val_loss"] <= target]
     return {
         "case": case, "spec": ",".join(f"{k}={v}" for k, v in spec.items()) or "-", "dtype": cfg["dtype"],
@@ -135,7 +146,8 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-COLUMNS = (("case", "case"), ("spec", "spec"), ("dtype", "dtype"), ("threads", "threads"), ("iters", "iters"),
+COLUMNS = (("case", "case"), ("spec", "spec"), ("dtype", "dtype"), ("threads", "threads"), ("jobs", "jobs"),
+           ("iters", "iters"),
            ("ms/iter", "ms_per_iter"), ("tokens/s", "tokens_per_sec"), ("FLOPs/token (fwd)", "flops_per_token"),
            ("achieved GFLOP/s", "achieved_gflops"), ("peak GFLOP/s", "peak_gflops"), ("MFU", "mfu_pct"),
            ("peak mem MB", "peak_mem_mb"), ("final val", "final_val_loss"), ("target", "target"),
@@ -159,23 +171,35 @@ def curves(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compare(case: str, spec_a: dict[str, str], spec_b: dict[str, str], rounds: int, common: Sequence[str],
-            results: Path) -> str:
-    """A B A B ...: per-pair ratios of speed, measured close together in time."""
-    rows = []
+def compare(case: str, spec_a: dict[str, str], spec_b: dict[str, str], rounds: int, results: Path,
+            jobs: int = 1) -> str:
+    """A B A B ...: per-pair ratios of throughput (all `jobs` processes together), measured close in time."""
+    rows, speedups = [], []
     for r in range(rounds):
+        pair = []
         for label, spec in (("A", spec_a), ("B", spec_b)):
-            row = run_case(case, spec, results, common)
-            rows.append(row | {"case": f"{label}: {case}"})
-            print(f"round {r + 1} {label}: {row['ms_per_iter']:.2f} ms/iter, val {row['final_val_loss']:.4f}",
-                  file=sys.stderr, flush=True)
+            print(f"round {r + 1} {label}:", end=" ", file=sys.stderr, flush=True)
+            pair.append([row | {"case": f"{label}: {case}"} for row in run_case(case, spec, results, jobs)])
+        speedups.append(sum(row["tokens_per_sec"] for row in pair[1]) / sum(row["tokens_per_sec"] for row in pair[0]))
+        rows += pair[0] + pair[1]
     rows = with_mfu(rows)
-    speedups = [a["ms_per_iter"] / b["ms_per_iter"] for a, b in zip(rows[::2], rows[1::2], strict=True)]
-    text = (f"A = `{_spec_text(spec_a)}`, B = `{_spec_text(spec_b)}`, case `{case}`, {rounds} alternating rounds.\n\n"
-            f"**Speed-up B over A (A ms/iter / B ms/iter), per round: "
-            f"{', '.join(f'{s:.2f}x' for s in speedups)}; median {statistics.median(speedups):.2f}x.**\n\n"
-            f"{table(rows)}\n\nVal-loss curves, last round:\n\n{curves(rows[-2], rows[-1])}\n")
-    return text
+    what = "tokens/s of B over A" + (f", {jobs} concurrent processes each summed" if jobs > 1 else "")
+    return (f"A = `{_spec_text(spec_a)}`, B = `{_spec_text(spec_b)}`, case `{case}`, {rounds} alternating rounds.\n\n"
+            f"**Speed-up ({what}), per round: {', '.join(f'{s:.2f}x' for s in speedups)}; "
+            f"median {statistics.median(speedups):.2f}x.**\n\n"
+            f"{table(rows)}\n\nVal-loss curves, last round:\n\n{curves(rows[-1 - jobs], rows[-1])}\n")
+
+
+def interleaved(case: str, spec_a: dict[str, str], spec_b: dict[str, str], turns: int, chunk: int) -> str:
+    result = interleave(case, spec_a, spec_b, turns, chunk)
+    a, b = result["A"], result["B"]
+    return (f"A = `{_spec_text(spec_a)}`, B = `{_spec_text(spec_b)}`, case `{case}`, one process, "
+            f"{turns} turns of {chunk} steps each.\n\n"
+            f"**Speed-up (tokens/s of B over A), median of per-turn ratios: {result['speedup']:.2f}x** "
+            f"(per turn {', '.join(f'{r:.2f}' for r in result['ratios'])}).\n\n"
+            f"| | ms/iter | tokens/s |\n|---|---|---|\n"
+            f"| A | {a['ms_per_iter']:.2f} | {a['tokens_per_sec']:,.0f} |\n"
+            f"| B | {b['ms_per_iter']:.2f} | {b['tokens_per_sec']:,.0f} |\n")
 
 
 def _spec_text(spec: dict[str, str]) -> str:
@@ -214,38 +238,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=3, metavar=("PRESET/VARIANT", "SPEC_A", "SPEC_B"),
                    help="run A and B alternately and report their speed ratio")
     p.add_argument("--rounds", type=int, default=3, help="A/B pairs in --compare (default 3)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="in --compare, run each side as this many concurrent processes (parallel ablations)")
+    p.add_argument("--interleave", type=int, metavar="STEPS",
+                   help="in --compare, train A and B in one process in turns of STEPS steps (--rounds turns): "
+                        "robust to a shared machine's second-by-second load; see experiments/interleave.py")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run setting for every run (e.g. max_iters=300 for a quick comparison)")
     p.add_argument("--section", help="name of the docs section to write (default: table, or compare-<B spec>)")
+    p.add_argument("--results", type=Path, help="keep the benchmark's run folders here (default: a temp folder)")
+    p.add_argument("--doc", type=Path, default=DOC, help=f"where to write (default {DOC.relative_to(PROJECT_ROOT)})")
     p.add_argument("--no-write", action="store_true", help=f"print only; leave {DOC.relative_to(PROJECT_ROOT)} alone")
     return p
+
+
+def check(case: str, specs: Sequence[dict[str, str]]) -> None:
+    """Resolve every configuration up front: a typo fails in a second, not after an hour of runs."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", case):
+        raise ConfigError(f"case '{case}' must be PRESET/VARIANT, e.g. cpu/full")
+    for spec in specs:
+        overrides = {k: parse_value(k, v) for k, v in spec.items() if k not in RUN_KEYS}
+        resolve(*case.split("/"), 0, overrides)
+        if "code" in spec and not (Path(spec["code"]) / "experiments" / "run.py").is_file():
+            raise ConfigError(f"code={spec['code']} is not a checkout of this project (no experiments/run.py)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cases = args.case or [*DEFAULT_CASES, *(GPU_CASES if torch.cuda.is_available() else ())]
-    for case in [args.compare[0]] if args.compare else cases:
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", case):
-            print(f"error: case '{case}' must be PRESET/VARIANT, e.g. cpu/full", file=sys.stderr)
-            return 2
-    if args.rounds < 1:
-        print("error: --rounds must be at least 1", file=sys.stderr)
+    try:
+        if args.rounds < 1 or args.jobs < 1 or (args.interleave is not None and args.interleave < 1):
+            raise ConfigError("--rounds, --jobs and --interleave must be at least 1")
+        common = parse_spec(",".join(args.set))
+        specs = [common | parse_spec(s) for s in args.compare[1:]] if args.compare else [common | parse_spec(args.spec)]
+        for case in [args.compare[0]] if args.compare else cases:
+            check(case, specs)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    common = [arg for pair in args.set for arg in ("--set", pair)]
     command = "python -m experiments.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        if args.compare:
-            case, a, b = args.compare
-            body = compare(case, parse_spec(a), parse_spec(b), args.rounds, common, Path(tmp))
-            section = args.section or "compare-" + re.sub(r"[^\w.=-]+", "_", b)
+        results = args.results or Path(tmp)
+        if args.compare and args.interleave:
+            body = interleaved(args.compare[0], *specs, args.rounds, args.interleave)
+            section = args.section or "interleave-" + re.sub(r"[^\w.=-]+", "_", args.compare[2])
+        elif args.compare:
+            body = compare(args.compare[0], *specs, args.rounds, results, args.jobs)
+            section = args.section or "compare-" + re.sub(r"[^\w.=-]+", "_", args.compare[2])
         else:
-            spec = parse_spec(args.spec)
-            body = table(with_mfu([run_case(case, spec, Path(tmp), common) for case in cases])) + "\n"
+            body = table(with_mfu([row for case in cases for row in run_case(case, specs[0], results)])) + "\n"
             section = args.section or "table"
     text = f"Measured on {machine()}.\n\n`{command.strip()}`\n\n{body}"
     print(text)
     if not args.no_write:
-        write_section(section, text)
+        write_section(section, text, args.doc)
     return 0
 
 

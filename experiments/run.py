@@ -115,7 +115,7 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
     model, device = trainer.model, trainer.device
     ckpt_path = run_dir / store.CHECKPOINT
     if ckpt_path.exists():
-        trainer.restore(checkpoint.load(ckpt_path, map_location=device))
+        trainer.restore(checkpoint.load(ckpt_path))  # on the CPU: RNG states must not move to a GPU
         recorder = RunRecorder.reopen(run_dir, cfg, trainer.step)
     else:
         static = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),

@@ -20,6 +20,11 @@ def serialize(state: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def deserialize(data: bytes) -> dict[str, Any]:
+    """The state `serialize` made, on the CPU (`Trainer.restore` copies it onto the model's device)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)

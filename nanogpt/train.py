@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from nanogpt import checkpoint
 from nanogpt.data import Batches, Corpus
 from nanogpt.distributed import SingleProcess
 from nanogpt.model import GPT
@@ -161,7 +162,8 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (bf16 runs do not care)
             torch.backends.cudnn.allow_tf32 = True
-        self.forward_eval = torch.compile(model) if compile else model
+        # Static shapes: training and the eval chunks are a few fixed shapes, each compiled once.
+        self.forward_eval = torch.compile(model, dynamic=False) if compile else model
         self.forward = self.world.wrap(self.forward_eval)  # DDP all-reduces the gradients in backward
         self.autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext()
@@ -175,16 +177,22 @@ class Trainer:
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
+        """Load a checkpoint held on the CPU (RNG states must stay CPU tensors; weights are copied to the device)."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         restore_rng(ckpt["rng"], self.batches)
         self.step, self.elapsed, self.tokens_seen = ckpt["step"], ckpt["elapsed"], ckpt["tokens_seen"]
 
     def follow_main(self) -> None:
-        """Data-parallel: every rank starts from rank 0's state, fresh or restored from its checkpoint."""
-        state = self.world.broadcast(self.checkpoint({}) if self.world.size > 1 and self.world.is_main else None)
-        if state is not None and not self.world.is_main:
-            self.restore(state)
+        """Data-parallel: every rank starts from rank 0's state, fresh or restored from its checkpoint.
+
+        Sent as checkpoint bytes and loaded on the CPU: unpickled CUDA tensors would land on rank 0's GPU.
+        """
+        if self.world.size == 1:
+            return
+        state = self.world.broadcast(checkpoint.serialize(self.checkpoint({})) if self.world.is_main else None)
+        if not self.world.is_main:
+            self.restore(checkpoint.deserialize(state))
 
     @torch.inference_mode()
     def estimate_loss(self) -> dict[str, float]:
