@@ -23,7 +23,9 @@ from nanogpt.data import Batches, Corpus
 from nanogpt.distributed import SingleProcess
 from nanogpt.model import GPT
 
-EVAL_TOKENS = 32768  # tokens per evaluation forward: large enough to amortize overhead, small enough for memory
+# Tokens per evaluation forward (at least one training batch): measured on CPU, the tutorial's evaluation
+# runs 1.4x faster in ~4k-token forwards than in 256-token ones, and slower again at 32k (cache misses).
+EVAL_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -198,16 +200,17 @@ class Trainer:
     def estimate_loss(self) -> dict[str, float]:
         """The lecture's estimate_loss: mean loss over eval_iters random batches per split.
 
-        All eval_iters batches are drawn at once and run in a few large forwards (EVAL_TOKENS
-        each): the same batches and the same mean (every batch has B x T tokens), without
-        hundreds of small, overhead-bound forwards.
+        All eval_iters batches are drawn at once and run in forwards of about EVAL_TOKENS: the
+        same batches and the same mean (every batch has B x T tokens), without hundreds of tiny,
+        overhead-bound forwards.
         """
         self.model.eval()
         out = {}
         rows_total = self.cfg.eval_iters * self.cfg.batch_size
         for split in ("train", "val"):
             x, y = self.batches[f"eval_{split}"].next(self.cfg.eval_iters)
-            chunks = max(1, x.numel() // EVAL_TOKENS)
+            rows = max(self.cfg.batch_size, EVAL_TOKENS // x.size(1))
+            chunks = math.ceil(len(x) / rows)
             loss_sum = torch.zeros((), device=self.device)
             for xc, yc in zip(x.tensor_split(chunks), y.tensor_split(chunks), strict=True):
                 with self.autocast:
