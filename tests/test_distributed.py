@@ -1,11 +1,12 @@
 """torchrun on gloo: 2 processes train the run 1 process trains (same global batch), write one run folder,
 and resume after a SIGKILL.
 
-Tolerance: both compute the same gradients; only the float32 summation order differs (the mean over
-the global batch is taken as the mean of two half-batch means, and gradients are summed by gloo).
-That is ~1e-7 relative per step; over these 20-40 steps we measured differences of at most ~5e-7
-in the loss. TOLERANCE = 1e-4 is ~100x above that, and ~1000x below the 0.1-1 gap to a genuinely
-different run (checked below: 1 process on half the batch lands far outside it).
+Tolerance: both compute the same gradients; only the float32 summation order differs (the global-batch
+mean is taken as the mean of two half-batch means, and gloo sums the gradients). Measured on the smoke
+preset: 0 at step 10, 2.4e-7 at step 20; at its lr=1e-2 the gap then grows ~10x per 10 steps (6.8e-5
+by step 40), so the test compares the first 20 steps. TOLERANCE = 1e-5 is 40x the measured gap, and
+1000x below the difference a genuinely different run makes (checked below: 1 process on half the
+batch lands > 1e-2 away).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pathlib import Path
 import psutil
 from conftest import ROOT, run_module
 
-TOLERANCE = 1e-4
-SMOKE = ["--preset", "smoke", "--device", "cpu", "--quiet", "--set", "max_iters=40"]
+TOLERANCE = 1e-5
+SMOKE = ["--preset", "smoke", "--device", "cpu", "--quiet", "--set", "max_iters=20"]
 
 
 def torchrun(n: int, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -70,7 +71,7 @@ def test_two_gloo_processes_give_the_single_process_curve(tmp_path):
     half = run_module("experiments.run", *SMOKE, "--set", "batch_size=4", "--results", tmp_path / "half")
     assert half.returncode == 0, half.stderr
     final = {name: losses(tmp_path / name)[-1][2] for name in ("two", "half")}
-    assert abs(final["two"] - final["half"]) > 100 * TOLERANCE
+    assert abs(final["two"] - final["half"]) > 1000 * TOLERANCE
 
 
 def test_a_batch_that_does_not_split_is_a_usage_error(tmp_path):
