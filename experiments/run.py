@@ -48,9 +48,9 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def prepare(cfg: RunConfig) -> tuple[RunConfig, Corpus]:
-    """Load the corpus and finish validating the config against it. Writes nothing."""
-    corpus = Corpus.load(cfg.data)
+def prepare(cfg: RunConfig, corpus: Corpus | None = None) -> tuple[RunConfig, Corpus]:
+    """Load the corpus (unless given) and finish validating the config against it. Writes nothing."""
+    corpus = corpus or Corpus.load(cfg.data)
     cfg = with_corpus(cfg, corpus.tokenizer.vocab_size, corpus.sha256, (len(corpus.train), len(corpus.val)))
     return cfg, corpus
 

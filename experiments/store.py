@@ -140,11 +140,21 @@ class RunStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
 
+    def experiment_dir(self, experiment: str) -> Path:
+        path = (self.root / experiment).resolve()
+        if path.parent != self.root.resolve():
+            raise ValueError(f"experiment '{experiment}' would escape the results folder {self.root}")
+        return path
+
     def run_dir(self, experiment: str, run_id: str) -> Path:
-        path = (self.root / experiment / run_id).resolve()
-        if self.root.resolve() not in path.parents:
+        path = (self.experiment_dir(experiment) / run_id).resolve()
+        if path.parent != self.experiment_dir(experiment):
             raise ValueError(f"run '{experiment}/{run_id}' would escape the results folder {self.root}")
         return path
+
+    def finished(self, experiment: str, run_id: str) -> bool:
+        """True if the run ended for good (completed or diverged): nothing left to train."""
+        return self.status(self.run_dir(experiment, run_id)) in ("completed", "diverged")
 
     def read(self, path: Path) -> RunRecord:
         """One run; raises ValueError naming the file if config or summary is unreadable."""
