@@ -50,6 +50,7 @@ def pick_device(requested: str) -> torch.device:
 
 def prepare(cfg: RunConfig, corpus: Corpus | None = None) -> tuple[RunConfig, Corpus]:
     """Load the corpus (unless given) and finish validating the config against it. Writes nothing."""
+    pick_device(cfg.device)  # fail now, before anything is written, if the device is not there
     corpus = corpus or Corpus.load(cfg.data)
     cfg = with_corpus(cfg, corpus.tokenizer.vocab_size, corpus.sha256, (len(corpus.train), len(corpus.val)))
     return cfg, corpus

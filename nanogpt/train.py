@@ -140,6 +140,7 @@ class Trainer:
             "eval_val": Batches(corpus.val, block, bs, seed + 2, device.type),
         }
         self.step, self.elapsed, self.tokens_seen = 0, 0.0, 0
+        self.restored_step: int | None = None  # the checkpoint's step: its eval is already recorded
         self.forward = torch.compile(model) if compile else model
         self.autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext()
@@ -157,6 +158,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         restore_rng(ckpt["rng"], self.batches)
         self.step, self.elapsed, self.tokens_seen = ckpt["step"], ckpt["elapsed"], ckpt["tokens_seen"]
+        self.restored_step = self.step
 
     @torch.inference_mode()
     def estimate_loss(self) -> dict[str, float]:
@@ -177,7 +179,6 @@ class Trainer:
     def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
         cfg, model, opt = self.cfg, self.model, self.optimizer
         model.train()
-        resumed_at = self.step if self.step > 0 else None
         tokens_per_step = cfg.batch_size * model.config.block_size
         # First non-finite step, tracked on the device so the hot loop never syncs for it.
         first_bad = torch.full((), cfg.max_iters + 1, dtype=torch.long, device=self.device)
@@ -189,7 +190,7 @@ class Trainer:
                 bad = int(first_bad.item())  # a log point: syncing here is fine
                 if bad <= cfg.max_iters:
                     return TrainResult("diverged", bad, f"non-finite training loss at step {bad}")
-            if at_eval and step != resumed_at:
+            if at_eval and step != self.restored_step:
                 train_time = time.perf_counter() - window_start
                 self.elapsed += train_time
                 eval_start = time.perf_counter()
