@@ -6,7 +6,16 @@ PY     := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/tinyshakespeare/input.txt)
 export NANOGPT_TINYSHAKESPEARE ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA))
 
-.PHONY: setup test lint run help
+# make ablate PRESET=cpu SEEDS=5 JOBS=2 WANDB=offline EXPERIMENTS="ladder" FORCE=1
+PRESET      ?= tutorial
+SEEDS       ?= 3
+EXPERIMENTS ?= ladder leave_one_out
+JOBS        ?=
+FORCE       ?=
+RESULTS     ?= results
+NAME        ?= $(PRESET)
+
+.PHONY: setup test lint run ablate help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +34,10 @@ test: setup  ## the test suite (what CI runs)
 
 lint: setup  ## ruff
 	$(PY) -m ruff check .
+
+ablate: setup  ## the ladder + leave-one-out over seeds, in parallel; resumable; prints the tables
+	$(PY) -m experiments.ablate --preset $(PRESET) --seeds $(SEEDS) --experiments $(EXPERIMENTS) \
+		--results $(RESULTS) --name $(NAME) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force)
 
 run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigram SEED=1
 	$(PY) -m experiments.run --preset tutorial --variant $(or $(VARIANT),full) --seed $(or $(SEED),0)
