@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.reliability_report"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE = Path(
     os.environ.get("NANOGPT_TINYSHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt")

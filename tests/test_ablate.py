@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from experiments import ablate, manifest
 from tests.conftest import ROOT, run_module
 
@@ -58,19 +60,27 @@ def test_ablate_trains_everything_once_then_nothing(tmp_path, tiny_corpus):
     assert final_losses(folder) == before
 
 
-def test_bad_ablate_input_is_refused_before_anything_is_written(tmp_path, tiny_corpus):
-    for args, message in [(("--experiments", "nope"), "unknown experiment 'nope'"),
-                          (("--seeds", "0"), "--seeds must be at least 1"),
-                          (("--jobs", "0"), "--jobs must be at least 1"),
-                          (("--set", "n_head=3"), "divisible by n_head"),
-                          (("--name", "../x"), "no paths")]:
-        out = run_module("experiments.ablate", "--preset", "smoke", "--data", tiny_corpus,
-                         "--results", tmp_path / "r", *args)
-        assert out.returncode == 2 and message in out.stderr, out.stderr
-        assert not (tmp_path / "r").exists()
+BAD_ABLATIONS = [(("--experiments", "nope"), "unknown experiment 'nope'"),
+                 (("--seeds", "0"), "--seeds must be at least 1"),
+                 (("--jobs", "0"), "--jobs must be at least 1"),
+                 (("--set", "n_head=3"), "divisible by n_head"),
+                 (("--preset", "nano"), "unknown preset 'nano'"),
+                 (("--name", "../x"), "no paths")]
 
 
+@pytest.mark.reliability("bad input", "make ablate: experiments, seeds, jobs, settings, presets, names")
+@pytest.mark.parametrize(("args", "message"), BAD_ABLATIONS, ids=[m for _, m in BAD_ABLATIONS])
+def test_bad_ablate_input_is_refused_before_anything_is_written(tmp_path, tiny_corpus, args, message):
+    """Exit 2 with the problem named; no results folder."""
+    out = run_module("experiments.ablate", "--preset", "smoke", "--data", tiny_corpus,
+                     "--results", tmp_path / "r", *args)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.reliability("fault", "SIGKILL of `make ablate` while runs are half-done")
 def test_sigkilled_ablation_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, tiny_corpus):
+    """Workers die with the parent; the rerun trains only what is missing; numbers equal an uninterrupted run."""
     args = ["--preset", "smoke", "--seeds", "1", "--experiments", "ladder", "--data", str(tiny_corpus),
             "--jobs", "2", "--set", "max_iters=600", "--set", "eval_interval=50"]
     whole = run_module("experiments.ablate", *args, "--results", tmp_path / "whole")

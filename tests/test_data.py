@@ -34,11 +34,13 @@ def test_any_utf8_file_is_a_corpus(tiny_corpus):
     assert len(corpus.train) + len(corpus.val) == len(text)
 
 
+@pytest.mark.reliability("bad input", "corpus files: empty, one character, not UTF-8")
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"", "empty"), (b"aaaa", "fewer than 2"), ("caf\u00e9 ol\u00e9".encode("latin-1"), "not UTF-8")],
 )
 def test_unusable_corpus_files_are_refused(tmp_path, content, message):
+    """DataError naming the file and the fix."""
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
     with pytest.raises(DataError, match=message) as err:
@@ -46,12 +48,16 @@ def test_unusable_corpus_files_are_refused(tmp_path, content, message):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.reliability("bad input", "corpus file missing")
 def test_missing_corpus_names_the_path(tmp_path):
+    """DataError naming the path."""
     with pytest.raises(DataError, match="does not exist"):
         Corpus.load(str(tmp_path / "nope.txt"))
 
 
+@pytest.mark.reliability("bad input", "Tiny Shakespeare copy truncated (wrong sha256)")
 def test_local_copy_with_wrong_checksum_is_refused(tmp_path, monkeypatch, shakespeare):
+    """Refused with the path, the checksum mismatch and the env var to fix it; never other data."""
     truncated = tmp_path / "input.txt"
     truncated.write_bytes(shakespeare.read_bytes()[:-100])
     monkeypatch.setenv(data.LOCAL_COPY_ENV, str(truncated))
@@ -60,7 +66,9 @@ def test_local_copy_with_wrong_checksum_is_refused(tmp_path, monkeypatch, shakes
     assert str(truncated) in str(err.value) and data.LOCAL_COPY_ENV in str(err.value)
 
 
+@pytest.mark.reliability("fault", "damaged dataset cache")
 def test_damaged_cache_is_detected(tmp_path, monkeypatch):
+    """The cached file fails its checksum and is reported by path."""
     monkeypatch.delenv(data.LOCAL_COPY_ENV)
     cached = tmp_path / "cache" / data.TINY_SHAKESPEARE / "input.txt"
     cached.parent.mkdir(parents=True)
@@ -69,7 +77,9 @@ def test_damaged_cache_is_detected(tmp_path, monkeypatch):
         Corpus.load(data.TINY_SHAKESPEARE)
 
 
+@pytest.mark.reliability("fault", "no network and no local copy of the dataset")
 def test_no_network_and_no_local_copy_says_how_to_fix(monkeypatch):
+    """Names the URL, --data and the env var; no half download left in the cache."""
     monkeypatch.delenv(data.LOCAL_COPY_ENV)
     # A closed local port: the download fails at once, without touching the internet.
     monkeypatch.setattr(data, "TINY_SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")

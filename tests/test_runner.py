@@ -95,8 +95,10 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.reliability("bad input", "runner CLI: flags, settings, presets, variants, paths, devices")
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
 def test_bad_input_gives_one_clear_line_exit_2_and_writes_nothing(tmp_path, tiny_corpus, args, message):
+    """One `error:` line naming the problem, exit 2, no results folder."""
     data = () if "--data" in args else ("--data", tiny_corpus)
     out = run_module("experiments.run", "--preset", "smoke", *data, "--results", tmp_path / "results", *args)
     assert out.returncode == 2
@@ -105,7 +107,9 @@ def test_bad_input_gives_one_clear_line_exit_2_and_writes_nothing(tmp_path, tiny
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.reliability("fault", "loss becomes non-finite (lr=1e4)")
 def test_divergence_is_a_status_not_a_crash(tmp_path, tiny_corpus):
+    """Run ends with status `diverged` and the reason; exit 1, no crash, no hang."""
     out = run_module("experiments.run", *SMOKE, "--data", tiny_corpus, "--results", tmp_path,
                      "--set", "lr=1e4", "--set", "max_iters=60")
     assert out.returncode == 1
@@ -116,7 +120,9 @@ def test_divergence_is_a_status_not_a_crash(tmp_path, tiny_corpus):
 LONG = ("--set", "max_iters=1500", "--set", "eval_interval=100", "--set", "log_interval=50")
 
 
+@pytest.mark.reliability("fault", "SIGKILL of a run mid-training, then --resume")
 def test_sigkill_then_resume_ends_on_the_numbers_of_an_uninterrupted_run(tmp_path, tiny_corpus):
+    """Folder readable, resume without --resume refused, resumed losses equal an uninterrupted run exactly."""
     args = (*SMOKE, "--data", str(tiny_corpus), *LONG, "--seed", "7")
     whole = run_module("experiments.run", *args, "--results", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
