@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -48,7 +49,7 @@ class RunRecorder(Callback):
     def create(cls, run_dir: Path, cfg: RunConfig, vocab_json: str, static: dict[str, Any]) -> RunRecorder:
         """A fresh run folder: config, vocabulary and a 'running' summary."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        store.write_atomic(run_dir / store.CONFIG, cfg.to_json() + "\n")
+        store.write_json(run_dir / store.CONFIG, {"format": store.FORMAT, **json.loads(cfg.to_json())})
         store.write_atomic(run_dir / store.VOCAB, vocab_json + "\n")
         (run_dir / store.METRICS).touch()
         summary = {"run_id": cfg.run_id, "config_hash": cfg.hash, "experiment": cfg.experiment,

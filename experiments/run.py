@@ -29,7 +29,7 @@ from nanogpt.train import Callback, Trainer
 
 RESULTS_ENV = "NANOGPT_RESULTS"
 SAMPLE_TOKENS = 500
-USER_ERRORS = (ConfigError, DefinitionError, DataError, checkpoint.CheckpointError)
+USER_ERRORS = (ConfigError, DefinitionError, DataError, checkpoint.CheckpointError, store.RunFolderError)
 
 
 class RunExistsError(ValueError):

@@ -27,6 +27,7 @@ CONFIG, VOCAB, METRICS, SUMMARY, SAMPLES, CHECKPOINT = (
     "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt"
 )
 FINISHED = ("completed", "diverged", "failed", "pruned")
+FORMAT = 1  # run-folder layout version, written into config.json; bump when the layout changes
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -83,6 +84,10 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     records, _ = read_jsonl(path)
     kept = [r for r in records if r.get("step", -1) <= last_step]
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be read (damaged, or from another format); the message names it and the fix."""
 
 
 class RunBusyError(RuntimeError):
@@ -157,15 +162,20 @@ class RunStore:
         return self.status(self.run_dir(experiment, run_id)) in ("completed", "diverged")
 
     def read(self, path: Path) -> RunRecord:
-        """One run; raises ValueError naming the file if config or summary is unreadable."""
+        """One run; raises RunFolderError naming the file if config or summary is unreadable or of another format."""
         try:
             config = _read_json(path / CONFIG)
         except (OSError, ValueError) as e:
-            raise ValueError(f"{path / CONFIG}: unreadable ({e}); delete the run folder to retrain it") from None
+            raise RunFolderError(f"{path / CONFIG}: unreadable ({e}); delete the run folder to retrain it") from None
+        if config.get("format") != FORMAT:
+            raise RunFolderError(
+                f"{path}: run folder format {config.get('format', 'unknown')}, but this version reads format "
+                f"{FORMAT}; retrain it with --force (or delete the folder)"
+            )
         try:
             summary = _read_json(path / SUMMARY) if (path / SUMMARY).exists() else {"status": "unknown"}
         except (OSError, ValueError) as e:
-            raise ValueError(f"{path / SUMMARY}: unreadable ({e}); delete the run folder to retrain it") from None
+            raise RunFolderError(f"{path / SUMMARY}: unreadable ({e}); delete the run folder to retrain it") from None
         metrics, problems = read_jsonl(path / METRICS)
         return RunRecord(path, config, summary, metrics, problems)
 
