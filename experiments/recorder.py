@@ -61,6 +61,7 @@ class RunRecorder(Callback):
     @classmethod
     def reopen(cls, run_dir: Path, cfg: RunConfig, resumed_from: int) -> RunRecorder:
         """An interrupted run folder: drop evaluations past the checkpoint, mark it running again."""
+        store.remove_partial_writes(run_dir)
         store.truncate_metrics(run_dir / store.METRICS, resumed_from)
         summary = store.RunStore(run_dir.parent.parent).read(run_dir).summary
         summary |= {"status": "running", "resumed_from_step": resumed_from,

@@ -79,6 +79,14 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return records, problems
 
 
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete the temp files of atomic writes cut short by a kill (`.<name>.<random>`); returns them."""
+    partial = [p for p in run_dir.glob(".*") if p.is_file()]
+    for p in partial:
+        p.unlink()
+    return partial
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Keep only evaluations up to `last_step` (resuming from a checkpoint at that step)."""
     records, _ = read_jsonl(path)

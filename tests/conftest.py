@@ -34,14 +34,16 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return path
 
 
+# For every process the tests start, fixtures of any scope included: the local dataset copy, W&B
+# offline, and one thread (CPU float sums depend on the thread count; runs are compared exactly).
+os.environ |= {"NANOGPT_TINYSHAKESPEARE": str(SHAKESPEARE), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+               "OMP_NUM_THREADS": "1"}
+
+
 @pytest.fixture(autouse=True)
-def _offline_env(monkeypatch, tmp_path):
-    """No test may touch the network or the user's cache; W&B stays offline."""
-    monkeypatch.setenv("NANOGPT_TINYSHAKESPEARE", str(SHAKESPEARE))
+def _private_cache(monkeypatch, tmp_path):
+    """No test may touch the network or the user's cache."""
     monkeypatch.setenv("NANOGPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 def run_module(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None,
