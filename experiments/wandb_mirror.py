@@ -95,11 +95,6 @@ class WandbMirror(Callback):
             mirror._guard("start", mirror._start, settings)
         return mirror
 
-    @property
-    def run_path(self) -> str | None:
-        """entity/project/id once W&B has started (the entity is empty offline)."""
-        return self.run.path if self.run is not None else None
-
     def on_eval(self, metrics: dict[str, Any], checkpoint) -> None:
         self._guard("log", self._log, metrics)
 
@@ -128,7 +123,8 @@ class WandbMirror(Callback):
             id=self.state["id"], resume="allow" if resuming else None, mode=mode, dir=self.run_dir,
             project=self.state["project"], entity=self.state["entity"], group=cfg.group or cfg.experiment,
             job_type=cfg.job_type, name=f"{cfg.variant}-s{cfg.seed}",
-            tags=list(dict.fromkeys([cfg.preset, cfg.variant, cfg.experiment, *cfg.tags])),
+            tags=list(dict.fromkeys(tag[:64]  # W&B refuses longer tags
+                                     for tag in (cfg.preset, cfg.variant, cfg.experiment, *cfg.tags) if tag)),
             config=json.loads(cfg.to_json()),  # exactly config.json
             settings=wandb.Settings(**LEAN, init_timeout=_timeout("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S),
                                     finish_timeout=_timeout("WANDB_FINISH_TIMEOUT", FINISH_TIMEOUT_S),
@@ -175,8 +171,10 @@ class WandbMirror(Callback):
         try:
             fn(*args)
         except Exception as e:
+            first_line = next(iter(str(e).splitlines()), "")
             print(f"warning: W&B mirror off for {self.cfg.experiment}/{self.cfg.run_id} ({action} failed: "
-                  f"{type(e).__name__}: {e}); training and the local record in {self.run_dir} continue",
+                  f"{type(e).__name__}: {first_line}); training and the local record in {self.run_dir} continue. "
+                  "Without a working W&B connection use --wandb offline (then `wandb sync`) or --wandb off.",
                   file=sys.stderr, flush=True)
             self._abandon()
 
