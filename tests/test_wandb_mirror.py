@@ -25,21 +25,25 @@ from nanogpt.train import Callback
 WANDB_CLI = Path(sys.executable).with_name("wandb")
 WARNING = "warning: W&B mirror off"
 # A run long enough (seconds) to be killed part-way.
-LONG = ("--set", "max_iters=1000", "--set", "eval_interval=100")
+LONG = ("--set", "max_iters=600", "--set", "eval_interval=100")
 
 
 @pytest.fixture(autouse=True)
 def _wandb_home(monkeypatch, tmp_path):
     """W&B's config, cache and artifact staging go to the test's folder, not the user's home; no API key.
 
-    WANDB_SERVICE is dropped: an in-process test's wandb-core would otherwise be shared by every
-    run the suite starts as a subprocess, and those tests kill their run's own wandb-core.
+    An in-process run starts a wandb-core service and advertises it in WANDB_SERVICE, which every
+    later subprocess would inherit and share (a SIGKILLed child's W&B run then stays open in it):
+    each test starts without one and stops the one it started.
     """
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     for var in ("WANDB_API_KEY", "WANDB_SERVICE"):
         monkeypatch.delenv(var, raising=False)
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
 
 
 def leet(*args: object) -> str:
@@ -191,10 +195,10 @@ def test_sigkilled_run_resumes_the_same_wandb_run(tmp_path, tiny_corpus):
     assert before[-1]["step"] == run.summary["resumed_from_step"]  # W&B kept everything up to the checkpoint
     assert after[0]["step"] == run.summary["resumed_from_step"] + 100  # and continues from there
     steps = [row["step"] for row in before + after]
-    assert steps == sorted(set(steps)) == list(range(0, 1001, 100))  # increasing, no gap, no repeat
+    assert steps == sorted(set(steps)) == list(range(0, 601, 100))  # increasing, no gap, no repeat
     assert before + after == run.metrics
     wb = json.loads(leet("--summary", "--json", run.path / "wandb"))
-    assert (wb["state"], wb["summary"]["resumes"], wb["summary"]["step"]) == ("finished", 1, 1000)
+    assert (wb["state"], wb["summary"]["resumes"], wb["summary"]["step"]) == ("finished", 1, 600)
 
 
 @pytest.mark.parametrize("mode, env", [
@@ -226,7 +230,7 @@ def test_wandb_service_killed_mid_run_never_stops_training(tmp_path, tiny_corpus
     assert proc.returncode == 0, stderr
     assert stderr.count(WARNING) == 1 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
     run = RunStore(tmp_path).read(only_run_dir(tmp_path))
-    assert run.summary["status"] == "completed" and [m["step"] for m in run.metrics] == list(range(0, 1001, 100))
+    assert run.summary["status"] == "completed" and [m["step"] for m in run.metrics] == list(range(0, 601, 100))
     assert run.samples
     mirrored = history(records(run.path / "wandb"))  # what reached W&B before the kill is still readable
     assert mirrored == run.metrics[:len(mirrored)] and len(mirrored) < len(run.metrics)
@@ -252,21 +256,18 @@ def test_cli_with_wandb_off_never_imports_wandb(tmp_path, tiny_corpus):
 
 
 def test_auto_mode_resolution(monkeypatch):
+    for env_mode, expected in [("disabled", None), ("dryrun", "offline"), ("offline", "offline"),
+                               ("online", "online")]:
+        monkeypatch.setenv("WANDB_MODE", env_mode)
+        assert resolve_mode("auto") == expected
+    assert resolve_mode("offline") == "offline" and resolve_mode("off") is None
+    monkeypatch.delenv("WANDB_MODE")
+    assert resolve_mode("auto") == "offline"  # no API key anywhere
     import wandb
 
-    wandb.teardown()  # W&B reads the environment once per process: start from this test's
-    try:
-        for env_mode, expected in [("disabled", None), ("dryrun", "offline"), ("offline", "offline"),
-                                   ("online", "online")]:
-            monkeypatch.setenv("WANDB_MODE", env_mode)
-            assert resolve_mode("auto") == expected
-        assert resolve_mode("offline") == "offline" and resolve_mode("off") is None
-        monkeypatch.delenv("WANDB_MODE")
-        assert resolve_mode("auto") == "offline"  # no API key anywhere
-        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-        assert resolve_mode("auto") == "online"  # a key is enough: nothing is asked of the server
-    finally:
-        wandb.teardown()  # forget the session's credentials
+    wandb.teardown()  # W&B reads the environment (and the key) once per process setup
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_mode("auto") == "online"  # a key is enough: nothing is asked of the server
 
 
 def test_cli_help_and_bad_mode(capsys):
