@@ -22,6 +22,7 @@ from experiments.definitions import DefinitionError, experiments
 from experiments.presets import PRESETS
 from experiments.progress import Progress
 from experiments.recorder import RunRecorder, environment
+from experiments.wandb_mirror import MODES, WandbMirror, WandbSettings
 from nanogpt import checkpoint
 from nanogpt.data import Corpus, DataError
 from nanogpt.model import GPT
@@ -67,20 +68,22 @@ def sample_text(model: GPT, corpus: Corpus, seed: int, tokens: int = SAMPLE_TOKE
 
 def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: bool = False,
               callbacks: Sequence[Callback] = (), quiet: bool = False,
-              prepared: tuple[RunConfig, Corpus] | None = None) -> dict[str, Any]:
+              prepared: tuple[RunConfig, Corpus] | None = None,
+              wandb: WandbSettings | None = None) -> dict[str, Any]:
     """Train `cfg` into its run folder and return the run's summary.
 
     A completed run is returned as is unless `force`. A run folder left by a killed run is
     resumed from its checkpoint when `resume` (else RunExistsError: nothing is touched).
+    With `wandb` settings the run is mirrored to W&B (see experiments.wandb_mirror).
     """
     cfg, corpus = prepared or prepare(cfg)
     run_dir = store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)
     with store.run_lock(run_dir):
-        return _train_locked(cfg, corpus, run_dir, resume, force, callbacks, quiet)
+        return _train_locked(cfg, corpus, run_dir, resume, force, callbacks, quiet, wandb)
 
 
 def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, force: bool,
-                  callbacks: Sequence[Callback], quiet: bool) -> dict[str, Any]:
+                  callbacks: Sequence[Callback], quiet: bool, wandb: WandbSettings | None) -> dict[str, Any]:
     runs = store.RunStore(run_dir.parent.parent)
     status = runs.status(run_dir) if run_dir.exists() else None
     if run_dir.exists() and force:
@@ -108,17 +111,20 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
                   "data_sha256": cfg.data_sha256, "environment": environment(device)}
         recorder = RunRecorder.create(run_dir, cfg, corpus.tokenizer.to_json(), static)
 
+    mirror = WandbMirror.start(wandb, run_dir, cfg)  # after the recorder: it mirrors what is recorded
     progress = Progress(f"{cfg.experiment}/{cfg.run_id}", cfg.train.max_iters, trainer.step, quiet=quiet)
     try:
-        result = trainer.run([recorder, progress, *callbacks])
+        result = trainer.run([recorder, progress, mirror, *callbacks])
     except BaseException as e:
         reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        recorder.finish("failed", reason)
+        mirror.finish(recorder.finish("failed", reason))
         raise
     finally:
         progress.close()
     samples = sample_text(model, corpus, cfg.seed) if result.status == "completed" else None
-    return recorder.finish(result.status, result.reason, samples)
+    summary = recorder.finish(result.status, result.reason, samples)
+    mirror.finish(summary, samples)
+    return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="delete an existing run with this config and retrain")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config; train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--wandb", choices=MODES, default="auto",
+                   help="mirror the run to Weights & Biases: auto (default) = online when logged in "
+                   "(`wandb login` or WANDB_API_KEY), else offline, and WANDB_MODE wins; online; offline "
+                   "(files in <run folder>/wandb/, upload later with `wandb sync`); off. A W&B failure "
+                   "never stops training")
+    p.add_argument("--wandb-project", metavar="NAME",
+                   help="W&B project (default $WANDB_PROJECT or nanogpt-ablations); entity from $WANDB_ENTITY")
     p.add_argument("--list-settings", action="store_true", help="print every setting with its default and exit")
     p.add_argument("--list-variants", action="store_true", help="print every variant by experiment and exit")
     return p
@@ -201,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"run folder: {store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)}", file=sys.stderr)
             return 0
         summary = train_run(cfg, results, resume=args.resume, force=args.force, quiet=args.quiet,
-                            prepared=(cfg, corpus))
+                            prepared=(cfg, corpus), wandb=WandbSettings(args.wandb, args.wandb_project))
     except (*USER_ERRORS, RunExistsError, store.RunBusyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
