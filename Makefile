@@ -8,6 +8,7 @@ export NANOGPT_TINYSHAKESPEARE ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA)
 
 # make ablate PRESET=cpu SEEDS=5 JOBS=2 WANDB=offline EXPERIMENTS="ladder" FORCE=1
 PRESET      ?= tutorial
+WANDB       ?= auto
 SEEDS       ?= 3
 EXPERIMENTS ?= ladder leave_one_out
 JOBS        ?=
@@ -37,7 +38,7 @@ lint: setup  ## ruff
 
 ablate: setup  ## the ladder + leave-one-out over seeds, in parallel; resumable; prints the tables
 	$(PY) -m experiments.ablate --preset $(PRESET) --seeds $(SEEDS) --experiments $(EXPERIMENTS) \
-		--results $(RESULTS) --name $(NAME) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force)
+		--results $(RESULTS) --name $(NAME) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force)
 
 run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigram SEED=1
 	$(PY) -m experiments.run --preset tutorial --variant $(or $(VARIANT),full) --seed $(or $(SEED),0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -35,6 +36,7 @@ from experiments.config import ConfigError, RunConfig, resolve
 from experiments.definitions import DefinitionError, get_experiment
 from experiments.presets import PRESETS
 from experiments.run import USER_ERRORS, default_results, parse_overrides, prepare, train_run
+from experiments.wandb_mirror import MODES, WandbSettings
 from nanogpt.data import Corpus
 
 DEFAULT_EXPERIMENTS = ("ladder", "leave_one_out")
@@ -101,10 +103,10 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_one(cfg: RunConfig, results: Path, force: bool) -> dict[str, Any]:
+def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        summary = train_run(cfg, results, resume=True, force=force, quiet=True)
+        summary = train_run(cfg, results, resume=True, force=force, quiet=True, wandb=wandb)
     except store.RunBusyError as e:
         return {"run_id": cfg.run_id, "status": "busy", "reason": str(e)}
     except Exception as e:  # noqa: BLE001 - one broken run must not stop the others; it is recorded
@@ -116,7 +118,8 @@ def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def execute(p: Plan, results: Path, jobs: int, force: bool = False) -> list[dict[str, Any]]:
+def execute(p: Plan, results: Path, jobs: int, force: bool = False,
+            wandb: WandbSettings | None = None) -> list[dict[str, Any]]:
     """Train every planned run not yet finished; returns one summary per run, in plan order."""
     runs = store.RunStore(results)
     todo = [c for c in p.runs if force or not runs.finished(c.experiment, c.run_id)]
@@ -125,14 +128,17 @@ def execute(p: Plan, results: Path, jobs: int, force: bool = False) -> list[dict
     print(f"{len(p.runs)} runs planned in {p.folder}: {len(done)} already finished, {len(todo)} to train "
           f"({jobs} parallel jobs x {threads} torch threads)", file=sys.stderr, flush=True)
     bar = tqdm(total=len(p.runs), initial=len(done), unit="run", dynamic_ncols=True, disable=not sys.stderr.isatty())
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(threads,)) as pool:
+    # Fresh interpreters (spawn), not forks: nothing of this process (OpenMP pools, a W&B service)
+    # leaks into the workers; each imports torch once and trains many runs.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
         pending: dict[Future, RunConfig] = {}
         queue = list(todo)
         try:
             while queue or pending:
                 while queue and len(pending) < jobs:
                     cfg = queue.pop(0)
-                    pending[pool.submit(_train_one, cfg, results, force)] = cfg
+                    pending[pool.submit(_train_one, cfg, results, force, wandb)] = cfg
                 bar.set_description(", ".join(f"{c.variant} s{c.seed}" for c in pending.values()))
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -180,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting for every run")
     p.add_argument("--data", help="corpus: a UTF-8 text file (default Tiny Shakespeare)")
     p.add_argument("--force", action="store_true", help="retrain runs that are already recorded")
+    p.add_argument("--wandb", choices=MODES, default="auto",
+                   help="mirror every run to W&B: auto (default: online when logged in, else offline; "
+                   "WANDB_MODE wins), online, offline, off")
+    p.add_argument("--wandb-project", metavar="NAME", help="W&B project (default $WANDB_PROJECT or nanogpt-ablations)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit; train nothing")
     return p
 
@@ -205,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     manifest.write(p.folder, p.manifest)
     try:
-        summaries = execute(p, results, args.jobs or default_jobs(), args.force)
+        summaries = execute(p, results, args.jobs or default_jobs(), args.force,
+                            WandbSettings(args.wandb, args.wandb_project))
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to train only what is missing",
               file=sys.stderr)

@@ -125,7 +125,7 @@ class WandbMirror(Callback):
             job_type=cfg.job_type, name=f"{cfg.variant}-s{cfg.seed}",
             tags=list(dict.fromkeys(tag[:64]  # W&B refuses longer tags
                                      for tag in (cfg.preset, cfg.variant, cfg.experiment, *cfg.tags) if tag)),
-            config=json.loads(cfg.to_json()),  # exactly config.json
+            config=json.loads((self.run_dir / store.CONFIG).read_text(encoding="utf-8")),  # exactly config.json
             settings=wandb.Settings(**LEAN, init_timeout=_timeout("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S),
                                     finish_timeout=_timeout("WANDB_FINISH_TIMEOUT", FINISH_TIMEOUT_S),
                                     finish_timeout_raises=True, x_transaction_log_flush_interval=FLUSH_INTERVAL_S),

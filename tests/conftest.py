@@ -34,9 +34,10 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return path
 
 
-# For every process the tests start, fixtures of any scope included: the local dataset copy, W&B
-# offline, and one thread (CPU float sums depend on the thread count; runs are compared exactly).
-os.environ |= {"NANOGPT_TINYSHAKESPEARE": str(SHAKESPEARE), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+# For every process the tests start, fixtures of any scope included: the local dataset copy, W&B off
+# unless a test asks for offline mode, and one thread (CPU float sums depend on the thread count, and
+# runs are compared exactly).
+os.environ |= {"NANOGPT_TINYSHAKESPEARE": str(SHAKESPEARE), "WANDB_MODE": "disabled", "WANDB_SILENT": "true",
                "OMP_NUM_THREADS": "1"}
 
 

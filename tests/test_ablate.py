@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import ablate, manifest
+from experiments import ablate, manifest, store
 from tests.conftest import ROOT, run_module
+from tests.wandb_records import history, of_type, records
 
 
 def final_losses(folder: Path) -> dict[str, list[tuple]]:
@@ -108,3 +109,22 @@ def test_sigkilled_ablation_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_p
     assert again.returncode == 0, again.stderr
     assert f"{statuses.count('completed')} already finished" in again.stderr
     assert final_losses(killed / "smoke") == final_losses(tmp_path / "whole" / "smoke")
+
+
+def test_every_ablation_run_is_mirrored_to_wandb_with_its_experiment(tmp_path, tiny_corpus, monkeypatch):
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    out = run_module("experiments.ablate", "--preset", "smoke", "--seeds", "1", "--data", tiny_corpus,
+                     "--results", tmp_path, "--wandb", "offline", "--wandb-project", "ablate-test")
+    assert out.returncode == 0, out.stderr
+    doc = manifest.read(tmp_path / "smoke")
+    for experiment in doc["experiments"]:
+        for variant in experiment["variants"]:
+            run_dir = tmp_path / "smoke" / variant["runs"][0]["run_id"]
+            (header,) = of_type(records(run_dir / "wandb"), "run")
+            assert header["project"] == "ablate-test"
+            # A run two experiments share is filed under the first, and tagged with both.
+            assert experiment["name"] in header["tags"]
+            assert header["run_group"] == header["job_type"].replace("-", "_") in ("ladder", "leave_one_out")
+            metrics, _ = store.read_jsonl(run_dir / store.METRICS)
+            assert history(records(run_dir / "wandb")) == metrics

@@ -14,15 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_module
 
 from experiments.config import resolve
 from experiments.run import build_parser, main, train_run
 from experiments.store import RunStore
 from experiments.wandb_mirror import STATE, WandbSettings, resolve_mode
 from nanogpt.train import Callback
+from tests.conftest import ROOT, run_module
+from tests.wandb_records import history, leet, of_type, records
 
-WANDB_CLI = Path(sys.executable).with_name("wandb")
 WARNING = "warning: W&B mirror off"
 # A run long enough (seconds) to be killed part-way.
 LONG = ("--set", "max_iters=600", "--set", "eval_interval=100")
@@ -44,29 +44,6 @@ def _wandb_home(monkeypatch, tmp_path):
     yield
     if "wandb" in sys.modules:
         sys.modules["wandb"].teardown()
-
-
-def leet(*args: object) -> str:
-    out = subprocess.run([str(WANDB_CLI), "leet", "inspect", *map(str, args)], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-def records(path: Path) -> list[dict]:
-    """Every record of a run's .wandb file (`path`: a W&B run folder, or a wandb folder for its latest run)."""
-    return [json.loads(line) for line in leet("--json", path).splitlines() if line.strip()]
-
-
-def of_type(recs: list[dict], kind: str) -> list[dict]:
-    return [r[kind] for r in recs if r["type"] == kind]
-
-
-def history(recs: list[dict]) -> list[dict]:
-    """History rows without W&B's own `_step`/`_runtime`/`_timestamp`, after checking `_step` is the step."""
-    rows = [h["item"] for h in of_type(recs, "history")]
-    assert all(row["_step"] == row["step"] for row in rows)
-    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
 
 
 def fragments(run_dir: Path) -> list[Path]:
