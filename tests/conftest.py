@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("analysis_fixtures",)  # session data for the analysis tests (issue 5)
+
 ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE = Path(
     os.environ.get("NANOGPT_TINYSHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt")
