@@ -73,26 +73,26 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
     return results, storage
 
 
-def mirror_offline(run_dir: Path, wandb_dir: Path, segments: int = 1) -> None:
-    """Log one run-store run to W&B offline as the mirror does: config = config.json, history = one row per
-    evaluation with the metrics.jsonl keys, summary = summary.json. With segments=2, the run is interrupted
-    half-way and resumed by a second `wandb.init`, as a resumed training run is."""
+def mirror_offline(runs: list[tuple[Path, int]]) -> None:
+    """Log run-store runs to W&B offline, into their own folders, as the mirror does: config = config.json,
+    history = one row per evaluation with the metrics.jsonl keys, summary = summary.json. A run given 2
+    segments is interrupted half-way and resumed by a second `wandb.init`, as a resumed training run is."""
     import wandb
 
-    config = json.loads((run_dir / "config.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    cut = len(metrics) // 2 if segments == 2 else len(metrics)
-    wandb_dir.mkdir(parents=True, exist_ok=True)
-    for part, rows in enumerate((metrics[:cut], metrics[cut:])[:segments]):
-        run = wandb.init(project="nanogpt-ablations", dir=wandb_dir, mode="offline", id=config["run_id"],
-                         resume="allow", group=config["group"] or config["experiment"], job_type=config["job_type"],
-                         name=f"{config['variant']}-s{config['seed']}", config=config)
-        run.define_metric("step")
-        run.define_metric("*", step_metric="step")
-        for row in rows:
-            run.log(row)
-        last = part == segments - 1
-        run.summary.update(summary if last else {"status": "running"})
-        run.finish(exit_code=0 if last else 1)
+    for run_dir, segments in runs:
+        config = json.loads((run_dir / "config.json").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        cut = len(metrics) // 2 if segments == 2 else len(metrics)
+        for part, rows in enumerate((metrics[:cut], metrics[cut:])[:segments]):
+            run = wandb.init(project="nanogpt-ablations", dir=run_dir, mode="offline", id=config["run_id"],
+                             resume="allow", group=config["group"] or config["experiment"],
+                             job_type=config["job_type"], name=f"{config['variant']}-s{config['seed']}", config=config)
+            run.define_metric("step")
+            run.define_metric("*", step_metric="step")
+            for row in rows:
+                run.log(row)
+            last = part == segments - 1
+            run.summary.update(summary if last else {"status": "running"})
+            run.finish(exit_code=0 if last else 1)
     wandb.teardown()  # stop wandb's service process: no test leaves one running
