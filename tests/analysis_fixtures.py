@@ -46,15 +46,17 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
             if self.trial.should_prune():
                 raise StopTraining("pruned", f"pruned at step {metrics['step']}")
 
+    corpus = [None]
+
     def objective(trial: optuna.Trial) -> float:
         overrides = {"lr": trial.suggest_float("lr", 1e-5, 3e-2, log=True),
                      "n_layer": trial.suggest_int("n_layer", 1, 2),
                      "n_head": trial.suggest_categorical("n_head", [1, 2, 3]), "max_iters": 30}
         cfg = resolve("smoke", "full", 0, overrides, experiment=STUDY, trial=trial.number, study=STUDY,
                       job_type="sweep")
-        cfg, corpus = prepare(cfg)
+        cfg, corpus[0] = prepare(cfg, corpus[0])  # the corpus is loaded once
         trial.set_user_attr("run_id", cfg.run_id)
-        summary = train_run(cfg, results, callbacks=[Report(trial)], quiet=True, prepared=(cfg, corpus))
+        summary = train_run(cfg, results, callbacks=[Report(trial)], quiet=True, prepared=(cfg, corpus[0]))
         if summary["status"] == "pruned":
             raise optuna.TrialPruned(summary["reason"])
         return summary["final_val_loss"]
