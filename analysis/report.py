@@ -45,7 +45,7 @@ def write_tables(folder: Path) -> str:
 def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], markdown: bool = True) -> Path:
     """Execute analysis/<name>.ipynb into out_dir; export it to Markdown with its figures."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    executed, partial = out_dir / f"{name}.ipynb", out_dir / f".{name}.partial.ipynb"
+    executed, partial = out_dir / f"{name}.ipynb", out_dir / f"{name}.partial.ipynb"
     # The kernel imports this very `analysis` package, whatever is installed in the environment.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
     papermill.execute_notebook(HERE / f"{name}.ipynb", partial, parameters={**parameters, "out_dir": str(out_dir)},
@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.study and not args.storage:
+        parser.error("--study needs --storage")
     folder = args.folder.resolve()
     has_manifest = (folder / manifest.MANIFEST).exists()
     if not has_manifest and not args.storage:
@@ -96,18 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.tables_only:
         return 0
-    out_dir, made = folder / "report", []
-    try:
-        if has_manifest:
-            made.append(run_notebook("progression", out_dir, {"results": str(folder.parent),
-                                                              "experiment": folder.name}, not args.no_markdown))
-        if args.storage:
-            made.append(run_notebook("sweep", out_dir, {"storage": args.storage, "study": args.study or "",
-                                                        "results": str(folder.parent)}, not args.no_markdown))
-    except PapermillExecutionError as e:
-        print(f"error: a notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-              f"the partly executed notebook is in {out_dir}", file=sys.stderr)
-        return 1
+    out_dir, made, notebooks = folder / "report", [], []
+    if has_manifest:
+        notebooks.append(("progression", {"results": str(folder.parent), "experiment": folder.name}))
+    if args.storage:
+        notebooks.append(("sweep", {"storage": args.storage, "study": args.study or "", "results": str(folder.parent)}))
+    for name, parameters in notebooks:
+        try:
+            made.append(run_notebook(name, out_dir, parameters, not args.no_markdown))
+        except PapermillExecutionError as e:
+            print(f"error: {name}.ipynb failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                  f"the partly executed notebook is {out_dir / f'{name}.partial.ipynb'}", file=sys.stderr)
+            return 1
     print("report: " + ", ".join(map(str, made)) + f"; figures in {out_dir / 'figures'}", file=sys.stderr)
     return 0
 

@@ -45,7 +45,8 @@ def intermediate_values(evals: pd.DataFrame, metric: str) -> Figure:
             ax.plot(trial["step"].iloc[-1], trial[metric].iloc[-1], "x", ms=9, mew=2, color=STATUS_COLOUR[status])
     for status in reported["status"].unique():
         ax.plot([], [], color=STATUS_COLOUR.get(status, "0.5"), label=status)
-    ax.legend(title="trial state", frameon=False)
+    if len(reported):
+        ax.legend(title="trial state", frameon=False)
     ax.set(xlabel="training step", ylabel=f"reported {_unit(metric)}", title="Intermediate values")
     return fig
 

@@ -38,11 +38,12 @@ def membership(manifest: dict[str, Any]) -> pd.DataFrame:
 
 def planned_runs(manifest: dict[str, Any], runs: pd.DataFrame, folder: Path) -> pd.DataFrame:
     """`membership` joined with the runs frame; runs that have no row get status 'not started' or 'unreadable'."""
-    planned = membership(manifest).merge(runs.drop(columns=["variant", "seed"]), on="run_id", how="left")
-    missing = planned["status"].isna()
-    planned.loc[missing, "status"] = [
-        "unreadable" if (folder / run_id).exists() else "not started" for run_id in planned.loc[missing, "run_id"]
-    ]
+    # A run listed twice (a W&B project with a forced rerun) counts once: its latest record.
+    latest = runs.drop(columns=["variant", "seed"]).drop_duplicates("run_id", keep="last")
+    planned = membership(manifest).merge(latest, on="run_id", how="left")
+    absent = pd.Series(["unreadable" if (folder / r).exists() else "not started" for r in planned["run_id"]],
+                       index=planned.index, dtype=object)
+    planned["status"] = planned["status"].where(planned["status"].notna(), absent)
     return planned
 
 
@@ -56,19 +57,19 @@ def comparison(planned: pd.DataFrame, definition: str) -> pd.DataFrame:
     for i, variant in enumerate(variants):
         runs = part[part["variant"] == variant]
         done = runs[runs["status"] == "completed"]
-        baseline = (variants[i - 1] if i else None) if compare == "previous" else compare
+        if compare == "previous":
+            baseline = variants[i - 1] if i else None
+        else:
+            baseline = compare if variant != compare else None
         row: dict[str, Any] = {"variant": variant, "adds": runs["adds"].iloc[0], "params": _first(runs, "params"),
                                "flops_per_token": _first(runs, "flops_per_token")}
         for loss in LOSSES:
             row[f"{loss}_mean"], row[f"{loss}_low"], row[f"{loss}_high"] = mean_ci(done[loss])
-        delta = paired_delta(val_by_seed[variant], val_by_seed[baseline]) if baseline and baseline != variant \
-            else (math.nan,) * 3
+        delta = paired_delta(val_by_seed[variant], val_by_seed[baseline]) if baseline else (math.nan,) * 3
         row["delta_val_mean"], row["delta_val_low"], row["delta_val_high"] = delta
-        row |= {"compared_with": baseline if baseline != variant else None,
-                "tokens_per_sec": done["tokens_per_sec"].mean(), "train_flops": done["train_flops"].mean(),
-                "completed": len(done), "planned": len(runs),
-                "runs": _counts(runs["status"]),
-                "run_ids": " ".join(runs["run_id"])}
+        row |= {"compared_with": baseline, "tokens_per_sec": done["tokens_per_sec"].mean(),
+                "train_flops": done["train_flops"].mean(), "completed": len(done), "planned": len(runs),
+                "runs": _counts(runs["status"]), "run_ids": " ".join(runs["run_id"])}
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -65,6 +65,21 @@ def test_progression_report(smoke_results, tmp_path):
     assert "## Environment" in markdown and "2.13" in markdown  # torch version of the runs
 
 
+def test_a_failing_notebook_exits_1_and_keeps_the_old_report(smoke_results, tmp_path):
+    experiment = tmp_path / "smoke"
+    shutil.copytree(smoke_results / "smoke", experiment)
+    (experiment / "report").mkdir()
+    (experiment / "report" / "progression.md").write_text("the previous report")
+    (experiment / "report" / "figures").write_text("a file where the figures folder goes")
+
+    out = run_module("analysis.report", experiment)
+
+    assert out.returncode == 1
+    assert "progression.ipynb failed in cell" in out.stderr and "FileExistsError" in out.stderr
+    assert f"the partly executed notebook is {experiment / 'report' / 'progression.partial.ipynb'}" in out.stderr
+    assert (experiment / "report" / "progression.md").read_text() == "the previous report"
+
+
 def test_sweep_report(sweep, tmp_path):
     results, storage = sweep
     out = run_module("analysis.report", results / STUDY, "--storage", storage, "--study", STUDY)

@@ -14,7 +14,9 @@ import pytest
 from conftest import run_module
 from scipy import stats
 
-from experiments import store
+from analysis import tables
+from analysis.from_runstore import load_runstore
+from experiments import manifest, store
 
 
 def summaries(experiment: Path, run_ids: list[str]) -> list[dict]:
@@ -116,3 +118,18 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, experiment):
     assert not (experiment / "tables.md").exists()  # nothing half-written
     out = run_module("analysis.report", tmp_path, "--storage", f"sqlite:///{tmp_path / 'missing.db'}")
     assert out.returncode == 2 and "no such SQLite file" in out.stderr
+    out = run_module("analysis.report", tmp_path, "--study", "s")
+    assert out.returncode == 2 and "--study needs --storage" in out.stderr
+
+
+def test_a_plan_with_nothing_trained_yet(experiment):
+    for run_dir in experiment.glob("*/config.json"):
+        shutil.rmtree(run_dir.parent)
+    plan = manifest.read(experiment)
+
+    planned = tables.planned_runs(plan, load_runstore(experiment.parent, experiment.name).runs, experiment)
+    text, numeric = tables.report(plan, planned)
+
+    assert set(planned["status"]) == {"not started"}
+    assert (numeric["ladder"]["runs"] == "2 not started").all() and (numeric["ladder"]["completed"] == 0).all()
+    assert not has_cell(text, "nan")
