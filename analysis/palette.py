@@ -1,5 +1,5 @@
 """One colour per model component, in every figure: the ladder rung that adds a component and the
-leave-one-out variant that removes it share a colour; a baseline row is black."""
+leave-one-out variant that removes it share a colour."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ COMPONENT_COLOUR = {
     "MLP": _TAB10[1], "depth": _TAB10[5], "residual": _TAB10[2], "layernorm": _TAB10[4], "GPT-2 init": _TAB10[3],
     "dropout": _TAB10[6],
 }
-BASELINE = (0.0, 0.0, 0.0)
 _OTHERS = sns.color_palette("Dark2")
 STATUS_COLOUR = {"completed": _TAB10[0], "pruned": _TAB10[1], "failed": _TAB10[3], "diverged": _TAB10[3],
                  "running": _TAB10[7], "interrupted": _TAB10[7], "waiting": _TAB10[7]}
@@ -37,5 +36,5 @@ def colour(variant: str) -> tuple[float, float, float]:
     return _OTHERS[zlib.crc32(variant.encode()) % len(_OTHERS)]
 
 
-def colours(variants: Iterable[str], baseline: str | None = None) -> dict[str, tuple[float, float, float]]:
-    return {v: BASELINE if v == baseline else colour(v) for v in variants}
+def colours(variants: Iterable[str]) -> dict[str, tuple[float, float, float]]:
+    return {v: colour(v) for v in variants}
