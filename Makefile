@@ -42,3 +42,20 @@ ablate: setup  ## the ladder + leave-one-out over seeds, in parallel; resumable;
 
 run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigram SEED=1
 	$(PY) -m experiments.run --preset tutorial --variant $(or $(VARIANT),full) --seed $(or $(SEED),0)
+
+# ---- analysis (issue 5): tables, notebooks, report ----------------------------------------------------------
+# make report [NAME=tutorial] [RESULTS=results] [STORAGE=sqlite:///sweep.db [STUDY=name]]
+RESULTS ?= $(or $(NANOGPT_RESULTS),results)
+NAME    ?= $(or $(PRESET),tutorial)
+REPORT_ARGS = $(RESULTS)/$(NAME) $(if $(STORAGE),--storage $(STORAGE)) $(if $(STUDY),--study $(STUDY))
+.PHONY: tables plots report
+
+tables: setup  ## print and write the tables of results/NAME (tables.md, <definition>.csv): what `make ablate` prints
+	$(PY) -m analysis.report $(RESULTS)/$(NAME) --tables-only
+
+plots: setup  ## run the notebooks headless: figures (PNG + SVG) in results/NAME/report/figures
+	$(PY) -m analysis.report $(REPORT_ARGS) --no-markdown
+
+report: setup  ## plots + the Markdown report results/NAME/report/progression.md (and sweep.md with STORAGE=...)
+	$(PY) -m analysis.report $(REPORT_ARGS)
+# ---- end analysis -------------------------------------------------------------------------------------------

@@ -122,6 +122,21 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def lock_held(run_dir: Path) -> bool:
+    """True while a live process holds `run_lock(run_dir)`: tells a running run from one that was killed."""
+    try:
+        fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the shared lock we may have taken
+    return False
+
+
 @dataclass
 class RunRecord:
     path: Path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.reliability_report"]
+pytest_plugins = ["tests.reliability_report", "tests.analysis_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE = Path(

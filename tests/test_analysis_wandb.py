@@ -1,0 +1,81 @@
+"""W&B runs, read back from real offline run files through W&B's own CLI and public `Run` class."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.from_runstore import load_runstore
+from analysis.from_wandb import from_wandb_runs
+from analysis.wandb_offline import load_wandb_offline, offline_runs
+from tests.analysis_fixtures import mirror_offline
+
+MIRRORED = ("bigram", "mlp", "full")  # the last one is interrupted and resumed: two W&B segments
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame without what says where a run was read from, in a fixed row order."""
+    keys = [c for c in ("run_id", "step") if c in frame]
+    return frame.drop(columns=["source", "location", "sample"], errors="ignore").sort_values(keys) \
+        .reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def mirrored(smoke_results, tmp_path_factory) -> Path:
+    """results/ with three smoke runs, each mirrored to W&B offline inside its run folder."""
+    results = tmp_path_factory.mktemp("mirrored")
+    runs = []
+    for variant in MIRRORED:
+        source = next((smoke_results / "smoke").glob(f"{variant}-s0-*"))
+        shutil.copytree(source, results / "smoke" / source.name)
+        runs.append((results / "smoke" / source.name, 2 if variant == "full" else 1))
+    mirror_offline(runs)
+    return results
+
+
+def test_offline_runs_read_back_equal_the_run_store(mirrored):
+    from wandb.apis.public import Run
+
+    runs, problems = offline_runs(mirrored / "smoke")
+    assert problems == [] and len(runs) == len(MIRRORED)
+    assert all(isinstance(run, Run) for run in runs)  # W&B's own client class, as `wandb.Api().runs()` gives
+    for run in runs:
+        assert run.group == "ladder" and run.job_type == "ladder" and run.state == "finished"
+        assert run.config["run_id"] == run.id and "_wandb" not in run.config
+    resumed = next(run for run in runs if run.config["variant"] == "full")
+    assert len(resumed.log_files) == 2
+
+    from_wandb, from_store = from_wandb_runs(runs), load_runstore(mirrored, "smoke")
+
+    assert from_wandb.problems == []
+    assert list(from_wandb.evals.columns) == list(from_store.evals.columns)
+    assert list(from_wandb.runs.columns) == list(from_store.runs.columns)
+    # W&B's JSON writes 0.0 as 0, so compare values, not dtypes.
+    pd.testing.assert_frame_equal(comparable(from_wandb.evals), comparable(from_store.evals), check_dtype=False)
+    pd.testing.assert_frame_equal(comparable(from_wandb.runs), comparable(from_store.runs), check_dtype=False)
+    assert set(from_wandb.runs["source"]) == {"wandb"}
+
+
+def test_a_segment_left_by_a_killed_run_is_interrupted(mirrored):
+    first = sorted((mirrored / "smoke").glob("full-*/wandb/offline-run-*"))[0]
+    loaded = load_wandb_offline(first)
+    assert loaded.runs["status"].tolist() == ["interrupted"]  # its summary says running; W&B says it ended
+    assert loaded.runs["evals"].tolist() == [1]
+
+
+def test_unreadable_logs_are_reported_by_path_and_skipped(mirrored, tmp_path):
+    shutil.copytree(next((mirrored / "smoke").glob("bigram-*")), tmp_path / "smoke" / "bigram")
+    garbage = tmp_path / "smoke" / "wandb" / "offline-run-20260101_000000-junk" / "run-junk.wandb"
+    empty = tmp_path / "smoke" / "wandb" / "offline-run-20260101_000001-empty" / "run-empty.wandb"
+    for log, data in ((garbage, b"\x11\x108\xfa not a log"), (empty, b"")):
+        log.parent.mkdir(parents=True)
+        log.write_bytes(data)
+
+    loaded = load_wandb_offline(tmp_path / "smoke")
+
+    text = "\n".join(loaded.problems)
+    assert f"{garbage}: `wandb leet inspect` cannot read it" in text and f"{empty}: no run record" in text
+    assert loaded.runs["variant"].tolist() == ["bigram"]
