@@ -3,14 +3,13 @@ a tiny Optuna study whose trials train real runs, and W&B offline mirrors writte
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SHAKESPEARE, run_module
 
-ENV = {"NANOGPT_TINYSHAKESPEARE": str(SHAKESPEARE), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
+ENV = {"NANOGPT_TINYSHAKESPEARE": str(SHAKESPEARE), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
        "WANDB_SILENT": "true"}
 STUDY = "smoke-sweep"
 # (lr, n_layer, n_head): the 1e-5 trial stays above the pruner's threshold; n_head 3 does not divide n_embd 16.
@@ -76,26 +75,16 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
     return results, storage
 
 
-def mirror_offline(runs: list[tuple[Path, int]]) -> None:
-    """Log run-store runs to W&B offline, into their own folders, as the mirror does: config = config.json,
-    history = one row per evaluation with the metrics.jsonl keys, summary = summary.json. A run given 2
-    segments is interrupted half-way and resumed by a second `wandb.init`, as a resumed training run is."""
+def mirror_offline(run_dirs: list[Path]) -> None:
+    """Mirror finished run-store runs to W&B offline with the real mirror (it sends what metrics.jsonl holds)."""
     import wandb
 
-    for run_dir, segments in runs:
-        config = json.loads((run_dir / "config.json").read_text())
-        summary = json.loads((run_dir / "summary.json").read_text())
-        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        cut = len(metrics) // 2 if segments == 2 else len(metrics)
-        for part, rows in enumerate((metrics[:cut], metrics[cut:])[:segments]):
-            run = wandb.init(project="nanogpt-ablations", dir=run_dir, mode="offline", id=config["run_id"],
-                             resume="allow", group=config["group"] or config["experiment"],
-                             job_type=config["job_type"], name=f"{config['variant']}-s{config['seed']}", config=config)
-            run.define_metric("step")
-            run.define_metric("*", step_metric="step")
-            for row in rows:
-                run.log(row)
-            last = part == segments - 1
-            run.summary.update(summary if last else {"status": "running"})
-            run.finish(exit_code=0 if last else 1)
+    from experiments.config import RunConfig
+    from experiments.store import RunStore
+    from experiments.wandb_mirror import WandbMirror, WandbSettings
+
+    for run_dir in run_dirs:
+        run = RunStore(run_dir.parent.parent).read(run_dir)
+        mirror = WandbMirror.start(WandbSettings("offline"), run_dir, RunConfig.from_flat(run.config))
+        mirror.finish(run.summary, run.samples or None)
     wandb.teardown()  # stop wandb's service process: no test leaves one running

@@ -55,7 +55,7 @@ def test_the_three_sources_give_the_same_columns(sweep, tmp_path):
     """The sweep's runs read from the run store, from W&B offline mirrors of them, and from the study."""
     results, storage = sweep
     shutil.copytree(results / STUDY, tmp_path / STUDY)
-    mirror_offline([(run_dir.parent, 1) for run_dir in (tmp_path / STUDY).glob("*/config.json")])
+    mirror_offline([run_dir.parent for run_dir in (tmp_path / STUDY).glob("*/config.json")])
 
     sources = [load_runstore(tmp_path, STUDY), load_wandb_offline(tmp_path / STUDY),
                load_optuna(storage, STUDY, tmp_path)]
