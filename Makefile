@@ -13,7 +13,7 @@ SEEDS       ?= 3
 EXPERIMENTS ?= ladder leave_one_out
 JOBS        ?=
 FORCE       ?=
-RESULTS     ?= results
+RESULTS     ?= $(or $(NANOGPT_RESULTS),results)
 NAME        ?= $(PRESET)
 
 .PHONY: setup test lint run ablate help
@@ -36,17 +36,18 @@ test: setup  ## the test suite (what CI runs)
 lint: setup  ## ruff
 	$(PY) -m ruff check .
 
-ablate: setup  ## the ladder + leave-one-out over seeds, in parallel; resumable; prints the tables
+ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable; then the tables and the report
+	@# Failed runs (exit 1) still get their table rows; bad input (2) or Ctrl-C (130) stops here.
 	$(PY) -m experiments.ablate --preset $(PRESET) --seeds $(SEEDS) --experiments $(EXPERIMENTS) \
-		--results $(RESULTS) --name $(NAME) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force)
+		--results $(RESULTS) --name $(NAME) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force); \
+	status=$$?; [ $$status -gt 1 ] && exit $$status; \
+	$(PY) -m analysis.report $(RESULTS)/$(NAME) || exit $$?; exit $$status
 
 run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigram SEED=1
 	$(PY) -m experiments.run --preset tutorial --variant $(or $(VARIANT),full) --seed $(or $(SEED),0)
 
 # ---- analysis (issue 5): tables, notebooks, report ----------------------------------------------------------
 # make report [NAME=tutorial] [RESULTS=results] [STORAGE=sqlite:///sweep.db [STUDY=name]]
-RESULTS ?= $(or $(NANOGPT_RESULTS),results)
-NAME    ?= $(or $(PRESET),tutorial)
 REPORT_ARGS = $(RESULTS)/$(NAME) $(if $(STORAGE),--storage $(STORAGE)) $(if $(STUDY),--study $(STUDY))
 .PHONY: tables plots report
 
