@@ -30,13 +30,14 @@ HERE = Path(__file__).resolve().parent
 
 
 def write_tables(folder: Path) -> str:
-    """The tables of one experiment folder: written as Markdown and CSV, returned as Markdown."""
+    """The tables of one experiment folder, written as Markdown (with one sample per rung) and CSV;
+    returns the tables' Markdown."""
     plan = manifest.read(folder)
     results = load_runstore(folder.parent, folder.name)
     for problem in results.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    text, numeric = tables.report(plan, tables.planned_runs(plan, results.runs, folder))
-    store.write_atomic(folder / "tables.md", text)
+    text, samples, numeric = tables.report(plan, tables.planned_runs(plan, results.runs, folder))
+    store.write_atomic(folder / "tables.md", f"{text}\n{samples}\n" if samples else text)
     for name, table in numeric.items():
         store.write_atomic(folder / f"{name}.csv", table.to_csv(index=False))
     return text
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_study(open_storage(args.storage), args.study or None)
         if has_manifest:
             print(write_tables(folder), end="")
+            print(f"tables and one sample per rung: {folder / 'tables.md'}", file=sys.stderr)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -119,12 +119,11 @@ def samples_section(manifest: dict[str, Any], planned: pd.DataFrame) -> str:
     return "\n\n".join([f"## Samples (first {SAMPLE_CHARS} characters)", *parts]) if parts else ""
 
 
-def report(manifest: dict[str, Any], planned: pd.DataFrame) -> tuple[str, dict[str, pd.DataFrame]]:
-    """The Markdown `make ablate` prints and writes (every table, then the samples) and the numeric tables."""
+def report(manifest: dict[str, Any], planned: pd.DataFrame) -> tuple[str, str, dict[str, pd.DataFrame]]:
+    """The Markdown of every table (what `make ablate` prints), of one sample per rung, and the numeric tables."""
     numeric = {e["name"]: comparison(planned, e["name"]) for e in manifest["experiments"]}
-    parts = [title(manifest), EXPLANATION, *(section(e, numeric[e["name"]]) for e in manifest["experiments"]),
-             samples_section(manifest, planned)]
-    return "\n\n".join(p for p in parts if p) + "\n", numeric
+    parts = [title(manifest), EXPLANATION, *(section(e, numeric[e["name"]]) for e in manifest["experiments"])]
+    return "\n\n".join(parts) + "\n", samples_section(manifest, planned), numeric
 
 
 def title(manifest: dict[str, Any]) -> str:
