@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/tinyshakespeare/input.txt)
 export NANOGPT_TINYSHAKESPEARE ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA))
 
-# make ablate PRESET=cpu SEEDS=5 JOBS=2 WANDB=offline EXPERIMENTS="ladder" FORCE=1
+# make ablate PRESET=cpu SEEDS=5 JOBS=2 WANDB=offline EXPERIMENTS="ladder" FORCE=1 DATA=my_corpus.txt
 PRESET      ?= tutorial
 WANDB       ?= auto
 SEEDS       ?= 3
@@ -39,7 +39,8 @@ lint: setup  ## ruff
 ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable; then the tables and the report
 	@# Failed runs (exit 1) still get their table rows; bad input (2) or Ctrl-C (130) stops here.
 	$(PY) -m experiments.ablate --preset $(PRESET) --seeds $(SEEDS) --experiments $(EXPERIMENTS) \
-		--results $(RESULTS) --name $(NAME) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force); \
+		--results $(RESULTS) --name $(NAME) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force) \
+		$(if $(DATA),--data $(DATA)); \
 	status=$$?; [ $$status -gt 1 ] && exit $$status; \
 	$(PY) -m analysis.report $(RESULTS)/$(NAME) || exit $$?; exit $$status
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,3 +129,20 @@ def test_every_ablation_run_is_mirrored_to_wandb_with_its_experiment(tmp_path, t
             assert header["run_group"] == header["job_type"].replace("-", "_") in ("ladder", "leave_one_out")
             metrics, _ = store.read_jsonl(run_dir / store.METRICS)
             assert history(records(run_dir / "wandb")) == metrics
+
+
+def test_make_ablate_prints_every_rung_and_seed_then_trains_nothing_the_second_time(tmp_path, tiny_corpus):
+    make = ["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}", "ablate", "PRESET=smoke",
+            "SEEDS=2", f"RESULTS={tmp_path}", "WANDB=off", "JOBS=2"]
+    first = subprocess.run([*make, "EXPERIMENTS=ladder", f"DATA={tiny_corpus}"], capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr
+    for rung in ("bigram", "embeddings", "single_head", "multi_head", "mlp", "stacked", "residual", "layernorm",
+                 "full"):
+        assert re.search(rf"^\| {rung} +\|.*\| 2 completed +\|$", first.stdout, re.M), f"{rung} row missing"
+    assert (tmp_path / "smoke" / "ladder.csv").exists() and (tmp_path / "smoke" / "report" / "progression.md").exists()
+
+    second = subprocess.run([*make, "EXPERIMENTS=ladder", f"DATA={tiny_corpus}"], capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0 and "18 already finished, 0 to train" in second.stderr
+    assert second.stdout == first.stdout  # the same table: nothing was retrained
