@@ -203,10 +203,10 @@ def _print_lists(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extras = build_parser().parse_known_args(argv)
-    if args.list_settings or args.list_variants:
-        _print_lists(args)
-        return 0
     try:
+        if args.list_settings or args.list_variants:
+            _print_lists(args)
+            return 0
         cfg, corpus = prepare(config_from_args(args, extras))
         results = args.results or default_results()
         if args.dry_run:
