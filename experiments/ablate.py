@@ -35,7 +35,7 @@ from experiments import manifest, store
 from experiments.config import ConfigError, RunConfig, resolve
 from experiments.definitions import DefinitionError, get_experiment
 from experiments.presets import PRESETS
-from experiments.run import USER_ERRORS, default_results, parse_overrides, prepare, train_run
+from experiments.run import USER_ERRORS, default_results, disk_error, parse_overrides, prepare, train_run
 from experiments.wandb_mirror import MODES, WandbSettings
 from nanogpt.data import Corpus
 
@@ -213,14 +213,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for cfg in p.runs:
             print(f"{cfg.group:16} {cfg.variant:16} seed {cfg.seed}  {cfg.run_id}")
         return 0
-    manifest.write(p.folder, p.manifest)
     try:
+        manifest.write(p.folder, p.manifest)
         summaries = execute(p, results, args.jobs or default_jobs(), args.force,
                             WandbSettings(args.wandb, args.wandb_project))
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to train only what is missing",
               file=sys.stderr)
         return 130
+    except OSError as e:
+        print(f"error: {disk_error(e)}", file=sys.stderr)
+        return 1
     except BrokenProcessPool:
         print("a worker process died (killed or out of memory); run the same command again to resume",
               file=sys.stderr)

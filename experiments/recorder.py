@@ -51,7 +51,7 @@ class RunRecorder(Callback):
         run_dir.mkdir(parents=True, exist_ok=True)
         store.write_json(run_dir / store.CONFIG, {"format": store.FORMAT, **json.loads(cfg.to_json())})
         store.write_atomic(run_dir / store.VOCAB, vocab_json + "\n")
-        (run_dir / store.METRICS).touch()
+        store.write_atomic(run_dir / store.METRICS, "")  # no checkpoint = a fresh start: drop older lines
         summary = {"run_id": cfg.run_id, "config_hash": cfg.hash, "experiment": cfg.experiment,
                    "preset": cfg.preset, "variant": cfg.variant, "seed": cfg.seed, "status": "running",
                    "started_at": time.time(), **static}

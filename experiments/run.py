@@ -6,6 +6,7 @@ The one path to train anything: the CLI, `make ablate` and the sweeps all call `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -117,7 +118,10 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
         result = trainer.run([recorder, progress, mirror, *callbacks])
     except BaseException as e:
         reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        mirror.finish(recorder.finish("failed", reason))
+        # On a full or read-only disk even this may fail: the summary then still says 'running', never
+        # 'completed', and the checkpoint of the last evaluation is intact for --resume.
+        with contextlib.suppress(OSError):
+            mirror.finish(recorder.finish("failed", reason))
         raise
     finally:
         progress.close()
@@ -125,6 +129,13 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
     summary = recorder.finish(result.status, result.reason, samples)
     mirror.finish(summary, samples)
     return summary
+
+
+def disk_error(e: OSError) -> str:
+    """A failed write as one line: which file, why, and what to do."""
+    where = e.filename or "the results folder"
+    return (f"cannot write {where} ({e.strerror or e}); free disk space or choose a writable --results folder, "
+            "then rerun with --resume: nothing written so far is marked complete")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the run folder keeps the last checkpoint; rerun with --resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        print(f"error: {disk_error(e)}", file=sys.stderr)
+        return 1
     verb = "already recorded" if summary.get("skipped") else summary["status"]
     print(f"{summary['run_id']}: {verb}; val {summary.get('final_val_loss', float('nan')):.4f} "
           f"(best {summary.get('best_val_loss', float('nan')):.4f}) in {summary.get('wall_time_sec', 0):.1f}s "
