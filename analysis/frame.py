@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from experiments import store
+
 IDENTITY = ("source", "experiment", "run_id", "variant", "seed", "preset", "status")
 # What the training loop records at each evaluation (metrics.jsonl, W&B history).
 METRICS = ("step", "tokens", "train_loss", "val_loss", "lr", "tokens_per_sec", "elapsed_sec")
@@ -105,23 +107,9 @@ def _evaluations(run: RunData, problems: list[str]) -> list[dict[str, Any]]:
 
 def _loss_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The same numbers the run recorder writes into summary.json, for any source and any progress."""
-    if not history:
-        return {"evals": 0}
-    first, last = history[0], history[-1]
-    finite = [e for e in history if _finite(e.get("val_loss"))]
-    best = min(finite, key=lambda e: e["val_loss"]) if finite else last
-    rates = [e["tokens_per_sec"] for e in history if e.get("tokens_per_sec")]
-    return {
-        "evals": len(history), "last_step": last["step"], "initial_train_loss": first.get("train_loss"),
-        "initial_val_loss": first.get("val_loss"), "final_train_loss": last.get("train_loss"),
-        "final_val_loss": last.get("val_loss"), "best_val_loss": best.get("val_loss"), "best_val_step": best["step"],
-        "tokens": last.get("tokens"), "wall_time_sec": last.get("elapsed_sec"),
-        "tokens_per_sec": sum(rates) / len(rates) if rates else None,
-    }
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    summary = store.loss_summary(history)
+    summary["last_step"] = summary.pop("step", None)
+    return summary
 
 
 def _frame(rows: list[dict[str, Any]], leading: tuple[str, ...]) -> pd.DataFrame:

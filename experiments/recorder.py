@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
@@ -79,22 +78,6 @@ class RunRecorder(Callback):
         if samples is not None:
             store.write_atomic(self.run_dir / store.SAMPLES, samples)
         metrics, _ = store.read_jsonl(self.run_dir / store.METRICS)
-        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **loss_summary(metrics)}
+        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **store.loss_summary(metrics)}
         store.write_json(self.run_dir / store.SUMMARY, self.summary)
         return self.summary
-
-
-def loss_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Initial/final/best losses, wall time and throughput from a run's evaluations."""
-    if not metrics:
-        return {}
-    first, last = metrics[0], metrics[-1]
-    finite = [m for m in metrics if math.isfinite(m["val_loss"])]
-    best = min(finite, key=lambda m: m["val_loss"]) if finite else last
-    rates = [m["tokens_per_sec"] for m in metrics if m.get("tokens_per_sec")]
-    return {
-        "step": last["step"], "initial_train_loss": first["train_loss"], "initial_val_loss": first["val_loss"],
-        "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
-        "best_val_loss": best["val_loss"], "best_val_step": best["step"], "tokens": last["tokens"],
-        "wall_time_sec": last["elapsed_sec"], "tokens_per_sec": sum(rates) / len(rates) if rates else None,
-    }

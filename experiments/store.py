@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -138,6 +139,27 @@ def lock_held(run_dir: Path) -> bool:
     finally:
         os.close(fd)  # closing drops the shared lock we may have taken
     return False
+
+
+def loss_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Initial, final and best losses, wall time and throughput from a run's evaluations (in step order).
+
+    The recorder writes these into summary.json; analysis computes them the same way for runs read
+    from W&B or Optuna, or still running.
+    """
+    if not metrics:
+        return {"evals": 0}
+    first, last = metrics[0], metrics[-1]
+    finite = [m for m in metrics if isinstance(m.get("val_loss"), int | float) and math.isfinite(m["val_loss"])]
+    best = min(finite, key=lambda m: m["val_loss"]) if finite else last
+    rates = [m["tokens_per_sec"] for m in metrics if m.get("tokens_per_sec")]
+    return {
+        "evals": len(metrics), "step": last["step"], "initial_train_loss": first.get("train_loss"),
+        "initial_val_loss": first.get("val_loss"), "final_train_loss": last.get("train_loss"),
+        "final_val_loss": last.get("val_loss"), "best_val_loss": best.get("val_loss"), "best_val_step": best["step"],
+        "tokens": last.get("tokens"), "wall_time_sec": last.get("elapsed_sec"),
+        "tokens_per_sec": sum(rates) / len(rates) if rates else None,
+    }
 
 
 @dataclass

@@ -36,7 +36,8 @@ def test_read_only_results_folder_is_one_clear_error(tmp_path, tiny_corpus, modu
     results = tmp_path / "results"
     results.mkdir()
     extra = ("--seeds", "1", "--experiments", "ladder") if module == "experiments.ablate" else ("--quiet",)
-    out = run_read_only(results, module, "--preset", "smoke", "--wandb", "off", *extra, "--data", str(tiny_corpus), "--results", str(results))
+    out = run_read_only(results, module, "--preset", "smoke", "--wandb", "off", *extra, "--data", str(tiny_corpus),
+                        "--results", str(results))
     assert out.returncode == 1, out.stderr
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("error: cannot write") and str(results) in line
