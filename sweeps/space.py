@@ -20,15 +20,21 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
 from experiments.config import SETTABLE, ConfigError, parse_value, resolve
+from nanogpt.model import ModelConfig
+from nanogpt.train import TrainConfig
 
 if TYPE_CHECKING:
     import optuna
 
+# Settings with a fixed set of values (layernorm: none/pre/post). The dataclasses' annotations are
+# strings (postponed evaluation), so they are resolved here rather than read off the fields.
+CHOICES = {name: get_args(hint) for cls in (ModelConfig, TrainConfig)
+           for name, hint in get_type_hints(cls).items() if get_origin(hint) is Literal}
 TOP_KEYS = {"preset", "variant", "seed", "n_trials", "set", "pruner", "params"}
 NOT_HYPERPARAMETERS = {"data", "device", "compile", "experiment"}
 PARAM_KEYS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
@@ -170,6 +176,8 @@ def _value(name: str, value: Any, where: str) -> Any:
         raise SpaceError(f"{where}: {e}") from None
     if isinstance(parsed, float) and not math.isfinite(parsed):
         raise SpaceError(f"{where}: {value!r} is not a finite number")
+    if name in CHOICES and parsed not in CHOICES[name]:
+        raise SpaceError(f"{where}: {name}={value}: expected one of {', '.join(CHOICES[name])}")
     return parsed
 
 
