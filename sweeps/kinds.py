@@ -112,7 +112,11 @@ class SearchSweep:
         return self.space.make_pruner()
 
     def points(self, study: str, results: Path) -> list[tuple[dict[str, Any], str]]:
-        return []  # TPE proposes each trial when a worker asks
+        """None: TPE proposes each trial when a worker asks. The base config is checked against the
+        corpus here, so a bad --data fails before any storage is touched."""
+        space = self.space
+        prepare(resolve(space.preset, space.variant, space.seed, space.set))
+        return []
 
     def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:
         finished = sum("outcome" in t.user_attrs for t in trials)

@@ -72,8 +72,8 @@ def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
     if run:
         sub.add_argument("--workers", type=int, default=default_jobs(),
                          help=f"local worker processes (default: the core count, {default_jobs()})")
-    else:
-        sub.add_argument("--threads", type=int, help="torch threads for this worker (default: torch's)")
+    sub.add_argument("--threads", type=int, help="torch threads per worker (default: run shares the cores "
+                     "among its workers; a lone worker keeps torch's default)")
     sub.add_argument("--heartbeat", type=int, default=storage.Heartbeat.interval, metavar="SEC",
                      help=f"database storages: heartbeat interval (default {storage.Heartbeat.interval})")
     sub.add_argument("--grace", type=int, default=storage.Heartbeat.grace, metavar="SEC",
@@ -123,10 +123,10 @@ def worker(args: argparse.Namespace, spec: str, results: Path, folder: Path) -> 
 
 def run(args: argparse.Namespace, spec: str, results: Path) -> int:
     """Create or resume the study, then train it with local worker processes sharing the cores."""
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers < 1 or (args.threads or 1) < 1:
+        raise ConfigError("--workers and --threads must be at least 1")
     create(args, spec, results)
-    threads = max(1, default_jobs() // args.workers)
+    threads = args.threads or max(1, default_jobs() // args.workers)
     command = [sys.executable, "-m", "sweeps.optuna", "worker", "--study", args.study, "--results", str(results),
                "--threads", str(threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
     command += ["--quiet"] if args.quiet else []
