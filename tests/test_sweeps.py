@@ -182,7 +182,7 @@ def _get_json(url: str, server: subprocess.Popen, timeout: float = 60) -> dict:
 
 def test_sigkilled_worker_trial_is_retried_and_resumed(postgres, tiny_corpus, tiny_grid, tmp_path):
     url = pg_database(postgres, "killed")
-    max_iters, every = 300, 30
+    max_iters, every = 200, 20
     assert sweeps_cli.main(["create", "--study", "kill", "--grid", tiny_grid, "--seeds", "2", "--results",
                             str(tmp_path), "--storage", url, *smoke(tiny_corpus, max_iters, every)]) == 0
     beats = ["--heartbeat", "1", "--grace", "2"]
@@ -226,21 +226,45 @@ def _wait_for_checkpointed_trial(study: optuna.Study, folder: Path, worker: str,
 # --- SQLite and journal files -----------------------------------------------------------------------------
 
 
-def test_sqlite_default_storage_grid_with_two_workers_then_resume(tiny_corpus, tiny_grid, tmp_path, capsys):
-    args = ["--study", "local", "--grid", tiny_grid, "--seeds", "2", "--results", str(tmp_path),
-            *smoke(tiny_corpus)]
-    out = cli("run", *args, "--workers", "2", "--quiet")
-    assert out.returncode == 0, out.stderr
-    spec = storage.default_storage(tmp_path / "local")
-    assert (tmp_path / "local" / storage.DB_FILE).exists() and "sqlite:///" in out.stderr
-    assert_grid_done_once(load(spec, "local"), points=3 * 2)
+def test_sqlite_is_the_default_storage_and_a_finished_study_stays_finished(tiny_corpus, tiny_grid, tmp_path, capsys):
+    args = ["--study", "local", "--grid", tiny_grid, "--seeds", "2", "--results", str(tmp_path), *smoke(tiny_corpus)]
+    assert sweeps_cli.main(["create", *args]) == 0
+    assert sweeps_cli.main(["worker", "--study", "local", "--results", str(tmp_path), "--threads", "1", "--quiet"]) == 0
+    assert "sqlite:///" in capsys.readouterr().err
+    assert_grid_done_once(load(storage.default_storage(tmp_path / "local"), "local"), points=3 * 2)
     # Again: nothing is enqueued and nothing retrained; other settings under the same name are refused.
     assert sweeps_cli.main(["create", *args]) == 0
     assert "0 enqueued now" in capsys.readouterr().err
-    assert sweeps_cli.main(["worker", "--study", "local", "--results", str(tmp_path), "--threads", "1"]) == 0
+    assert sweeps_cli.main(["worker", "--study", "local", "--results", str(tmp_path)]) == 0
     assert "ran 0 trials" in capsys.readouterr().err
     assert sweeps_cli.main(["create", *args, "--set", "max_iters=41"]) == 2
     assert "already exists with other settings" in capsys.readouterr().err
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_path, capsys):
+    """Ctrl-C a worker mid-trial; running the sweep again re-enqueues that trial and resumes its run."""
+    journal = str(tmp_path / "study.journal")  # no heartbeats here: re-creating is the way back
+    args = ["--study", "stop", "--results", str(tmp_path), "--storage", journal]
+    assert sweeps_cli.main(["create", *args, "--grid", tiny_grid, "--seeds", "1",
+                            *smoke(tiny_corpus, 300, 30)]) == 0
+    worker = start_worker("stop", tmp_path, journal, tmp_path / "worker.log")
+    study = load(journal, "stop")
+    try:
+        stopped = _wait_for_checkpointed_trial(study, tmp_path / "stop", f"{HOST}:{worker.pid}", worker)
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=60) == 130
+    finally:
+        worker.kill()
+    run_id = study.trials[stopped].user_attrs["run_id"]
+    assert study.trials[stopped].state == TrialState.FAIL and "outcome" not in study.trials[stopped].user_attrs
+    assert store.RunStore(tmp_path).read(tmp_path / "stop" / run_id).summary["reason"] == "interrupted"
+    capsys.readouterr()
+    assert sweeps_cli.main(["create", *args, "--grid", tiny_grid, "--seeds", "1", *smoke(tiny_corpus, 300, 30)]) == 0
+    assert "1 enqueued now" in capsys.readouterr().err
+    assert sweeps_cli.main(["worker", *args, "--threads", "1", "--quiet"]) == 0
+    assert_grid_done_once(load(journal, "stop"), points=3)
+    run = store.RunStore(tmp_path).read(tmp_path / "stop" / run_id)
+    assert run.status == "completed" and run.summary["resumes"] == 1 and run.summary["resumed_from_step"] >= 30
 
 
 SEARCH_SPACE = """\
