@@ -73,13 +73,14 @@ SWEEP_ENV = $(if $(STORAGE),NANOGPT_SWEEP_STORAGE='$(STORAGE)')
 
 sweep: setup  ## Optuna study on a local SQLite file: make sweep [SPACE=file | GRID=ladder SEEDS=3] [STUDY=name WORKERS=2]
 	@$(SWEEP_ENV) $(PY) -m sweeps.optuna run --study $(SWEEP_STUDY) \
-		$(if $(GRID),--grid $(GRID) --seeds $(or $(SEEDS),3),--space $(SPACE)) $(if $(WORKERS),--workers $(WORKERS))
+		$(if $(GRID),--grid $(GRID) --seeds $(SEEDS),--space $(SPACE)) $(if $(WORKERS),--workers $(WORKERS)) \
+		--results $(RESULTS) --wandb $(WANDB)
 
 sweep-worker: setup  ## one more worker, any machine: make sweep-worker STORAGE=postgresql://USER@HOST/DB STUDY=name
-	@$(SWEEP_ENV) $(PY) -m sweeps.optuna worker --study $(SWEEP_STUDY)
+	@$(SWEEP_ENV) $(PY) -m sweeps.optuna worker --study $(SWEEP_STUDY) --results $(RESULTS) --wandb $(WANDB)
 
 dashboard: setup  ## optuna-dashboard on 127.0.0.1 for a study: make dashboard STUDY=name [STORAGE=... PORT=8080]
-	@$(SWEEP_ENV) $(PY) -m sweeps.dashboard --study $(SWEEP_STUDY) --port $(PORT)
+	@$(SWEEP_ENV) $(PY) -m sweeps.dashboard --study $(SWEEP_STUDY) --port $(PORT) --results $(RESULTS)
 
 bench-sweep: setup  ## sweep throughput, trials/min with 1 and 2 workers (docs/benchmarks.md; ~5 min)
 	$(PY) -m sweeps.bench --trials 4 --max-iters 500 --repeats 2

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from experiments import store
 from experiments.config import ConfigError
 from experiments.run import USER_ERRORS, train_run
+from experiments.wandb_mirror import WandbSettings
 from sweeps.kinds import BoundGrid, BoundSearch, NotAGridPoint
 from sweeps.reporter import TrialReporter
 
@@ -27,8 +28,9 @@ class TrialFailed(Exception):  # noqa: N818 - an outcome the worker expects, cau
 
 
 class Objective:
-    def __init__(self, bound: BoundGrid | BoundSearch, results: Path, quiet: bool = False):
-        self.bound, self.results, self.quiet = bound, results, quiet
+    def __init__(self, bound: BoundGrid | BoundSearch, results: Path, wandb: WandbSettings | None = None,
+                 quiet: bool = False):
+        self.bound, self.results, self.wandb, self.quiet = bound, results, wandb, quiet
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -49,7 +51,7 @@ class Objective:
                                          / store.METRICS)[0])
         try:
             summary = train_run(cfg, self.results, resume=True, callbacks=[reporter], quiet=self.quiet,
-                                prepared=(cfg, self.bound.corpus))
+                                prepared=(cfg, self.bound.corpus), wandb=self.wandb)
         except (*USER_ERRORS, store.RunBusyError) as e:
             raise self._failed(trial, "failed", f"{type(e).__name__}: {e}") from None
         status, reason = summary["status"], summary.get("reason")

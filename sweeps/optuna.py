@@ -24,6 +24,7 @@ from experiments.config import NAME_PATTERN, ConfigError
 from experiments.definitions import DefinitionError
 from experiments.presets import PRESETS
 from experiments.run import USER_ERRORS, default_results, parse_overrides
+from experiments.wandb_mirror import MODES, WandbSettings
 from sweeps import best, kinds, space, storage, study
 from sweeps.objective import Objective
 from sweeps.worker import work
@@ -79,6 +80,11 @@ def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
     sub.add_argument("--grace", type=int, default=storage.Heartbeat.grace, metavar="SEC",
                      help="database storages: a running trial silent this long is failed and retried "
                      f"(default {storage.Heartbeat.grace})")
+    sub.add_argument("--wandb", choices=MODES, default="auto",
+                     help="mirror every trial's run to W&B (group = the study, job_type sweep): auto (default: "
+                     "online when logged in, else offline; WANDB_MODE wins), online, offline, off")
+    sub.add_argument("--wandb-project", metavar="NAME", help="W&B project (default $WANDB_PROJECT or "
+                     "nanogpt-ablations)")
     sub.add_argument("--quiet", action="store_true", help="no per-eval progress lines")
 
 
@@ -112,7 +118,8 @@ def worker(args: argparse.Namespace, spec: str, results: Path, folder: Path) -> 
         import torch
 
         torch.set_num_threads(args.threads)
-    objective = Objective(sweep.bind(args.study, results), results, args.quiet)
+    objective = Objective(sweep.bind(args.study, results), results, WandbSettings(args.wandb, args.wandb_project),
+                          args.quiet)
     ran = work(opened, sweep, objective, beats.interval if beats else None)
     doc = best.write(opened, sweep, folder)
     top = doc["best"]
@@ -129,6 +136,7 @@ def run(args: argparse.Namespace, spec: str, results: Path) -> int:
     threads = args.threads or max(1, default_jobs() // args.workers)
     command = [sys.executable, "-m", "sweeps.optuna", "worker", "--study", args.study, "--results", str(results),
                "--threads", str(threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    command += ["--wandb", args.wandb, *(["--wandb-project", args.wandb_project] if args.wandb_project else [])]
     command += ["--quiet"] if args.quiet else []
     # The storage goes in the environment: a password in it stays off every command line (ps).
     env = os.environ | {storage.STORAGE_ENV: spec}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from conftest import ROOT
 
 from experiments.config import resolve
 from sweeps import optuna as sweeps_cli
 from sweeps import space
+from tests.conftest import ROOT
 
 SHIPPED = ROOT / "sweeps" / "search_space.yaml"
 BASE = "preset: smoke\nparams:\n  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT
 from optuna.trial import TrialState
-from pg_server import create_database, free_port, postgres_server
 
 from experiments import manifest, store
 from experiments.ablate import plan
 from sweeps import best, storage
 from sweeps import optuna as sweeps_cli
+from tests.conftest import ROOT
+from tests.pg_server import create_database, free_port, postgres_server
+from tests.wandb_records import history, of_type, records
 
 SECRET = "pw-s3cret-7f3a"  # in every PostgreSQL URL here; must never be printed or stored anywhere
 HOST = socket.gethostname()
@@ -265,6 +266,23 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_
     assert_grid_done_once(load(journal, "stop"), points=3)
     run = store.RunStore(tmp_path).read(tmp_path / "stop" / run_id)
     assert run.status == "completed" and run.summary["resumes"] == 1 and run.summary["resumed_from_step"] >= 30
+
+
+def test_every_trial_is_mirrored_to_wandb_under_the_study(tiny_corpus, tiny_grid, tmp_path, monkeypatch):
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    args = ["--study", "mirrored", "--results", str(tmp_path), "--storage", str(tmp_path / "study.journal")]
+    assert sweeps_cli.main(["create", *args, "--grid", tiny_grid, "--seeds", "1", *smoke(tiny_corpus)]) == 0
+    assert sweeps_cli.main(["worker", *args, "--threads", "1", "--quiet", "--wandb", "offline",
+                            "--wandb-project", "sweep-test"]) == 0
+    for trial in load(str(tmp_path / "study.journal"), "mirrored").trials:
+        run_dir = tmp_path / "mirrored" / trial.user_attrs["run_id"]
+        recs = records(run_dir / "wandb")
+        (header,) = of_type(recs, "run")
+        assert (header["project"], header["run_group"], header["job_type"]) == ("sweep-test", "mirrored", "sweep")
+        config = header["config"]["update"]
+        assert (config["study"], config["trial"], config["run_id"]) == ("mirrored", trial.number, run_dir.name)
+        assert history(recs) == store.RunStore(tmp_path).read(run_dir).metrics
 
 
 SEARCH_SPACE = """\

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, run_module
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from experiments import run, store
 from experiments.definitions import get_experiment
 from experiments.presets import PRESETS
+from tests.conftest import ROOT, run_module
 
 SWEEPS = sorted((ROOT / "sweeps").glob("wandb_*.yaml"))
 METHODS = {"grid", "random", "bayes"}
