@@ -33,6 +33,7 @@ def test_yaml_text_numbers_are_read_as_numbers(tmp_path):
     assert space.load(path).params["lr"] == {"type": "float", "low": 1e-4, "high": 1e-2}
 
 
+@pytest.mark.reliability("bad input", "search-space files: keys, types, ranges, choices, pruners, YAML")
 @pytest.mark.parametrize(("text", "says"), [
     ("preset: smoke\nparams: [lr]\n", "'params' must map each searched setting"),
     (BASE + "trials: 3\n", "unknown key(s) trials"),

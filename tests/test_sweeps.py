@@ -129,7 +129,9 @@ def test_two_postgres_workers_run_every_grid_point_once(pg_grid, tiny_corpus):
     assert top["best"]["config"]["run_id"] == top["best"]["run_id"]
 
 
+@pytest.mark.reliability("security", "sweep storage password: never printed, stored, or passed on a command line")
 def test_storage_password_is_never_printed_or_stored(pg_grid, tmp_path, capfd):
+    """Not in output, run folders, best.json, manifest or trial attrs; not in errors for a bad study, server or URL."""
     url, results, output = pg_grid
     assert "postgres:***@" in output  # the storage is named, redacted
     for path in results.rglob("*"):
@@ -181,7 +183,9 @@ def _get_json(url: str, server: subprocess.Popen, timeout: float = 60) -> dict:
 # --- PostgreSQL: a worker killed mid-trial ----------------------------------------------------------------
 
 
+@pytest.mark.reliability("fault", "SIGKILL of a sweep worker mid-trial (PostgreSQL, heartbeats)")
 def test_sigkilled_worker_trial_is_retried_and_resumed(postgres, tiny_corpus, tiny_grid, tmp_path):
+    """The dead trial is failed once stale and retried; its run resumes from the checkpoint; every point done once."""
     url = pg_database(postgres, "killed")
     max_iters, every = 200, 20
     assert sweeps_cli.main(["create", "--study", "kill", "--grid", tiny_grid, "--seeds", "2", "--results",
@@ -242,6 +246,7 @@ def test_sqlite_is_the_default_storage_and_a_finished_study_stays_finished(tiny_
     assert "already exists with other settings" in capsys.readouterr().err
 
 
+@pytest.mark.reliability("fault", "Ctrl-C of a sweep worker mid-trial, then the sweep again")
 def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_path, capsys):
     """Ctrl-C a worker mid-trial; running the sweep again re-enqueues that trial and resumes its run."""
     journal = str(tmp_path / "study.journal")  # no heartbeats here: re-creating is the way back
@@ -296,7 +301,9 @@ params:
 """
 
 
+@pytest.mark.reliability("fault", "sweep trial whose loss becomes non-finite (lr=1e6)")
 def test_search_on_a_journal_file_prunes_a_tiny_lr_and_records_divergence(tiny_corpus, tmp_path, capsys):
+    """A tiny LR is pruned before its last step; lr=1e6 diverges, is recorded with its reason, the study ends."""
     (tmp_path / "space.yaml").write_text(SEARCH_SPACE)
     journal = str(tmp_path / "search.journal")
     common = ["--study", "search", "--results", str(tmp_path), "--storage", journal]
@@ -336,6 +343,7 @@ POP_WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.reliability("fault", "sweep workers racing for the same queued trial (SQLite, journal)")
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_enqueued_trials_are_each_taken_once_by_racing_processes(kind, tmp_path):
     """Optuna's queue pop is a read then a write; on SQLite we make it atomic (BEGIN IMMEDIATE)."""
@@ -350,7 +358,9 @@ def test_enqueued_trials_are_each_taken_once_by_racing_processes(kind, tmp_path)
     assert sorted(counts) == list(range(40)) and set(counts.values()) == {1}
 
 
+@pytest.mark.reliability("bad input", "sweep CLI: experiments, space file, settings, seeds, study names")
 def test_bad_settings_exit_2_with_one_clear_message(tiny_corpus, tmp_path, capsys):
+    """Exit 2, one line starting `error:` that names the problem, and no storage or folder created."""
     base = ["create", "--study", "bad", "--results", str(tmp_path)]
     cases = [
         (["--grid", "no_such_experiment"], "unknown experiment 'no_such_experiment'"),
