@@ -23,7 +23,7 @@ from experiments.ablate import default_jobs
 from experiments.config import NAME_PATTERN, ConfigError
 from experiments.definitions import DefinitionError
 from experiments.presets import PRESETS
-from experiments.run import USER_ERRORS, default_results, parse_overrides
+from experiments.run import USER_ERRORS, default_results, disk_error, parse_overrides
 from experiments.wandb_mirror import MODES, WandbSettings
 from sweeps import best, kinds, space, storage, study
 from sweeps.objective import Objective
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace, spec: str, results: Path) -> int:
     except KeyboardInterrupt:
         codes = [w.wait() for w in workers]  # Ctrl-C reached them too; let them record what they were doing
         raise
-    return max(codes)
+    return 0 if not any(codes) else 1  # a worker killed by a signal has a negative code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: run the same command again to resume; interrupted trials continue from their "
               "checkpoints", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk or read-only results folder: the trial is requeued when the sweep reruns
+        print(f"error: {disk_error(e)}", file=sys.stderr)
+        return 1
     except Exception as e:
         import sqlalchemy.exc
 
