@@ -61,3 +61,27 @@ plots: setup  ## run the notebooks headless: figures (PNG + SVG) in results/NAME
 report: setup  ## plots + the Markdown report results/NAME/report/progression.md (and sweep.md with STORAGE=...)
 	$(PY) -m analysis.report $(REPORT_ARGS)
 # ---- end analysis -------------------------------------------------------------------------------------------
+
+# >>> sweeps: Optuna studies over the runner (sweeps/), dashboard, throughput benchmark >>>
+# STUDY and STORAGE mean what they mean to `make report`; STUDY's default is picked per target here.
+SPACE   ?= sweeps/search_space.yaml
+PORT    ?= 8080
+SWEEP_STUDY = $(or $(STUDY),$(if $(GRID),$(firstword $(GRID))-grid,search))
+# The storage URL travels in the environment, never on a command line make would echo.
+SWEEP_ENV = $(if $(STORAGE),NANOGPT_SWEEP_STORAGE='$(STORAGE)')
+.PHONY: sweep sweep-worker dashboard bench-sweep
+
+sweep: setup  ## Optuna study on a local SQLite file: make sweep [SPACE=file | GRID=ladder SEEDS=3] [STUDY=name WORKERS=2]
+	@$(SWEEP_ENV) $(PY) -m sweeps.optuna run --study $(SWEEP_STUDY) \
+		$(if $(GRID),--grid $(GRID) --seeds $(SEEDS),--space $(SPACE)) $(if $(WORKERS),--workers $(WORKERS)) \
+		--results $(RESULTS) --wandb $(WANDB)
+
+sweep-worker: setup  ## one more worker, any machine: make sweep-worker STORAGE=postgresql://USER@HOST/DB STUDY=name
+	@$(SWEEP_ENV) $(PY) -m sweeps.optuna worker --study $(SWEEP_STUDY) --results $(RESULTS) --wandb $(WANDB)
+
+dashboard: setup  ## optuna-dashboard on 127.0.0.1 for a study: make dashboard STUDY=name [STORAGE=... PORT=8080]
+	@$(SWEEP_ENV) $(PY) -m sweeps.dashboard --study $(SWEEP_STUDY) --port $(PORT) --results $(RESULTS)
+
+bench-sweep: setup  ## sweep throughput, trials/min with 1 and 2 workers (docs/benchmarks.md; ~5 min)
+	$(PY) -m sweeps.bench --trials 4 --max-iters 500 --repeats 2
+# <<< sweeps <<<
