@@ -6,7 +6,17 @@ PY     := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/tinyshakespeare/input.txt)
 export NANOGPT_TINYSHAKESPEARE ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA))
 
-.PHONY: setup test lint run help bench
+# make ablate PRESET=cpu SEEDS=5 JOBS=2 WANDB=offline EXPERIMENTS="ladder" FORCE=1 DATA=my_corpus.txt
+PRESET      ?= tutorial
+WANDB       ?= auto
+SEEDS       ?= 3
+EXPERIMENTS ?= ladder leave_one_out
+JOBS        ?=
+FORCE       ?=
+RESULTS     ?= $(or $(NANOGPT_RESULTS),results)
+NAME        ?= $(PRESET)
+
+.PHONY: setup test lint run ablate help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,8 +36,58 @@ test: setup  ## the test suite (what CI runs)
 lint: setup  ## ruff
 	$(PY) -m ruff check .
 
+ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable; then the tables and the report
+	@# Failed runs (exit 1) still get their table rows; bad input (2) or Ctrl-C (130) stops here.
+	$(PY) -m experiments.ablate --preset $(PRESET) --seeds $(SEEDS) --experiments $(EXPERIMENTS) \
+		--results $(RESULTS) --name $(NAME) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force) \
+		$(if $(DATA),--data $(DATA)); \
+	status=$$?; [ $$status -gt 1 ] && exit $$status; \
+	$(PY) -m analysis.report $(RESULTS)/$(NAME) || exit $$?; exit $$status
+
 run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigram SEED=1
 	$(PY) -m experiments.run --preset tutorial --variant $(or $(VARIANT),full) --seed $(or $(SEED),0)
 
-bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs/benchmarks.md: make bench ARGS="--compare cpu/full dtype=float32 dtype=bfloat16"
+# ---- analysis (issue 5): tables, notebooks, report ----------------------------------------------------------
+# make report [NAME=tutorial] [RESULTS=results] [STORAGE=sqlite:///sweep.db [STUDY=name]]
+REPORT_ARGS = $(RESULTS)/$(NAME) $(if $(STORAGE),--storage $(STORAGE)) $(if $(STUDY),--study $(STUDY))
+.PHONY: tables plots report
+
+tables: setup  ## print and write the tables of results/NAME (tables.md, <definition>.csv): what `make ablate` prints
+	$(PY) -m analysis.report $(RESULTS)/$(NAME) --tables-only
+
+plots: setup  ## run the notebooks headless: figures (PNG + SVG) in results/NAME/report/figures
+	$(PY) -m analysis.report $(REPORT_ARGS) --no-markdown
+
+report: setup  ## plots + the Markdown report results/NAME/report/progression.md (and sweep.md with STORAGE=...)
+	$(PY) -m analysis.report $(REPORT_ARGS)
+# ---- end analysis -------------------------------------------------------------------------------------------
+
+# >>> sweeps: Optuna studies over the runner (sweeps/), dashboard, throughput benchmark >>>
+# STUDY and STORAGE mean what they mean to `make report`; STUDY's default is picked per target here.
+SPACE   ?= sweeps/search_space.yaml
+PORT    ?= 8080
+SWEEP_STUDY = $(or $(STUDY),$(if $(GRID),$(firstword $(GRID))-grid,search))
+# The storage URL travels in the environment, never on a command line make would echo.
+SWEEP_ENV = $(if $(STORAGE),NANOGPT_SWEEP_STORAGE='$(STORAGE)')
+.PHONY: sweep sweep-worker dashboard bench-sweep
+
+sweep: setup  ## Optuna study on a local SQLite file: make sweep [SPACE=file | GRID=ladder SEEDS=3] [STUDY=name WORKERS=2]
+	@$(SWEEP_ENV) $(PY) -m sweeps.optuna run --study $(SWEEP_STUDY) \
+		$(if $(GRID),--grid $(GRID) --seeds $(SEEDS),--space $(SPACE)) $(if $(WORKERS),--workers $(WORKERS)) \
+		--results $(RESULTS) --wandb $(WANDB)
+
+sweep-worker: setup  ## one more worker, any machine: make sweep-worker STORAGE=postgresql://USER@HOST/DB STUDY=name
+	@$(SWEEP_ENV) $(PY) -m sweeps.optuna worker --study $(SWEEP_STUDY) --results $(RESULTS) --wandb $(WANDB)
+
+dashboard: setup  ## optuna-dashboard on 127.0.0.1 for a study: make dashboard STUDY=name [STORAGE=... PORT=8080]
+	@$(SWEEP_ENV) $(PY) -m sweeps.dashboard --study $(SWEEP_STUDY) --port $(PORT) --results $(RESULTS)
+
+bench-sweep: setup  ## sweep throughput, trials/min with 1 and 2 workers (docs/benchmarks.md; ~5 min)
+	$(PY) -m sweeps.bench --trials 4 --max-iters 500 --repeats 2
+# <<< sweeps <<<
+
+# >>> speed: training-speed benchmark (experiments/bench.py) >>>
+.PHONY: bench
+bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs/benchmarks.md; A/B: make bench ARGS="--compare cpu/full dtype=float32 dtype=bfloat16"
 	$(PY) -m experiments.bench $(ARGS)
+# <<< speed <<<

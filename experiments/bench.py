@@ -94,7 +94,9 @@ def run_case(case: str, spec: dict[str, str], results: Path, jobs: int = 1) -> l
     if spec.get("compile", "false").lower() in ("true", "1", "yes", "on"):
         args.append("--compile")
     args += [arg for key, value in spec.items() if key not in RUN_KEYS for arg in ("--set", f"{key}={value}")]
-    env = os.environ | {"OMP_NUM_THREADS": spec.get("threads", str(torch.get_num_threads())), "PYTHONPATH": str(code)}
+    # W&B mirroring off: its service process would be timed too.
+    env = os.environ | {"OMP_NUM_THREADS": spec.get("threads", str(torch.get_num_threads())), "PYTHONPATH": str(code),
+                        "WANDB_MODE": "disabled"}
     n = len(list(results.glob("*")))
     stores = [results / f"{n + j}" for j in range(jobs)]  # one store per process: the runs are identical
     start = time.perf_counter()

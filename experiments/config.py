@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from experiments.definitions import variant_settings
 from experiments.presets import PRESETS
@@ -78,6 +78,11 @@ SETTABLE = {f.name: f for f in fields(ModelConfig) + fields(TrainConfig)} | {
 }
 
 
+# Settings typed Literal[...] accept only their listed values (layernorm: none/pre/post, ...).
+CHOICES = {k: get_args(t) for cls in (ModelConfig, TrainConfig) for k, t in get_type_hints(cls).items()
+           if get_origin(t) is Literal}
+
+
 def parse_value(key: str, text: str) -> Any:
     """Parse `text` as the type of setting `key` (bool, int, float, or one of its literal choices)."""
     if key not in SETTABLE:
@@ -85,7 +90,7 @@ def parse_value(key: str, text: str) -> Any:
         hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
         raise ConfigError(f"unknown setting '{key}'{hint}; see --list-settings for all settings")
     default = SETTABLE[key].default
-    choices = get_args(SETTABLE[key].type) if "Literal" in str(SETTABLE[key].type) else ()
+    choices = CHOICES.get(key, ())
     try:
         if isinstance(default, bool):
             if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):

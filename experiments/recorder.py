@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import platform
 import subprocess
@@ -48,9 +48,9 @@ class RunRecorder(Callback):
     def create(cls, run_dir: Path, cfg: RunConfig, vocab_json: str, static: dict[str, Any]) -> RunRecorder:
         """A fresh run folder: config, vocabulary and a 'running' summary."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        store.write_atomic(run_dir / store.CONFIG, cfg.to_json() + "\n")
+        store.write_json(run_dir / store.CONFIG, {"format": store.FORMAT, **json.loads(cfg.to_json())})
         store.write_atomic(run_dir / store.VOCAB, vocab_json + "\n")
-        (run_dir / store.METRICS).touch()
+        store.write_atomic(run_dir / store.METRICS, "")  # no checkpoint = a fresh start: drop older lines
         summary = {"run_id": cfg.run_id, "config_hash": cfg.hash, "experiment": cfg.experiment,
                    "preset": cfg.preset, "variant": cfg.variant, "seed": cfg.seed, "status": "running",
                    "started_at": time.time(), **static}
@@ -60,6 +60,7 @@ class RunRecorder(Callback):
     @classmethod
     def reopen(cls, run_dir: Path, cfg: RunConfig, resumed_from: int) -> RunRecorder:
         """An interrupted run folder: drop evaluations past the checkpoint, mark it running again."""
+        store.remove_partial_writes(run_dir)
         store.truncate_metrics(run_dir / store.METRICS, resumed_from)
         summary = store.RunStore(run_dir.parent.parent).read(run_dir).summary
         summary |= {"status": "running", "resumed_from_step": resumed_from,
@@ -77,22 +78,6 @@ class RunRecorder(Callback):
         if samples is not None:
             store.write_atomic(self.run_dir / store.SAMPLES, samples)
         metrics, _ = store.read_jsonl(self.run_dir / store.METRICS)
-        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **loss_summary(metrics)}
+        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **store.loss_summary(metrics)}
         store.write_json(self.run_dir / store.SUMMARY, self.summary)
         return self.summary
-
-
-def loss_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Initial/final/best losses, wall time and throughput from a run's evaluations."""
-    if not metrics:
-        return {}
-    first, last = metrics[0], metrics[-1]
-    finite = [m for m in metrics if math.isfinite(m["val_loss"])]
-    best = min(finite, key=lambda m: m["val_loss"]) if finite else last
-    rates = [m["tokens_per_sec"] for m in metrics if m.get("tokens_per_sec")]
-    return {
-        "step": last["step"], "initial_train_loss": first["train_loss"], "initial_val_loss": first["val_loss"],
-        "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
-        "best_val_loss": best["val_loss"], "best_val_step": best["step"], "tokens": last["tokens"],
-        "wall_time_sec": last["elapsed_sec"], "tokens_per_sec": sum(rates) / len(rates) if rates else None,
-    }

@@ -6,6 +6,7 @@ The one path to train anything: the CLI, `make ablate` and the sweeps all call `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -22,6 +23,7 @@ from experiments.definitions import DefinitionError, experiments
 from experiments.presets import PRESETS
 from experiments.progress import Progress
 from experiments.recorder import RunRecorder, environment
+from experiments.wandb_mirror import MODES, WandbMirror, WandbSettings
 from nanogpt import checkpoint, distributed
 from nanogpt.data import Corpus, DataError
 from nanogpt.model import GPT
@@ -29,7 +31,8 @@ from nanogpt.train import Callback, Trainer
 
 RESULTS_ENV = "NANOGPT_RESULTS"
 SAMPLE_TOKENS = 500
-USER_ERRORS = (ConfigError, DefinitionError, DataError, checkpoint.CheckpointError, distributed.DistributedError)
+USER_ERRORS = (ConfigError, DefinitionError, DataError, checkpoint.CheckpointError, store.RunFolderError,
+               distributed.DistributedError)
 
 
 class RunExistsError(ValueError):
@@ -48,9 +51,10 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def prepare(cfg: RunConfig) -> tuple[RunConfig, Corpus]:
-    """Load the corpus and finish validating the config against it. Writes nothing."""
-    corpus = Corpus.load(cfg.data)
+def prepare(cfg: RunConfig, corpus: Corpus | None = None) -> tuple[RunConfig, Corpus]:
+    """Load the corpus (unless given) and finish validating the config against it. Writes nothing."""
+    pick_device(cfg.device)  # fail now, before anything is written, if the device is not there
+    corpus = corpus or Corpus.load(cfg.data)
     cfg = with_corpus(cfg, corpus.tokenizer.vocab_size, corpus.sha256, (len(corpus.train), len(corpus.val)))
     return cfg, corpus
 
@@ -66,11 +70,13 @@ def sample_text(model: GPT, corpus: Corpus, seed: int, tokens: int = SAMPLE_TOKE
 
 def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: bool = False,
               callbacks: Sequence[Callback] = (), quiet: bool = False,
-              prepared: tuple[RunConfig, Corpus] | None = None) -> dict[str, Any]:
+              prepared: tuple[RunConfig, Corpus] | None = None,
+              wandb: WandbSettings | None = None) -> dict[str, Any]:
     """Train `cfg` into its run folder and return the run's summary.
 
     A completed run is returned as is unless `force`. A run folder left by a killed run is
     resumed from its checkpoint when `resume` (else RunExistsError: nothing is touched).
+    With `wandb` settings the run is mirrored to W&B (see experiments.wandb_mirror).
     """
     cfg, corpus = prepared or prepare(cfg)
     run_dir = store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)
@@ -84,7 +90,7 @@ def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: boo
         return {"run_id": cfg.run_id, "rank": world.rank, "status": trainer.run().status}
     # --- end data-parallel
     with store.run_lock(run_dir):
-        return _train_locked(cfg, corpus, run_dir, resume, force, callbacks, quiet, world)
+        return _train_locked(cfg, corpus, run_dir, resume, force, callbacks, quiet, wandb, world)
 
 
 def _trainer(cfg: RunConfig, corpus: Corpus, world: distributed.SingleProcess) -> Trainer:
@@ -95,7 +101,8 @@ def _trainer(cfg: RunConfig, corpus: Corpus, world: distributed.SingleProcess) -
 
 
 def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, force: bool,
-                  callbacks: Sequence[Callback], quiet: bool, world: distributed.SingleProcess) -> dict[str, Any]:
+                  callbacks: Sequence[Callback], quiet: bool, wandb: WandbSettings | None,
+                  world: distributed.SingleProcess) -> dict[str, Any]:
     runs = store.RunStore(run_dir.parent.parent)
     status = runs.status(run_dir) if run_dir.exists() else None
     if run_dir.exists() and force:
@@ -124,17 +131,30 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
         recorder = RunRecorder.create(run_dir, cfg, corpus.tokenizer.to_json(), static)
     trainer.follow_main()  # data-parallel: the other ranks start from this state
 
+    mirror = WandbMirror.start(wandb, run_dir, cfg)  # after the recorder: it mirrors what is recorded
     progress = Progress(f"{cfg.experiment}/{cfg.run_id}", cfg.train.max_iters, trainer.step, quiet=quiet)
     try:
-        result = trainer.run([recorder, progress, *callbacks])
+        result = trainer.run([recorder, progress, mirror, *callbacks])
     except BaseException as e:
         reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        recorder.finish("failed", reason)
+        # On a full or read-only disk even this may fail: the summary then still says 'running', never
+        # 'completed', and the checkpoint of the last evaluation is intact for --resume.
+        with contextlib.suppress(OSError):
+            mirror.finish(recorder.finish("failed", reason))
         raise
     finally:
         progress.close()
     samples = sample_text(model, corpus, cfg.seed) if result.status == "completed" else None
-    return recorder.finish(result.status, result.reason, samples)
+    summary = recorder.finish(result.status, result.reason, samples)
+    mirror.finish(summary, samples)
+    return summary
+
+
+def disk_error(e: OSError) -> str:
+    """A failed write as one line: which file, why, and what to do."""
+    where = e.filename or "the results folder"
+    return (f"cannot write {where} ({e.strerror or e}); free disk space or choose a writable --results folder, "
+            "then rerun with --resume: nothing written so far is marked complete")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="delete an existing run with this config and retrain")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config; train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--wandb", choices=MODES, default="auto",
+                   help="mirror the run to Weights & Biases: auto (default) = online when logged in "
+                   "(`wandb login` or WANDB_API_KEY), else offline, and WANDB_MODE wins; online; offline "
+                   "(files in <run folder>/wandb/, upload later with `wandb sync`); off. A W&B failure "
+                   "never stops training")
+    p.add_argument("--wandb-project", metavar="NAME",
+                   help="W&B project (default $WANDB_PROJECT or nanogpt-ablations); entity from $WANDB_ENTITY")
     p.add_argument("--list-settings", action="store_true", help="print every setting with its default and exit")
     p.add_argument("--list-variants", action="store_true", help="print every variant by experiment and exit")
     return p
@@ -206,10 +233,10 @@ def _print_lists(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extras = build_parser().parse_known_args(argv)
-    if args.list_settings or args.list_variants:
-        _print_lists(args)
-        return 0
     try:
+        if args.list_settings or args.list_variants:
+            _print_lists(args)
+            return 0
         cfg, corpus = prepare(config_from_args(args, extras))
         results = args.results or default_results()
         if args.dry_run:
@@ -217,13 +244,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"run folder: {store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)}", file=sys.stderr)
             return 0
         summary = train_run(cfg, results, resume=args.resume, force=args.force, quiet=args.quiet,
-                            prepared=(cfg, corpus))
+                            prepared=(cfg, corpus), wandb=WandbSettings(args.wandb, args.wandb_project))
     except (*USER_ERRORS, RunExistsError, store.RunBusyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the run folder keeps the last checkpoint; rerun with --resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        print(f"error: {disk_error(e)}", file=sys.stderr)
+        return 1
     if not distributed.is_main_process():
         return 0 if summary["status"] in ("completed", "skipped") else 1
     verb = "already recorded" if summary.get("skipped") else summary["status"]

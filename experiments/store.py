@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ CONFIG, VOCAB, METRICS, SUMMARY, SAMPLES, CHECKPOINT = (
     "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt"
 )
 FINISHED = ("completed", "diverged", "failed", "pruned")
+FORMAT = 1  # run-folder layout version, written into config.json; bump when the layout changes
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -42,6 +44,9 @@ def write_atomic(path: Path, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # say which file could not be written (a failed write names no file)
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -78,11 +83,23 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return records, problems
 
 
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete the temp files of atomic writes cut short by a kill (`.<name>.<random>`); returns them."""
+    partial = [p for p in run_dir.glob(".*") if p.is_file()]
+    for p in partial:
+        p.unlink()
+    return partial
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Keep only evaluations up to `last_step` (resuming from a checkpoint at that step)."""
     records, _ = read_jsonl(path)
     kept = [r for r in records if r.get("step", -1) <= last_step]
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be read (damaged, or from another format); the message names it and the fix."""
 
 
 class RunBusyError(RuntimeError):
@@ -107,6 +124,42 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def lock_held(run_dir: Path) -> bool:
+    """True while a live process holds `run_lock(run_dir)`: tells a running run from one that was killed."""
+    try:
+        fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the shared lock we may have taken
+    return False
+
+
+def loss_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Initial, final and best losses, wall time and throughput from a run's evaluations (in step order).
+
+    The recorder writes these into summary.json; analysis computes them the same way for runs read
+    from W&B or Optuna, or still running.
+    """
+    if not metrics:
+        return {"evals": 0}
+    first, last = metrics[0], metrics[-1]
+    finite = [m for m in metrics if isinstance(m.get("val_loss"), int | float) and math.isfinite(m["val_loss"])]
+    best = min(finite, key=lambda m: m["val_loss"]) if finite else last
+    rates = [m["tokens_per_sec"] for m in metrics if m.get("tokens_per_sec")]
+    return {
+        "evals": len(metrics), "step": last["step"], "initial_train_loss": first.get("train_loss"),
+        "initial_val_loss": first.get("val_loss"), "final_train_loss": last.get("train_loss"),
+        "final_val_loss": last.get("val_loss"), "best_val_loss": best.get("val_loss"), "best_val_step": best["step"],
+        "tokens": last.get("tokens"), "wall_time_sec": last.get("elapsed_sec"),
+        "tokens_per_sec": sum(rates) / len(rates) if rates else None,
+    }
 
 
 @dataclass
@@ -140,22 +193,37 @@ class RunStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
 
+    def experiment_dir(self, experiment: str) -> Path:
+        path = (self.root / experiment).resolve()
+        if path.parent != self.root.resolve():
+            raise ValueError(f"experiment '{experiment}' would escape the results folder {self.root}")
+        return path
+
     def run_dir(self, experiment: str, run_id: str) -> Path:
-        path = (self.root / experiment / run_id).resolve()
-        if self.root.resolve() not in path.parents:
+        path = (self.experiment_dir(experiment) / run_id).resolve()
+        if path.parent != self.experiment_dir(experiment):
             raise ValueError(f"run '{experiment}/{run_id}' would escape the results folder {self.root}")
         return path
 
+    def finished(self, experiment: str, run_id: str) -> bool:
+        """True if the run ended for good (completed or diverged): nothing left to train."""
+        return self.status(self.run_dir(experiment, run_id)) in ("completed", "diverged")
+
     def read(self, path: Path) -> RunRecord:
-        """One run; raises ValueError naming the file if config or summary is unreadable."""
+        """One run; raises RunFolderError naming the file if config or summary is unreadable or of another format."""
         try:
             config = _read_json(path / CONFIG)
         except (OSError, ValueError) as e:
-            raise ValueError(f"{path / CONFIG}: unreadable ({e}); delete the run folder to retrain it") from None
+            raise RunFolderError(f"{path / CONFIG}: unreadable ({e}); delete the run folder to retrain it") from None
+        if config.get("format") != FORMAT:
+            raise RunFolderError(
+                f"{path}: run folder format {config.get('format', 'unknown')}, but this version reads format "
+                f"{FORMAT}; retrain it with --force (or delete the folder)"
+            )
         try:
             summary = _read_json(path / SUMMARY) if (path / SUMMARY).exists() else {"status": "unknown"}
         except (OSError, ValueError) as e:
-            raise ValueError(f"{path / SUMMARY}: unreadable ({e}); delete the run folder to retrain it") from None
+            raise RunFolderError(f"{path / SUMMARY}: unreadable ({e}); delete the run folder to retrain it") from None
         metrics, problems = read_jsonl(path / METRICS)
         return RunRecord(path, config, summary, metrics, problems)
 

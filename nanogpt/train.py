@@ -161,6 +161,7 @@ class Trainer:
             "eval_val": Batches(corpus.val, block, bs, seed + 2, device.type, shard),
         }
         self.step, self.elapsed, self.tokens_seen = 0, 0.0, 0
+        self.restored_step: int | None = None  # the checkpoint's step: its eval is already recorded
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (bf16 runs do not care)
             torch.backends.cudnn.allow_tf32 = True
@@ -184,6 +185,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         restore_rng(ckpt["rng"], self.batches)
         self.step, self.elapsed, self.tokens_seen = ckpt["step"], ckpt["elapsed"], ckpt["tokens_seen"]
+        self.restored_step = self.step
 
     def follow_main(self) -> None:
         """Data-parallel: every rank starts from rank 0's state, fresh or restored from its checkpoint.
@@ -192,9 +194,11 @@ class Trainer:
         """
         if self.world.size == 1:
             return
-        state = self.world.broadcast(checkpoint.serialize(self.checkpoint({})) if self.world.is_main else None)
+        main = (checkpoint.serialize(self.checkpoint({})), self.restored_step) if self.world.is_main else None
+        state, restored_step = self.world.broadcast(main)
         if not self.world.is_main:
             self.restore(checkpoint.deserialize(state))
+            self.restored_step = restored_step  # evaluate where rank 0 does (a fresh run at step 0)
 
     @torch.inference_mode()
     def estimate_loss(self) -> dict[str, float]:
@@ -222,7 +226,6 @@ class Trainer:
     def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
         cfg, model, opt, world = self.cfg, self.model, self.optimizer, self.world
         model.train()
-        resumed_at = self.step if self.step > 0 else None
         tokens_per_step = cfg.batch_size * model.config.block_size
         # First non-finite step, tracked on the device so the hot loop never syncs for it.
         first_bad = torch.full((), cfg.max_iters + 1, dtype=torch.long, device=self.device)
@@ -234,7 +237,7 @@ class Trainer:
                 bad = int(world.min(first_bad.clone()).item())  # a log point: syncing here is fine
                 if bad <= cfg.max_iters:
                     return TrainResult("diverged", bad, f"non-finite training loss at step {bad}")
-            if at_eval and step != resumed_at:
+            if at_eval and step != self.restored_step:
                 train_time = time.perf_counter() - window_start
                 self.elapsed += train_time
                 eval_start = time.perf_counter()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.reliability_report", "tests.analysis_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE = Path(
     os.environ.get("NANOGPT_TINYSHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt")
@@ -32,14 +34,17 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return path
 
 
+# For every process the tests start, fixtures of any scope included: the local dataset copy, W&B off
+# unless a test asks for offline mode, and one thread (CPU float sums depend on the thread count, and
+# runs are compared exactly).
+os.environ |= {"NANOGPT_TINYSHAKESPEARE": str(SHAKESPEARE), "WANDB_MODE": "disabled", "WANDB_SILENT": "true",
+               "OMP_NUM_THREADS": "1"}
+
+
 @pytest.fixture(autouse=True)
-def _offline_env(monkeypatch, tmp_path):
-    """No test may touch the network or the user's cache; W&B stays offline."""
-    monkeypatch.setenv("NANOGPT_TINYSHAKESPEARE", str(SHAKESPEARE))
+def _private_cache(monkeypatch, tmp_path):
+    """No test may touch the network or the user's cache."""
     monkeypatch.setenv("NANOGPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 def run_module(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import run_module
 
 from experiments.bench import main, write_section
+from tests.conftest import run_module
 
 QUICK = ["--set", "max_iters=20", "--set", "eval_interval=10"]
 
@@ -53,7 +53,7 @@ def test_interleave_trains_both_in_one_process(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--compare", "smoke/full", "dtype=float32", "dtype=float64"], "dtype must be"),
+    (["--compare", "smoke/full", "dtype=float32", "dtype=float64"], "dtype=float64"),
     (["--case", "nope/full"], "unknown preset 'nope'"),
     (["--compare", "smoke/full", "threads=1", "lr"], "not KEY=VALUE"),
     (["--compare", "smoke/full", "code=/nonexistent", "threads=1"], "not a checkout"),

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import ROOT, run_module
+
+from tests.conftest import ROOT, run_module
 
 TOLERANCE = 1e-5
 SMOKE = ["--preset", "smoke", "--device", "cpu", "--quiet", "--set", "max_iters=20"]

@@ -65,11 +65,19 @@ def preset_value(key: str, preset_settings: dict[str, Any]) -> Any:
     return preset_settings.get(key, _FIELDS[key].default)
 
 
+def one_line(e: Exception) -> str:
+    """A YAML error as one line: where it is and what is wrong."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(e).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def _parse(path: Path) -> Experiment:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DefinitionError(f"{path}: not valid YAML ({e}); fix the file's syntax") from None
+        raise DefinitionError(f"{path}: not valid YAML ({one_line(e)}); fix the file's syntax") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("variants"), list) or not raw["variants"]:
         raise DefinitionError(f"{path}: needs a mapping with a non-empty 'variants' list")
     variants = []

@@ -1,0 +1,121 @@
+"""The progression figures, drawn for a README: labelled axes with units, rung order kept, one colour
+per component (analysis.palette), saved as PNG and SVG by `show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Image, display
+from matplotlib import ticker
+from matplotlib.figure import Figure
+
+from analysis.confidence import t_interval
+from analysis.palette import colours
+
+LOSS_UNIT = "loss (nats/char)"
+DODGE = 1.04
+
+
+def setup() -> None:
+    """seaborn's theme at a size that stays readable when a README shrinks the figure."""
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=1.05,
+                  rc={"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight", "svg.fonttype": "none"})
+
+
+def show(fig: Figure, name: str, out_dir: Path | str) -> None:
+    """Write `figures/<name>.png` and `.svg` under `out_dir` and display the PNG in the notebook.
+
+    The output's `filename` metadata makes nbconvert's Markdown export link that same file.
+    """
+    folder = Path(out_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / f"{name}.png"
+    fig.savefig(png)
+    fig.savefig(folder / f"{name}.svg")
+    plt.close(fig)
+    display(Image(filename=str(png)), metadata={"filename": png.name})
+
+
+def loss_curves(evals: pd.DataFrame, order: list[str], title: str) -> Figure:
+    """Train and val loss against step, one line per rung, the 95% CI over seeds as a band."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, split in zip(axes, ("train", "val"), strict=True):
+        sns.lineplot(data=evals, x="step", y=f"{split}_loss", hue="variant", hue_order=order, palette=colours(order),
+                     errorbar=t_interval, ax=ax, legend=split == "val")
+        ax.set(xlabel="training step", ylabel=LOSS_UNIT, title=f"{split} loss")
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), title="rung (in order)", frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def final_loss(table: pd.DataFrame, title: str) -> Figure:
+    """Final val loss per variant, mean and 95% CI over seeds, in table order from the top."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.4))
+    palette = colours(table["variant"])
+    for i, row in enumerate(table.itertuples()):
+        if pd.notna(row.final_val_loss_mean):
+            ax.errorbar(row.final_val_loss_mean, i, xerr=_xerr(row, "final_val_loss"), fmt="o", ms=7, capsize=4,
+                        color=palette[row.variant])
+    ax.set_yticks(range(len(table)), [_label(r) for r in table.itertuples()])
+    ax.set_ylim(len(table) - 0.5, -0.5)
+    ax.set(xlabel=f"final val {LOSS_UNIT}, mean and 95% CI", title=title)
+    return fig
+
+
+def delta(table: pd.DataFrame, baseline: str, title: str) -> Figure:
+    """Each variant's final val loss minus the baseline's (paired by seed), with 95% CIs."""
+    rows = table[table["variant"] != baseline].reset_index(drop=True)
+    palette = colours(rows["variant"])
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
+    for i, row in enumerate(rows.itertuples()):
+        if pd.notna(row.delta_val_mean):
+            ax.barh(i, row.delta_val_mean, xerr=_xerr(row, "delta_val"), capsize=4, color=palette[row.variant])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [_label(r) for r in rows.itertuples()])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set(xlabel=f"Δ final val loss vs {baseline} (nats/char); > 0: the removed part helped", title=title)
+    return fig
+
+
+def loss_vs_cost(table: pd.DataFrame, title: str) -> Figure:
+    """Final val loss against parameters and against training compute, the rungs joined in order."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    palette = colours(table["variant"])
+    done = table.dropna(subset=["final_val_loss_mean"])
+    for ax, x, label in ((axes[0], "params", "parameters"),
+                         (axes[1], "train_flops", "training compute (FLOPs, forward + backward)")):
+        shown = done[done[x] > 0]  # the bigram's table lookup costs 0 FLOPs: no place on a log axis
+        # Rungs of (nearly) equal size sit side by side, 4% apart, not on top of each other.
+        bucket = np.round(np.log(shown[x]) / np.log(DODGE))
+        same = bucket.groupby(bucket).transform("size")
+        position = shown[x] * DODGE ** (bucket.groupby(bucket).cumcount() - (same - 1) / 2)
+        ax.plot(position, shown["final_val_loss_mean"], color="0.75", lw=1, zorder=1)
+        for at, row in zip(position, shown.itertuples(), strict=True):
+            ax.errorbar(at, row.final_val_loss_mean, yerr=_xerr(row, "final_val_loss"), fmt="o", ms=7,
+                        capsize=4, color=palette[row.variant], label=row.variant, zorder=2)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2, 3, 5)))  # 2k, 3k, 5k, 10k, ... in SI prefixes
+        ax.xaxis.set_major_formatter(ticker.EngFormatter())
+        ax.xaxis.set_minor_formatter(ticker.EngFormatter())
+        ax.tick_params(axis="x", which="both", length=0, pad=6)  # major and minor labels on one line
+        ax.set(xlabel=label, ylabel=f"final val {LOSS_UNIT}")
+        left_out = ", ".join(done.loc[done[x] <= 0, "variant"])
+        if left_out:
+            ax.text(0.02, 0.02, f"not shown (0 FLOPs): {left_out}", transform=ax.transAxes, fontsize="small")
+    axes[1].legend(*axes[0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.02, 1),
+                   title="rung (in order)", frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def _xerr(row, name: str) -> list[list[float]] | None:
+    mean, low, high = (getattr(row, f"{name}_{part}") for part in ("mean", "low", "high"))
+    return None if pd.isna(low) else [[mean - low], [high - mean]]
+
+
+def _label(row) -> str:
+    return row.variant if row.completed else f"{row.variant} (no completed run)"

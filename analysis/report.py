@@ -1,0 +1,121 @@
+"""Tables, figures and the Markdown report of an experiment: `python -m analysis.report results/tutorial`.
+
+1. Prints the comparison tables (one per experiment definition in `experiment.json`) and writes them
+   into the experiment folder: `tables.md` (every table and one sample per rung) and `<definition>.csv`.
+2. Runs `progression.ipynb` headless (papermill, a real kernel) and, with `--storage`, `sweep.ipynb`
+   for an Optuna study; each executed notebook is kept in `<folder>/report/` beside its Markdown
+   export (`progression.md`, `sweep.md`) and the figures it saved (`figures/*.png` and `*.svg`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import papermill
+from nbconvert import MarkdownExporter
+from papermill.exceptions import PapermillExecutionError
+from traitlets.config import Config
+
+from analysis import tables
+from analysis.from_optuna import load_study, open_storage
+from analysis.from_runstore import load_runstore
+from experiments import manifest, store
+
+HERE = Path(__file__).resolve().parent
+
+
+def write_tables(folder: Path) -> str:
+    """The tables of one experiment folder, written as Markdown (with one sample per rung) and CSV;
+    returns the tables' Markdown."""
+    plan = manifest.read(folder)
+    results = load_runstore(folder.parent, folder.name)
+    for problem in results.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    text, samples, numeric = tables.report(plan, tables.planned_runs(plan, results.runs, folder))
+    store.write_atomic(folder / "tables.md", f"{text}\n{samples}\n" if samples else text)
+    for name, table in numeric.items():
+        store.write_atomic(folder / f"{name}.csv", table.to_csv(index=False))
+    return text
+
+
+def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], markdown: bool = True) -> Path:
+    """Execute analysis/<name>.ipynb into out_dir; export it to Markdown with its figures."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed, partial = out_dir / f"{name}.ipynb", out_dir / f"{name}.partial.ipynb"
+    # The kernel imports this very `analysis` package, whatever is installed in the environment.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
+    papermill.execute_notebook(HERE / f"{name}.ipynb", partial, parameters={**parameters, "out_dir": str(out_dir)},
+                               cwd=str(HERE), kernel_name="python3", progress_bar=False,
+                               # the kernel's own log (its TCP notice) stays out of `make ablate`'s output
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    partial.replace(executed)
+    if not markdown:
+        return executed
+    # The report shows what the notebook found, not its code nor the notes on how to run it.
+    config = Config({"TagRemovePreprocessor": {"enabled": True, "remove_cell_tags": {"notebook-only"}}})
+    body, resources = MarkdownExporter(config=config, exclude_input=True).from_filename(
+        str(executed), resources={"output_files_dir": "figures"})
+    for relative, data in resources["outputs"].items():
+        store.write_atomic(out_dir / relative, data)
+    store.write_atomic(out_dir / f"{name}.md", body)
+    return out_dir / f"{name}.md"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("folder", type=Path, help="the experiment folder, e.g. results/tutorial")
+    p.add_argument("--tables-only", action="store_true", help="print and write the tables; run no notebook")
+    p.add_argument("--no-markdown", action="store_true", help="save the figures and executed notebooks only")
+    p.add_argument("--storage", help="an Optuna storage (sqlite:///sweep.db, postgresql://..., or a journal file) "
+                   "whose study gets sweep.ipynb")
+    p.add_argument("--study", help="the study in --storage (default: its only study)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.study and not args.storage:
+        parser.error("--study needs --storage")
+    folder = args.folder.resolve()
+    has_manifest = (folder / manifest.MANIFEST).exists()
+    if not has_manifest and not args.storage:
+        print(f"error: {folder / manifest.MANIFEST} not found; run `make ablate` first, or give --storage "
+              "to report an Optuna study", file=sys.stderr)
+        return 2
+    try:
+        if args.storage:  # fail here, with a plain message, rather than inside the notebook
+            load_study(open_storage(args.storage), args.study or None)
+        if has_manifest:
+            print(write_tables(folder), end="")
+            print(f"tables and one sample per rung: {folder / 'tables.md'}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.tables_only:
+        return 0
+    out_dir, made, notebooks = folder / "report", [], []
+    if has_manifest:
+        notebooks.append(("progression", {"results": str(folder.parent), "experiment": folder.name}))
+    if args.storage:
+        notebooks.append(("sweep", {"storage": args.storage, "study": args.study or "", "results": str(folder.parent)}))
+    for name, parameters in notebooks:
+        try:
+            made.append(run_notebook(name, out_dir, parameters, not args.no_markdown))
+        except PapermillExecutionError as e:
+            print(f"error: {name}.ipynb failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                  f"the partly executed notebook is {out_dir / f'{name}.partial.ipynb'}", file=sys.stderr)
+            return 1
+    print("report: " + ", ".join(map(str, made)) + f"; figures in {out_dir / 'figures'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

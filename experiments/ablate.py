@@ -1,0 +1,239 @@
+"""Run experiment definitions over seeds: `python -m experiments.ablate --preset tutorial --seeds 3`.
+
+The main job behind `make ablate`. It plans every (experiment, variant, seed) run, writes the plan
+as the experiment manifest, then trains what is missing in parallel worker processes:
+
+- cached: a run whose folder already holds a finished run is skipped (`--force` retrains);
+- resumable: a half-finished run continues from its checkpoint, so killing this command and
+  starting it again trains only what is missing;
+- deduplicated: a variant that two experiments share (the ladder's last rung and the
+  leave-one-out baseline are both `full`) has one config hash, one run folder, one training.
+
+Each worker trains with `cores // jobs` torch threads so parallel runs never oversubscribe the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from experiments import manifest, store
+from experiments.config import ConfigError, RunConfig, resolve
+from experiments.definitions import DefinitionError, get_experiment
+from experiments.presets import PRESETS
+from experiments.run import USER_ERRORS, default_results, disk_error, parse_overrides, prepare, train_run
+from experiments.wandb_mirror import MODES, WandbSettings
+from nanogpt.data import Corpus
+
+DEFAULT_EXPERIMENTS = ("ladder", "leave_one_out")
+
+
+@dataclass(frozen=True)
+class Plan:
+    folder: Path
+    manifest: dict[str, Any]
+    runs: tuple[RunConfig, ...]  # unique by run_id, in training order (seed-major)
+
+
+def plan(preset: str, seeds: Sequence[int], experiment_names: Sequence[str], results: Path,
+         name: str | None = None, overrides: dict[str, Any] | None = None) -> tuple[Plan, Corpus]:
+    """Resolve every run of the given experiments; validates everything, writes nothing."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    if not seeds:
+        raise ConfigError("no seeds: give --seeds N with N >= 1")
+    name = name or preset
+    definitions = [get_experiment(e) for e in experiment_names]
+    preset_settings = PRESETS[preset]["settings"]
+    corpus: Corpus | None = None
+    entries, by_hash, member_of = [], {}, {}
+    for definition in definitions:
+        variants = []
+        for variant in definition.variant_names(preset_settings):
+            runs = []
+            for seed in seeds:
+                cfg = resolve(preset, variant, seed, overrides, experiment=name, group=definition.name,
+                              job_type=definition.job_type)
+                cfg, corpus = prepare(cfg, corpus)  # loads the corpus once; it fixes vocab size and checksum
+                # Same config hash = same run, whatever its variant is called (the ladder's `layernorm`
+                # rung is leave-one-out's `no_gpt2_init`): train it once, list it in both experiments.
+                cfg = by_hash.setdefault(cfg.hash, cfg)
+                member_of.setdefault(cfg.hash, []).append(definition.name)
+                runs.append({"seed": seed, "run_id": cfg.run_id})
+            adds = next(v.adds for v in definition.variants if v.name == variant)
+            variants.append({"name": variant, "adds": adds, "runs": runs})
+        entries.append({"name": definition.name, "job_type": definition.job_type,
+                        "description": definition.description, "compare": definition.compare,
+                        "variants": variants})
+    assert corpus is not None  # every definition has at least one variant
+    tagged = {h: replace(cfg, tags=tuple(dict.fromkeys(member_of[h]))) for h, cfg in by_hash.items()}
+    order = sorted(tagged.values(), key=lambda c: list(seeds).index(c.seed))  # stable: seed-major
+    folder = store.RunStore(results).experiment_dir(name)
+    doc = {"name": name, "preset": preset, "seeds": list(seeds), "overrides": overrides or {},
+           "data": order[0].data, "experiments": entries}
+    return Plan(folder, doc, tuple(order)), corpus
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this worker when the parent dies, even by SIGKILL."""
+    # Elsewhere the per-run lock still keeps an orphan from corrupting a run.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _init_worker(threads: int) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        summary = train_run(cfg, results, resume=True, force=force, quiet=True, wandb=wandb)
+    except store.RunBusyError as e:
+        return {"run_id": cfg.run_id, "status": "busy", "reason": str(e)}
+    except Exception as e:  # noqa: BLE001 - one broken run must not stop the others; it is recorded
+        return {"run_id": cfg.run_id, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
+    return summary | {"seconds": time.perf_counter() - started}
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def execute(p: Plan, results: Path, jobs: int, force: bool = False,
+            wandb: WandbSettings | None = None) -> list[dict[str, Any]]:
+    """Train every planned run not yet finished; returns one summary per run, in plan order."""
+    runs = store.RunStore(results)
+    todo = [c for c in p.runs if force or not runs.finished(c.experiment, c.run_id)]
+    done = {c.run_id: {"run_id": c.run_id, "status": "cached"} for c in p.runs if c not in todo}
+    threads = max(1, default_jobs() // jobs)
+    print(f"{len(p.runs)} runs planned in {p.folder}: {len(done)} already finished, {len(todo)} to train "
+          f"({jobs} parallel jobs x {threads} torch threads)", file=sys.stderr, flush=True)
+    bar = tqdm(total=len(p.runs), initial=len(done), unit="run", dynamic_ncols=True, disable=not sys.stderr.isatty())
+    # Fresh interpreters (spawn), not forks: nothing of this process (OpenMP pools, a W&B service)
+    # leaks into the workers; each imports torch once and trains many runs.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        pending: dict[Future, RunConfig] = {}
+        queue = list(todo)
+        try:
+            while queue or pending:
+                while queue and len(pending) < jobs:
+                    cfg = queue.pop(0)
+                    pending[pool.submit(_train_one, cfg, results, force, wandb)] = cfg
+                bar.set_description(", ".join(f"{c.variant} s{c.seed}" for c in pending.values()))
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    cfg = pending.pop(future)
+                    summary = future.result()
+                    done[cfg.run_id] = summary
+                    bar.update()
+                    _report(len(done), len(p.runs), cfg, summary, bar)
+        except (KeyboardInterrupt, BrokenProcessPool):
+            for future in pending:
+                future.cancel()
+            raise
+        finally:
+            bar.close()
+    return [done[c.run_id] for c in p.runs]
+
+
+def _report(n_done: int, total: int, cfg: RunConfig, summary: dict[str, Any], bar: tqdm) -> None:
+    val = summary.get("final_val_loss")
+    detail = f"val {val:.4f}" if isinstance(val, float) else summary.get("reason") or ""
+    line = f"[{n_done}/{total}] {cfg.group}/{cfg.variant} seed {cfg.seed}: {summary['status']} {detail}"
+    if "seconds" in summary:
+        line += f" ({summary['seconds']:.1f}s)"
+    if bar.disable:
+        print(line, file=sys.stderr, flush=True)
+    else:
+        bar.write(line, file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.ablate",
+        description="Train experiment definitions (default: the ladder and leave-one-out) over several seeds, "
+        "in parallel, skipping runs already recorded and resuming interrupted ones.",
+    )
+    p.add_argument("--preset", default="tutorial", help=f"{', '.join(PRESETS)} (default tutorial)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    p.add_argument("--experiments", nargs="+", default=list(DEFAULT_EXPERIMENTS), metavar="NAME",
+                   help="experiment definitions to run (default: ladder leave_one_out; see "
+                   "`python -m experiments.run --list-variants`)")
+    p.add_argument("--jobs", type=int, default=None, help=f"parallel runs (default: the core count, {default_jobs()})")
+    p.add_argument("--name", help="experiment folder inside the run store (default: the preset's name)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="run store folder (default $NANOGPT_RESULTS or ./results)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting for every run")
+    p.add_argument("--data", help="corpus: a UTF-8 text file (default Tiny Shakespeare)")
+    p.add_argument("--force", action="store_true", help="retrain runs that are already recorded")
+    p.add_argument("--wandb", choices=MODES, default="auto",
+                   help="mirror every run to W&B: auto (default: online when logged in, else offline; "
+                   "WANDB_MODE wins), online, offline, off")
+    p.add_argument("--wandb-project", metavar="NAME", help="W&B project (default $WANDB_PROJECT or nanogpt-ablations)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit; train nothing")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    results = args.results or default_results()
+    try:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+        if args.jobs is not None and args.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+        overrides = parse_overrides(args.set, [])
+        if args.data:
+            overrides["data"] = args.data
+        p, _ = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides)
+    except (*USER_ERRORS, DefinitionError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for cfg in p.runs:
+            print(f"{cfg.group:16} {cfg.variant:16} seed {cfg.seed}  {cfg.run_id}")
+        return 0
+    try:
+        manifest.write(p.folder, p.manifest)
+        summaries = execute(p, results, args.jobs or default_jobs(), args.force,
+                            WandbSettings(args.wandb, args.wandb_project))
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; run the same command again to train only what is missing",
+              file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"error: {disk_error(e)}", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print("a worker process died (killed or out of memory); run the same command again to resume",
+              file=sys.stderr)
+        return 1
+    counts: dict[str, int] = {}
+    for s in summaries:
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+    print(f"{p.folder}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())), file=sys.stderr)
+    return 0 if set(counts) <= {"completed", "cached", "diverged"} else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

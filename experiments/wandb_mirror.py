@@ -1,0 +1,191 @@
+"""Mirror a run to Weights & Biases: config, one history row per evaluation, summary, samples.
+
+The run folder is the source of truth and W&B a copy of it (W&B config = config.json, history =
+metrics.jsonl, summary = summary.json). The mirror keeps its W&B files inside the run folder
+(`<run_dir>/wandb/`) and its W&B identity beside them (`wandb/mirror.json`), so a resumed run
+continues the same W&B run and first re-sends from metrics.jsonl whatever W&B has not seen yet.
+Any W&B failure prints one warning and turns the mirror off; training never notices.
+`wandb` is imported inside functions: with the mirror off, only torch is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments import store
+from experiments.config import RunConfig
+from nanogpt.train import Callback
+
+MODES = ("auto", "online", "offline", "off")
+DEFAULT_PROJECT = "nanogpt-ablations"
+STATE = "mirror.json"
+# A tiny run lasts seconds, so W&B's own defaults (90 s init, unbounded upload at finish) would
+# dominate it when the network is down; W&B's environment variables still win.
+INIT_TIMEOUT_S, FINISH_TIMEOUT_S = 30.0, 120.0
+# Nothing per run beyond what we log: no system-stats sampler, no code/git/machine snapshot,
+# no console capture, no launch job, no W&B console chatter.
+LEAN = dict(x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True, console="off",
+            save_code=False, disable_code=True, disable_git=True, disable_job_creation=True, silent=True)
+# wandb-core buffers the .wandb file for 15 s by default and drops the buffer when its parent is
+# SIGKILLed: flush often, so a killed run's W&B file holds all but its last ~0.1 s (measured: no
+# extra CPU in wandb-core).
+FLUSH_INTERVAL_S = 0.1
+OK_STATUSES = ("completed", "pruned")  # finished as intended; anything else ends with exit code 1
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    """Where and how to mirror. mode: auto (online when logged in, else offline; WANDB_MODE wins),
+    online, offline or off. project: None means $WANDB_PROJECT, else nanogpt-ablations.
+    entity: None means $WANDB_ENTITY, else the user's default entity."""
+
+    mode: str = "auto"
+    project: str | None = None
+    entity: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"W&B mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+
+def resolve_mode(mode: str) -> str | None:
+    """'online', 'offline', or None (off). Auto asks WANDB_MODE, then whether an API key is configured."""
+    if mode == "off":
+        return None
+    if mode != "auto":
+        return mode
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env_mode == "disabled":
+        return None
+    if env_mode in ("offline", "dryrun"):
+        return "offline"
+    if env_mode:
+        return "online"
+    import wandb
+
+    wandb.setup(settings=wandb.Settings(**LEAN))  # silent, so login() asks the server nothing
+    return "online" if wandb.login(prompt=False, verify=False) else "offline"
+
+
+def _timeout(env_var: str, default: float) -> float:
+    return float(os.environ.get(env_var) or default)
+
+
+class WandbMirror(Callback):
+    """One run's W&B mirror. Created by `start` (off when settings is None or W&B fails to start)."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig):
+        self.run_dir, self.cfg = run_dir, cfg
+        self.state_path = run_dir / "wandb" / STATE
+        self.state: dict[str, Any] = {}
+        self.run: Any = None  # the live wandb Run while the mirror is on
+
+    @classmethod
+    def start(cls, settings: WandbSettings | None, run_dir: Path, cfg: RunConfig) -> WandbMirror:
+        mirror = cls(run_dir, cfg)
+        if settings is not None:
+            mirror._guard("start", mirror._start, settings)
+        return mirror
+
+    def on_eval(self, metrics: dict[str, Any], checkpoint) -> None:
+        self._guard("log", self._log, metrics)
+
+    def finish(self, summary: dict[str, Any], samples: str | None = None) -> None:
+        """Send what W&B is missing, the final summary and the samples; end the W&B run."""
+        self._guard("finish", self._finish, summary, samples)
+
+    def _start(self, settings: WandbSettings) -> None:
+        mode = resolve_mode(settings.mode)
+        if mode is None:
+            return
+        import wandb
+
+        resuming = self.state_path.exists()
+        if resuming:
+            self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        else:
+            # Our own id, kept in the run folder: `--force` (a fresh folder) gets a new W&B run, and a
+            # kill during init still leaves the id for the resume.
+            self.state = {"id": secrets.token_hex(6), "last_step": -1, "entity": settings.entity,
+                          "project": settings.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT}
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            store.write_json(self.state_path, self.state)
+        cfg = self.cfg
+        self.run = wandb.init(
+            id=self.state["id"], resume="allow" if resuming else None, mode=mode, dir=self.run_dir,
+            project=self.state["project"], entity=self.state["entity"], group=cfg.group or cfg.experiment,
+            job_type=cfg.job_type, name=f"{cfg.variant}-s{cfg.seed}",
+            tags=list(dict.fromkeys(tag[:64]  # W&B refuses longer tags
+                                     for tag in (cfg.preset, cfg.variant, cfg.experiment, *cfg.tags) if tag)),
+            config=json.loads((self.run_dir / store.CONFIG).read_text(encoding="utf-8")),  # exactly config.json
+            settings=wandb.Settings(**LEAN, init_timeout=_timeout("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S),
+                                    finish_timeout=_timeout("WANDB_FINISH_TIMEOUT", FINISH_TIMEOUT_S),
+                                    finish_timeout_raises=True, x_transaction_log_flush_interval=FLUSH_INTERVAL_S),
+        )
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Log the evaluations in metrics.jsonl that W&B has not seen (after a resume or a lost log)."""
+        metrics, _ = store.read_jsonl(self.run_dir / store.METRICS)
+        for row in metrics:
+            self._log(row)
+
+    def _log(self, row: dict[str, Any]) -> None:
+        # _step = the training step, so a resumed run continues where its checkpoint left off; rows
+        # W&B already holds (this or an earlier attempt) are skipped: "step must only increase".
+        if self.run is None or row["step"] <= self.state["last_step"] or row["step"] < self.run.starting_step:
+            return
+        self.run.log(row, step=row["step"], commit=True)
+        self.state["last_step"] = row["step"]
+        store.write_json(self.state_path, self.state)
+
+    def _finish(self, summary: dict[str, Any], samples: str | None) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        self._catch_up()  # e.g. the evaluation a callback stopped the run at
+        self.run.summary.update(summary)  # exactly summary.json
+        if samples is not None:
+            cfg = self.cfg
+            self.run.summary["samples"] = wandb.Table(
+                columns=["run_id", "variant", "seed", "step", "text"],
+                data=[[cfg.run_id, cfg.variant, cfg.seed, summary.get("step"), samples]])
+        run, self.run = self.run, None
+        run.finish(exit_code=0 if summary.get("status") in OK_STATUSES else 1)
+
+    def _guard(self, action: str, fn: Callable[..., None], *args: Any) -> None:
+        """Run one W&B step; on any failure warn once, turn the mirror off and carry on."""
+        if self.run is None and action != "start":
+            return
+        try:
+            fn(*args)
+        except Exception as e:
+            first_line = next(iter(str(e).splitlines()), "")
+            print(f"warning: W&B mirror off for {self.cfg.experiment}/{self.cfg.run_id} ({action} failed: "
+                  f"{type(e).__name__}: {first_line}); training and the local record in {self.run_dir} continue. "
+                  "Without a working W&B connection use --wandb offline (then `wandb sync`) or --wandb off.",
+                  file=sys.stderr, flush=True)
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """End the broken W&B run and service as far as they still answer, so the next run starts clean."""
+        run, self.run = self.run, None
+        wandb = sys.modules.get("wandb")
+        # wandb.teardown may sys.exit with the service's exit code: that must not end training.
+        with suppress(Exception, SystemExit):
+            if run is not None:
+                run.finish(exit_code=1)
+        with suppress(Exception, SystemExit):
+            if wandb is not None:
+                wandb.teardown()

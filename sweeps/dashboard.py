@@ -1,0 +1,61 @@
+"""optuna-dashboard on 127.0.0.1 for a study: `python -m sweeps.dashboard --study NAME [--port 8080]`.
+
+Finds the storage the same way the workers do (--storage, $NANOGPT_SWEEP_STORAGE, or the study's
+SQLite file), so the URL, and any password in it, never has to be typed on a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments import store
+from experiments.run import default_results
+from sweeps import storage
+
+HOST = "127.0.0.1"  # the dashboard can edit studies: never serve it beyond this machine
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sweeps.dashboard", description=__doc__.split("\n\n")[0])
+    p.add_argument("--study", required=True, help="the study's name (finds its default SQLite file)")
+    p.add_argument("--storage",
+                   help="study storage (default: $NANOGPT_SWEEP_STORAGE, else <results>/<study>/optuna.db)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="run store folder (default $NANOGPT_RESULTS or ./results)")
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from optuna_dashboard import run_server
+
+    folder = store.RunStore(args.results or default_results()).experiment_dir(args.study)
+    spec = storage.choose(args.storage, folder)
+    local = storage.local_file(spec)
+    if local and not local.exists():  # opening it would make an empty database
+        print(f"error: no study storage at {local}; run a sweep first (make sweep) or pass --storage",
+              file=sys.stderr)
+        return 2
+    try:
+        opened = storage.open_storage(spec)
+    except storage.StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"optuna-dashboard for {storage.describe(spec)} at http://{HOST}:{args.port}/dashboard "
+          "(Ctrl-C stops it)", file=sys.stderr, flush=True)
+    try:
+        run_server(opened, host=HOST, port=args.port)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as e:
+        print(f"error: cannot serve on {HOST}:{args.port} ({e.strerror}); pick another --port", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The two kinds of study, and which run each of their trials trains.
+
+- `GridSweep`: an ablation grid, every (variant, seed) of some experiment definitions exactly once.
+  The runs come from `experiments.ablate.plan`, so the study reproduces `make ablate` (same run ids,
+  same manifest). Every point is enqueued up front and workers only take enqueued trials: a shared
+  GridSampler would run about N-1 duplicates with N workers. No pruner: a pruned point is never rerun.
+- `SearchSweep`: TPE over a declared search space, pruned on the val loss reported at every eval.
+
+A study stores its kind and settings in its own user attrs, so a worker on another machine needs
+only the storage and the study name. Trials are labelled (study, trial, group = study, job_type
+sweep) without changing the config hash: a retried trial trains the same run folder and resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from experiments import ablate, manifest
+from experiments.config import RunConfig, resolve
+from experiments.run import prepare
+from sweeps.space import SearchSpace, parse
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nanogpt.data import Corpus
+
+SPEC_ATTR = "sweep"  # the study user attr holding the kind and settings
+JOB_TYPE = "sweep"
+
+
+class NotAGridPoint(LookupError):  # noqa: N818 - a condition, not a bug
+    """A worker got a fresh trial instead of an enqueued grid point (another took the last one)."""
+
+
+def _labels(study: str, trial: int) -> dict[str, Any]:
+    return {"experiment": study, "study": study, "trial": trial, "group": study, "job_type": JOB_TYPE}
+
+
+def run_command(preset: str, variant: str, seed: int, overrides: dict[str, Any]) -> str:
+    """The runner command line that trains the same config outside the study."""
+    sets = "".join(f" --set {k}={v}" for k, v in overrides.items())
+    return f"python -m experiments.run --preset {preset} --variant {variant} --seed {seed}{sets}"
+
+
+@dataclass(frozen=True)
+class GridSweep:
+    preset: str
+    experiments: tuple[str, ...]
+    seeds: tuple[int, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    kind = "grid"  # a class attribute, not a field
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        return optuna.samplers.RandomSampler()  # never consulted: every grid parameter is enqueued
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        import optuna
+
+        return optuna.pruners.NopPruner()
+
+    def points(self, study: str, results: Path) -> list[tuple[dict[str, Any], str]]:
+        """(params, run_id) of every grid point, in training order."""
+        plan, _ = ablate.plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
+        return [({"variant": c.variant, "seed": c.seed}, c.run_id) for c in plan.runs]
+
+    def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:
+        return 0  # a grid only runs what was enqueued
+
+    def bind(self, study: str, results: Path) -> BoundGrid:
+        plan, corpus = ablate.plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
+        manifest.write(plan.folder, plan.manifest)  # analysis reads the study like a `make ablate` folder
+        return BoundGrid(self, study, {(c.variant, c.seed): c for c in plan.runs}, corpus)
+
+    def command(self, params: dict[str, Any]) -> str:
+        return run_command(self.preset, params["variant"], params["seed"], self.overrides)
+
+
+@dataclass(frozen=True)
+class BoundGrid:
+    sweep: GridSweep
+    study: str
+    runs: dict[tuple[str, int], RunConfig]
+    corpus: Corpus  # loaded once by the plan, shared by every trial
+
+    def config(self, trial: optuna.Trial) -> RunConfig:
+        if "run_id" not in trial.user_attrs:
+            raise NotAGridPoint(f"trial {trial.number} is not an enqueued grid point")
+        variants = list(dict.fromkeys(variant for variant, _ in self.runs))
+        variant = trial.suggest_categorical("variant", variants)
+        seed = trial.suggest_categorical("seed", list(self.sweep.seeds))
+        return dataclasses.replace(self.runs[(variant, seed)], **_labels(self.study, trial.number))
+
+
+@dataclass(frozen=True)
+class SearchSweep:
+    space: SearchSpace
+    kind = "search"
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        # constant_liar: parallel workers do not all sample next to the same running trial.
+        return optuna.samplers.TPESampler(constant_liar=True)
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        return self.space.make_pruner()
+
+    def points(self, study: str, results: Path) -> list[tuple[dict[str, Any], str]]:
+        """None: TPE proposes each trial when a worker asks. The base config is checked against the
+        corpus here, so a bad --data fails before any storage is touched."""
+        space = self.space
+        prepare(resolve(space.preset, space.variant, space.seed, space.set))
+        return []
+
+    def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:
+        finished = sum("outcome" in t.user_attrs for t in trials)
+        return max(0, self.space.n_trials - finished)
+
+    def bind(self, study: str, results: Path) -> BoundSearch:
+        return BoundSearch(self, study)
+
+    def command(self, params: dict[str, Any]) -> str:
+        return run_command(self.space.preset, self.space.variant, self.space.seed, self.space.set | params)
+
+
+@dataclass
+class BoundSearch:
+    sweep: SearchSweep
+    study: str
+    corpus: Corpus | None = None  # loaded by the first trial, reused by the rest
+
+    def config(self, trial: optuna.Trial) -> RunConfig:
+        space = self.sweep.space
+        params = space.suggest(trial)
+        cfg = resolve(space.preset, space.variant, space.seed, space.set | params, **_labels(self.study, trial.number))
+        cfg, self.corpus = prepare(cfg, self.corpus)
+        return cfg
+
+
+Sweep = GridSweep | SearchSweep
+
+
+def to_attr(sweep: Sweep) -> dict[str, Any]:
+    if isinstance(sweep, GridSweep):
+        return {"kind": "grid", "preset": sweep.preset, "experiments": list(sweep.experiments),
+                "seeds": list(sweep.seeds), "overrides": sweep.overrides}
+    return {"kind": "search", "space": sweep.space.to_dict()}
+
+
+def from_attr(attr: dict[str, Any], study: str) -> Sweep:
+    if attr.get("kind") == "grid":
+        return GridSweep(attr["preset"], tuple(attr["experiments"]), tuple(attr["seeds"]), attr["overrides"])
+    return SearchSweep(parse(attr["space"], f"study {study}"))

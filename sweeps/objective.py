@@ -1,0 +1,77 @@
+"""The objective: a trial's config, trained by the ordinary runner, its final val loss returned.
+
+Every trial records an `outcome` user attr (completed, pruned, diverged, invalid, failed, skipped)
+and, when it did not complete, a `reason`. A diverged or invalid trial fails with its reason and
+the study goes on; the run folder keeps the whole story either way.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from experiments import store
+from experiments.config import ConfigError
+from experiments.run import USER_ERRORS, train_run
+from experiments.wandb_mirror import WandbSettings
+from sweeps.kinds import BoundGrid, BoundSearch, NotAGridPoint
+from sweeps.reporter import TrialReporter
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class TrialFailed(Exception):  # noqa: N818 - an outcome the worker expects, caught by study.optimize
+    """The trial ended without a value, for the reason recorded in its user attrs."""
+
+
+class Objective:
+    def __init__(self, bound: BoundGrid | BoundSearch, results: Path, wandb: WandbSettings | None = None,
+                 quiet: bool = False):
+        self.bound, self.results, self.wandb, self.quiet = bound, results, wandb, quiet
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import optuna
+
+        trial.set_user_attr("worker", self.worker)
+        try:
+            cfg = self.bound.config(trial)
+        except NotAGridPoint:
+            self._record(trial, "skipped", "no grid point left: another worker took the last one")
+            raise optuna.TrialPruned("no grid point left") from None
+        except ConfigError as e:
+            raise self._failed(trial, "invalid", str(e)) from None
+        trial.set_user_attr("run_id", cfg.run_id)
+        reporter = TrialReporter(trial)
+        # A resumed (or already finished) run: report what its folder holds, so the curve is whole.
+        reporter.replay(store.read_jsonl(store.RunStore(self.results).run_dir(cfg.experiment, cfg.run_id)
+                                         / store.METRICS)[0])
+        try:
+            summary = train_run(cfg, self.results, resume=True, callbacks=[reporter], quiet=self.quiet,
+                                prepared=(cfg, self.bound.corpus), wandb=self.wandb)
+        except (*USER_ERRORS, store.RunBusyError) as e:
+            raise self._failed(trial, "failed", f"{type(e).__name__}: {e}") from None
+        status, reason = summary["status"], summary.get("reason")
+        if summary.get("skipped"):
+            trial.set_user_attr("cached", True)  # the run store already held this finished run
+        if status == "pruned":
+            self._record(trial, status, reason)
+            raise optuna.TrialPruned(reason)
+        if status != "completed":
+            raise self._failed(trial, status, reason or status)
+        self._record(trial, status, None)
+        return summary["final_val_loss"]
+
+    @staticmethod
+    def _record(trial: optuna.Trial, outcome: str, reason: str | None) -> None:
+        trial.set_user_attr("outcome", outcome)
+        if reason:
+            trial.set_user_attr("reason", reason)
+
+    @staticmethod
+    def _failed(trial: optuna.Trial, outcome: str, reason: str) -> TrialFailed:
+        Objective._record(trial, outcome, reason)
+        return TrialFailed(f"{outcome}: {reason}")

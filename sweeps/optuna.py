@@ -1,0 +1,192 @@
+"""Optuna studies over the runner: `python -m sweeps.optuna run --study NAME --space sweeps/search_space.yaml`.
+
+    run     create the study (or resume it) and train it with --workers local worker processes
+    create  create the study once, before workers elsewhere start (a fresh database's tables and
+            the grid queue are made here, not raced for by several workers)
+    worker  one more worker on an existing study, on any machine that reaches its storage
+
+Every trial is an ordinary run in `<results>/<study>/`; the study's best goes to best.json there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments import store
+from experiments.ablate import default_jobs
+from experiments.config import NAME_PATTERN, ConfigError
+from experiments.definitions import DefinitionError
+from experiments.presets import PRESETS
+from experiments.run import USER_ERRORS, default_results, disk_error, parse_overrides
+from experiments.wandb_mirror import MODES, WandbSettings
+from sweeps import best, kinds, space, storage, study
+from sweeps.objective import Objective
+from sweeps.worker import work
+
+EXPECTED_ERRORS = (*USER_ERRORS, DefinitionError, space.SpaceError, storage.StorageError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sweeps.optuna", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Storage: --storage URL or $NANOGPT_SWEEP_STORAGE; default a SQLite file "
+                                "in the study's results folder. sqlite:///FILE, postgresql://USER@HOST:PORT/DB "
+                                "(password in PGPASSWORD or ~/.pgpass), or a journal file path.")
+    commands = p.add_subparsers(dest="command", required=True)
+    for name, help_text in (("run", "create or resume a study and train it with local workers"),
+                            ("create", "create a study (and its queue) before starting workers"),
+                            ("worker", "work on an existing study until it is done")):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--study", required=True, help="study name; also its folder in the run store")
+        sub.add_argument("--storage", help="study storage (default: $NANOGPT_SWEEP_STORAGE, else "
+                         "<results>/<study>/optuna.db)")
+        sub.add_argument("--results", type=Path, default=None,
+                         help="run store folder (default $NANOGPT_RESULTS or ./results)")
+        if name != "worker":
+            _add_study_settings(sub)
+        if name != "create":
+            _add_worker_settings(sub, run=name == "run")
+    return p
+
+
+def _add_study_settings(sub: argparse.ArgumentParser) -> None:
+    kind = sub.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--grid", nargs="+", metavar="EXPERIMENT",
+                      help="ablation grid: every variant x seed of these experiment definitions (e.g. ladder)")
+    kind.add_argument("--space", type=Path, metavar="FILE",
+                      help="hyperparameter search over a search-space YAML (e.g. sweeps/search_space.yaml)")
+    sub.add_argument("--preset", help=f"{', '.join(PRESETS)} (grid default tutorial; search: the space file's)")
+    sub.add_argument("--seeds", type=int, default=3, help="grid: seeds 0..N-1 (default 3)")
+    sub.add_argument("--n-trials", type=int, help="search: number of trials (default: the space file's)")
+    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="fix a setting for every trial; repeatable")
+    sub.add_argument("--data", help="corpus: a UTF-8 text file (default Tiny Shakespeare)")
+
+
+def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
+    if run:
+        sub.add_argument("--workers", type=int, default=default_jobs(),
+                         help=f"local worker processes (default: the core count, {default_jobs()})")
+    sub.add_argument("--threads", type=int, help="torch threads per worker (default: run shares the cores "
+                     "among its workers; a lone worker keeps torch's default)")
+    sub.add_argument("--heartbeat", type=int, default=storage.Heartbeat.interval, metavar="SEC",
+                     help=f"database storages: heartbeat interval (default {storage.Heartbeat.interval})")
+    sub.add_argument("--grace", type=int, default=storage.Heartbeat.grace, metavar="SEC",
+                     help="database storages: a running trial silent this long is failed and retried "
+                     f"(default {storage.Heartbeat.grace})")
+    sub.add_argument("--wandb", choices=MODES, default="auto",
+                     help="mirror every trial's run to W&B (group = the study, job_type sweep): auto (default: "
+                     "online when logged in, else offline; WANDB_MODE wins), online, offline, off")
+    sub.add_argument("--wandb-project", metavar="NAME", help="W&B project (default $WANDB_PROJECT or "
+                     "nanogpt-ablations)")
+    sub.add_argument("--quiet", action="store_true", help="no per-eval progress lines")
+
+
+def sweep_from_args(args: argparse.Namespace) -> kinds.Sweep:
+    overrides = parse_overrides(args.set, [])
+    if args.data:
+        overrides["data"] = args.data
+    if args.grid:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+        return kinds.GridSweep(args.preset or "tutorial", tuple(args.grid), tuple(range(args.seeds)), overrides)
+    raw = space.load(args.space).to_dict()
+    raw["set"] |= overrides
+    raw["preset"] = args.preset or raw["preset"]
+    raw["n_trials"] = args.n_trials or raw["n_trials"]
+    return kinds.SearchSweep(space.parse(raw, str(args.space)))
+
+
+def create(args: argparse.Namespace, spec: str, results: Path) -> None:
+    sweep = sweep_from_args(args)
+    points = sweep.points(args.study, results)  # a grid plans (and so validates) every run before any storage
+    made, enqueued = study.create(storage.open_storage(spec), args.study, sweep, points)
+    print(f"study '{args.study}' ({sweep.kind}) in {storage.describe(spec)}: {len(made.trials)} trials, "
+          f"{enqueued} enqueued now", file=sys.stderr, flush=True)
+
+
+def worker(args: argparse.Namespace, spec: str, results: Path, folder: Path) -> None:
+    beats = storage.Heartbeat(args.heartbeat, args.grace) if storage.is_url(spec) else None
+    opened, sweep = study.open_study(storage.open_storage(spec, beats), args.study)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    objective = Objective(sweep.bind(args.study, results), results, WandbSettings(args.wandb, args.wandb_project),
+                          args.quiet)
+    ran = work(opened, sweep, objective, beats.interval if beats else None)
+    doc = best.write(opened, sweep, folder)
+    top = doc["best"]
+    print(f"worker {objective.worker} ran {ran} trials; study '{args.study}': {doc['outcomes']}; best "
+          + (f"trial {top['trial']} val {top['value']:.4f} ({top['run_id']})" if top else "none yet")
+          + f" -> {folder / best.BEST}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, spec: str, results: Path) -> int:
+    """Create or resume the study, then train it with local worker processes sharing the cores."""
+    if args.workers < 1 or (args.threads or 1) < 1:
+        raise ConfigError("--workers and --threads must be at least 1")
+    create(args, spec, results)
+    threads = args.threads or max(1, default_jobs() // args.workers)
+    command = [sys.executable, "-m", "sweeps.optuna", "worker", "--study", args.study, "--results", str(results),
+               "--threads", str(threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    command += ["--wandb", args.wandb, *(["--wandb-project", args.wandb_project] if args.wandb_project else [])]
+    command += ["--quiet"] if args.quiet else []
+    # The storage goes in the environment: a password in it stays off every command line (ps).
+    env = os.environ | {storage.STORAGE_ENV: spec}
+    workers = [subprocess.Popen(command, env=env) for _ in range(args.workers)]
+    try:
+        codes = [w.wait() for w in workers]
+    except KeyboardInterrupt:
+        codes = [w.wait() for w in workers]  # Ctrl-C reached them too; let them record what they were doing
+        raise
+    return 0 if not any(codes) else 1  # a worker killed by a signal has a negative code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
+    results = args.results or default_results()
+    spec = args.storage or ""
+    try:
+        if not NAME_PATTERN.match(args.study):
+            raise ConfigError(f"study '{args.study}' must be letters, digits, '_', '-', '.' (it names a folder)")
+        folder = store.RunStore(results).experiment_dir(args.study)
+        spec = storage.choose(args.storage, folder)
+        if args.command == "create":
+            create(args, spec, results)
+        elif args.command == "worker":
+            worker(args, spec, results, folder)
+        else:
+            return run(args, spec, results)
+    except EXPECTED_ERRORS as e:
+        print(f"error: {storage.redact(str(e), spec)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume; interrupted trials continue from their "
+              "checkpoints", file=sys.stderr)
+        return 130
+    except OSError as e:  # a full disk or read-only results folder: the trial is requeued when the sweep reruns
+        print(f"error: {disk_error(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        import sqlalchemy.exc
+
+        if isinstance(e, sqlalchemy.exc.SQLAlchemyError):  # the database went away mid-study
+            print(f"error: storage {storage.describe(spec)}: {storage.redact(str(e).splitlines()[0], spec)}",
+                  file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

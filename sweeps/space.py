@@ -1,0 +1,188 @@
+"""A hyperparameter search space, declared in a YAML file (see sweeps/search_space.yaml).
+
+    preset: tutorial                 # the starting config
+    variant: full                    # component switches fixed by a variant...
+    seed: 0
+    n_trials: 30
+    set: {lr_schedule: cosine}       # settings fixed for every trial
+    pruner: {type: median, n_startup_trials: 5, n_warmup_steps: 1000}   # or hyperband, or none
+    params:                          # one trial.suggest_* each
+      lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+      n_layer: {type: int, low: 1, high: 4}
+      layernorm: {type: categorical, choices: [pre, post]}              # ...or searched
+
+Validated once, here, with messages that name the file and the parameter. A combination that no
+single value reveals (n_embd not divisible by n_head) is caught per trial and recorded as invalid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from experiments.config import SETTABLE, ConfigError, parse_value, resolve
+from nanogpt.model import ModelConfig
+from nanogpt.train import TrainConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+# Settings with a fixed set of values (layernorm: none/pre/post). The dataclasses' annotations are
+# strings (postponed evaluation), so they are resolved here rather than read off the fields.
+CHOICES = {name: get_args(hint) for cls in (ModelConfig, TrainConfig)
+           for name, hint in get_type_hints(cls).items() if get_origin(hint) is Literal}
+TOP_KEYS = {"preset", "variant", "seed", "n_trials", "set", "pruner", "params"}
+NOT_HYPERPARAMETERS = {"data", "device", "compile", "experiment"}
+PARAM_KEYS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
+              "categorical": {"choices"}}
+PRUNERS = ("median", "hyperband", "none")
+
+
+class SpaceError(ValueError):
+    """A search-space file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    preset: str
+    params: dict[str, dict[str, Any]]
+    variant: str = "full"
+    seed: int = 0
+    n_trials: int = 20
+    set: dict[str, Any] = field(default_factory=dict)
+    pruner: dict[str, Any] = field(default_factory=lambda: {"type": "median"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's settings: one suggest_* call per declared parameter."""
+        chosen = {}
+        for name, p in self.params.items():
+            if p["type"] == "categorical":
+                chosen[name] = trial.suggest_categorical(name, p["choices"])
+            elif p["type"] == "int":
+                chosen[name] = trial.suggest_int(name, p["low"], p["high"], step=p.get("step", 1),
+                                                 log=p.get("log", False))
+            else:
+                chosen[name] = trial.suggest_float(name, p["low"], p["high"], step=p.get("step"),
+                                                   log=p.get("log", False))
+        return chosen
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        import optuna
+
+        kwargs = {k: v for k, v in self.pruner.items() if k != "type"}
+        kind = self.pruner["type"]
+        if kind == "none":
+            return optuna.pruners.NopPruner()
+        if kind == "hyperband":
+            return optuna.pruners.HyperbandPruner(**kwargs)
+        return optuna.pruners.MedianPruner(**kwargs)
+
+
+def load(path: Path) -> SearchSpace:
+    """Read and validate a search-space YAML file (safe-loaded)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot read the search space ({e.strerror}); see sweeps/search_space.yaml") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise SpaceError(f"{path}: not valid YAML ({e}); fix the file's syntax") from None
+    return parse(raw, str(path))
+
+
+def parse(raw: Any, source: str) -> SearchSpace:
+    """Validate a search space given as a mapping (from a file, or from a study's stored spec)."""
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{source}: expected a mapping with 'preset' and 'params'")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise SpaceError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    if not isinstance(raw.get("params"), dict) or not raw["params"]:
+        raise SpaceError(f"{source}: 'params' must map each searched setting to its range, e.g. "
+                         "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}")
+    n_trials = raw.get("n_trials", 20)
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise SpaceError(f"{source}: n_trials must be a whole number >= 1, got {n_trials!r}")
+    fixed = raw.get("set") or {}
+    if not isinstance(fixed, dict):
+        raise SpaceError(f"{source}: 'set' must be a mapping of fixed settings")
+    params = {name: _param(name, p, f"{source}: param '{name}'") for name, p in raw["params"].items()}
+    both = sorted(set(params) & set(fixed))
+    if both:
+        raise SpaceError(f"{source}: {', '.join(both)} both searched and fixed in 'set'; keep one")
+    space = SearchSpace(preset=str(raw.get("preset", "tutorial")), params=params,
+                        variant=str(raw.get("variant", "full")), seed=raw.get("seed", 0), n_trials=n_trials,
+                        set=fixed, pruner=_pruner(raw.get("pruner") or {"type": "median"}, source))
+    try:
+        resolve(space.preset, space.variant, space.seed, space.set)
+    except (ConfigError, ValueError) as e:
+        raise SpaceError(f"{source}: {e}") from None
+    try:
+        space.make_pruner()  # optuna checks the pruner's own arguments
+    except (TypeError, ValueError) as e:
+        raise SpaceError(f"{source}: pruner {space.pruner}: {e}") from None
+    return space
+
+
+def _param(name: str, p: Any, where: str) -> dict[str, Any]:
+    if name not in SETTABLE or name in NOT_HYPERPARAMETERS:
+        raise SpaceError(f"{where}: not a model or training setting; see python -m experiments.run --list-settings")
+    kind = p.get("type") if isinstance(p, dict) else None
+    if kind not in PARAM_KEYS:
+        raise SpaceError(f"{where}: needs type float, int or categorical, e.g. {{type: int, low: 1, high: 4}}")
+    extra = sorted(set(p) - PARAM_KEYS[kind] - {"type"})
+    if extra:
+        raise SpaceError(f"{where}: unknown key(s) {', '.join(extra)} for type {kind}")
+    default = SETTABLE[name].default
+    if kind == "categorical":
+        choices = p.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{where}: categorical needs a non-empty list of choices")
+        return {"type": kind, "choices": [_value(name, c, where) for c in choices]}
+    wanted = type(default).__name__ if type(default) in (int, float) else "categorical"  # bool, text: choices
+    if kind != wanted:
+        raise SpaceError(f"{where}: is a {type(default).__name__} setting; declare it as type {wanted}")
+    if "low" not in p or "high" not in p:
+        raise SpaceError(f"{where}: {kind} needs low and high")
+    out = {"type": kind, "low": _value(name, p["low"], where), "high": _value(name, p["high"], where)}
+    if not out["low"] < out["high"]:
+        raise SpaceError(f"{where}: low ({out['low']}) must be below high ({out['high']})")
+    if p.get("log"):
+        if out["low"] <= 0:
+            raise SpaceError(f"{where}: a log range needs low > 0")
+        out["log"] = True
+    if "step" in p:
+        step = _value(name, p["step"], where)
+        if step <= 0 or p.get("log"):
+            raise SpaceError(f"{where}: step must be positive, and cannot be combined with log")
+        out["step"] = step
+    return out
+
+
+def _value(name: str, value: Any, where: str) -> Any:
+    """The value parsed as the setting's type (so YAML's `3e-4`, read as text, still works)."""
+    if isinstance(value, dict | list) or value is None:
+        raise SpaceError(f"{where}: {value!r} is not a single value")
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    try:
+        parsed = parse_value(name, text)
+    except ConfigError as e:
+        raise SpaceError(f"{where}: {e}") from None
+    if isinstance(parsed, float) and not math.isfinite(parsed):
+        raise SpaceError(f"{where}: {value!r} is not a finite number")
+    if name in CHOICES and parsed not in CHOICES[name]:
+        raise SpaceError(f"{where}: {name}={value}: expected one of {', '.join(CHOICES[name])}")
+    return parsed
+
+
+def _pruner(raw: Any, source: str) -> dict[str, Any]:
+    if not isinstance(raw, dict) or raw.get("type") not in PRUNERS:
+        raise SpaceError(f"{source}: pruner needs a type: one of {', '.join(PRUNERS)}, "
+                         "e.g. {type: median, n_warmup_steps: 1000}")
+    return dict(raw)

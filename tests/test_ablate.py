@@ -1,0 +1,148 @@
+"""`experiments.ablate`: the plan, caching, and a SIGKILLed ablation that resumes to the same numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments import ablate, manifest, store
+from tests.conftest import ROOT, run_module
+from tests.wandb_records import history, of_type, records
+
+
+def final_losses(folder: Path) -> dict[str, list[tuple]]:
+    out = {}
+    for path in sorted(folder.glob("*/metrics.jsonl")):
+        out[path.parent.name] = [(m["step"], m["train_loss"], m["val_loss"])
+                                 for m in map(json.loads, path.read_text().splitlines())]
+    return out
+
+
+def test_plan_lists_every_rung_and_seed_and_trains_shared_configs_once(tmp_path, tiny_corpus):
+    p, _ = ablate.plan("smoke", range(2), ["ladder", "leave_one_out"], tmp_path, overrides={"data": str(tiny_corpus)})
+    ladder, loo = p.manifest["experiments"]
+    assert [v["name"] for v in ladder["variants"]] == [
+        "bigram", "embeddings", "single_head", "multi_head", "mlp", "stacked", "residual", "layernorm", "full"]
+    assert [v["name"] for v in loo["variants"]][:2] == ["full", "no_attention"]
+    assert "no_dropout" not in [v["name"] for v in loo["variants"]]  # smoke has no dropout to remove
+    planned = {r["run_id"] for e in (ladder, loo) for v in e["variants"] for r in v["runs"]}
+    assert {c.run_id for c in p.runs} == planned
+    # `full` is both the ladder's top and the leave-one-out baseline; the ladder's `layernorm` rung
+    # (everything but GPT-2 init) is leave-one-out's `no_gpt2_init`: one run each per seed.
+    runs_of = {(e["name"], v["name"]): [r["run_id"] for r in v["runs"]] for e in (ladder, loo) for v in e["variants"]}
+    assert runs_of[("ladder", "full")] == runs_of[("leave_one_out", "full")]
+    assert runs_of[("ladder", "layernorm")] == runs_of[("leave_one_out", "no_gpt2_init")]
+    assert len(p.runs) == 2 * (9 + 6)
+    assert [c.seed for c in p.runs] == sorted(c.seed for c in p.runs)  # seed-major: seed 0's table fills first
+    assert not tmp_path.joinpath("smoke").exists()  # planning writes nothing
+
+
+def test_ablate_trains_everything_once_then_nothing(tmp_path, tiny_corpus):
+    args = ("--preset", "smoke", "--seeds", "2", "--data", tiny_corpus, "--results", tmp_path, "--jobs", "2")
+    first = run_module("experiments.ablate", *args)
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "smoke"
+    doc = manifest.read(folder)
+    assert doc["preset"] == "smoke" and doc["seeds"] == [0, 1]
+    summaries = [json.loads(p.read_text()) for p in folder.glob("*/summary.json")]
+    assert len(summaries) == 30 and {s["status"] for s in summaries} == {"completed"}
+    before = final_losses(folder)
+
+    second = run_module("experiments.ablate", *args)
+    assert second.returncode == 0, second.stderr
+    assert "30 already finished, 0 to train" in second.stderr
+    assert final_losses(folder) == before
+
+
+BAD_ABLATIONS = [(("--experiments", "nope"), "unknown experiment 'nope'"),
+                 (("--seeds", "0"), "--seeds must be at least 1"),
+                 (("--jobs", "0"), "--jobs must be at least 1"),
+                 (("--set", "n_head=3"), "divisible by n_head"),
+                 (("--preset", "nano"), "unknown preset 'nano'"),
+                 (("--name", "../x"), "no paths")]
+
+
+@pytest.mark.reliability("bad input", "make ablate: experiments, seeds, jobs, settings, presets, names")
+@pytest.mark.parametrize(("args", "message"), BAD_ABLATIONS, ids=[m for _, m in BAD_ABLATIONS])
+def test_bad_ablate_input_is_refused_before_anything_is_written(tmp_path, tiny_corpus, args, message):
+    """Exit 2 with the problem named; no results folder."""
+    out = run_module("experiments.ablate", "--preset", "smoke", "--data", tiny_corpus,
+                     "--results", tmp_path / "r", *args)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.reliability("fault", "SIGKILL of `make ablate` while runs are half-done")
+def test_sigkilled_ablation_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, tiny_corpus):
+    """Workers die with the parent; the rerun trains only what is missing; numbers equal an uninterrupted run."""
+    args = ["--preset", "smoke", "--seeds", "1", "--experiments", "ladder", "--data", str(tiny_corpus),
+            "--jobs", "2", "--set", "max_iters=600", "--set", "eval_interval=50"]
+    whole = run_module("experiments.ablate", *args, "--results", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.ablate", *args, "--results", str(killed)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until some runs are done and others half-way
+        statuses = [json.loads(p.read_text()).get("status") for p in killed.glob("smoke/*/summary.json")]
+        started = [p for p in killed.glob("smoke/*/metrics.jsonl") if p.stat().st_size > 0]
+        if "completed" in statuses and len(started) > statuses.count("completed"):
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)  # only the parent: its workers must die with it (PR_SET_PDEATHSIG)
+    proc.wait()
+    time.sleep(0.5)
+    statuses = [json.loads(p.read_text())["status"] for p in killed.glob("smoke/*/summary.json")]
+    assert "running" in statuses and "completed" in statuses, statuses
+    orphans = subprocess.run(["pgrep", "-f", f"--results {killed}"], capture_output=True, text=True).stdout
+    assert not orphans.strip(), "workers outlived their killed parent"
+
+    again = run_module("experiments.ablate", *args, "--results", killed)
+    assert again.returncode == 0, again.stderr
+    assert f"{statuses.count('completed')} already finished" in again.stderr
+    assert final_losses(killed / "smoke") == final_losses(tmp_path / "whole" / "smoke")
+
+
+def test_every_ablation_run_is_mirrored_to_wandb_with_its_experiment(tmp_path, tiny_corpus, monkeypatch):
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    out = run_module("experiments.ablate", "--preset", "smoke", "--seeds", "1", "--data", tiny_corpus,
+                     "--results", tmp_path, "--wandb", "offline", "--wandb-project", "ablate-test")
+    assert out.returncode == 0, out.stderr
+    doc = manifest.read(tmp_path / "smoke")
+    for experiment in doc["experiments"]:
+        for variant in experiment["variants"]:
+            run_dir = tmp_path / "smoke" / variant["runs"][0]["run_id"]
+            (header,) = of_type(records(run_dir / "wandb"), "run")
+            assert header["project"] == "ablate-test"
+            # A run two experiments share is filed under the first, and tagged with both.
+            assert experiment["name"] in header["tags"]
+            assert header["run_group"] == header["job_type"].replace("-", "_") in ("ladder", "leave_one_out")
+            metrics, _ = store.read_jsonl(run_dir / store.METRICS)
+            assert history(records(run_dir / "wandb")) == metrics
+
+
+def test_make_ablate_prints_every_rung_and_seed_then_trains_nothing_the_second_time(tmp_path, tiny_corpus):
+    make = ["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}", "ablate", "PRESET=smoke",
+            "SEEDS=2", f"RESULTS={tmp_path}", "WANDB=off", "JOBS=2"]
+    first = subprocess.run([*make, "EXPERIMENTS=ladder", f"DATA={tiny_corpus}"], capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr
+    for rung in ("bigram", "embeddings", "single_head", "multi_head", "mlp", "stacked", "residual", "layernorm",
+                 "full"):
+        assert re.search(rf"^\| {rung} +\|.*\| 2 completed +\|$", first.stdout, re.M), f"{rung} row missing"
+    assert (tmp_path / "smoke" / "ladder.csv").exists() and (tmp_path / "smoke" / "report" / "progression.md").exists()
+
+    second = subprocess.run([*make, "EXPERIMENTS=ladder", f"DATA={tiny_corpus}"], capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0 and "18 already finished, 0 to train" in second.stderr
+    assert second.stdout == first.stdout  # the same table: nothing was retrained

@@ -1,0 +1,155 @@
+"""The runner CLI: one run → one self-describing folder; bad input → one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments.config import resolve
+from tests.conftest import ROOT, run_module
+
+SMOKE = ("--preset", "smoke", "--quiet")
+
+
+def run_folder(results: Path) -> Path:
+    [run_dir] = [p for p in results.glob("*/*") if p.is_dir()]
+    return run_dir
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_writes_a_self_describing_folder(tmp_path, tiny_corpus):
+    out = run_module("experiments.run", *SMOKE, "--data", tiny_corpus, "--results", tmp_path, "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    run_dir = run_folder(tmp_path)
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "ckpt.pt", "config.json", "metrics.jsonl", "samples.txt", "summary.json", "vocab.json"]
+    config = json.loads((run_dir / "config.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert run_dir.name == config["run_id"] == f"full-s3-{config['config_hash'][:8]}"
+    assert config["seed"] == 3 and config["n_layer"] == 2 and config["data"] == str(tiny_corpus)
+    assert [m["step"] for m in metrics(run_dir)] == [0, 10, 20]
+    assert summary["status"] == "completed" and summary["step"] == 20
+    assert summary["final_val_loss"] == metrics(run_dir)[-1]["val_loss"]
+    assert summary["initial_val_loss"] == metrics(run_dir)[0]["val_loss"]
+    assert summary["params"] > 0 and summary["flops_per_token"] > 0
+    assert {"torch", "device", "git_commit"} <= summary["environment"].keys()
+    vocab = json.loads((run_dir / "vocab.json").read_text())["chars"]
+    samples = (run_dir / "samples.txt").read_text()
+    assert len(samples) == 500 and set(samples) <= set(vocab)
+
+    printed = run_module("experiments.sample", run_dir, "--tokens", "40", "--prompt", "The")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("The") and len(printed.stdout.rstrip("\n")) >= 43
+
+
+def test_rerunning_a_finished_run_trains_nothing(tmp_path, tiny_corpus):
+    args = (*SMOKE, "--data", tiny_corpus, "--results", tmp_path)
+    assert run_module("experiments.run", *args).returncode == 0
+    before = (run_folder(tmp_path) / "metrics.jsonl").read_text()
+    again = run_module("experiments.run", *args)
+    assert again.returncode == 0 and "already recorded" in again.stdout
+    assert (run_folder(tmp_path) / "metrics.jsonl").read_text() == before
+
+
+def test_config_hash_is_stable_and_ignores_labels():
+    a = resolve("smoke", "no_mlp", 1, {"lr": 3e-3})
+    assert a.hash == resolve("smoke", "no_mlp", 1, {"lr": 3e-3}).hash
+    assert a.hash == resolve("smoke", "no_mlp", 1, {"lr": 3e-3}, experiment="other", trial=4).hash
+    assert a.hash != resolve("smoke", "no_mlp", 2, {"lr": 3e-3}).hash
+    assert a.hash != resolve("smoke", "no_mlp", 1, {"lr": 1e-3}).hash
+
+
+def test_w_and_b_style_flags_and_dry_run(tmp_path, tiny_corpus):
+    out = run_module("experiments.run", "--preset=smoke", "--lr=0.003", "--n_layer=1", "--dry-run",
+                     "--data", tiny_corpus, "--results", tmp_path)
+    assert out.returncode == 0, out.stderr
+    config = json.loads(out.stdout)
+    assert config["lr"] == 0.003 and config["n_layer"] == 1
+    assert not tmp_path.joinpath("adhoc").exists()
+
+
+BAD_INPUTS = [
+    (("--set", "n_embdd=32"), "unknown setting 'n_embdd'"),
+    (("--set", "n_embd=15"), "divisible by n_head"),
+    (("--set", "block_size=5000"), "longer than the data split"),
+    (("--set", "lr=-0.1"), "lr must be"),
+    (("--set", "max_iters=ten"), "expected a int"),
+    (("--set", "layernorm=sideways"), "expected one of none, pre, post"),
+    (("--set", "dropout=1.5"), "dropout must be in"),
+    (("--set", "lr"), "expected KEY=VALUE"),
+    (("--variant", "no_wings"), "unknown variant 'no_wings'"),
+    (("--preset", "huge"), "unknown preset 'huge'"),
+    (("--seed", "-1"), "seed must be"),
+    (("--experiment", "../../etc"), "no paths"),
+    (("--data", "/nonexistent/corpus.txt"), "does not exist"),
+    (("--device", "cuda:0"), "CUDA is not available"),
+]
+
+
+@pytest.mark.reliability("bad input", "runner CLI: flags, settings, presets, variants, paths, devices")
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_gives_one_clear_line_exit_2_and_writes_nothing(tmp_path, tiny_corpus, args, message):
+    """One `error:` line naming the problem, exit 2, no results folder."""
+    data = () if "--data" in args else ("--data", tiny_corpus)
+    out = run_module("experiments.run", "--preset", "smoke", *data, "--results", tmp_path / "results", *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.reliability("fault", "loss becomes non-finite (lr=1e4)")
+def test_divergence_is_a_status_not_a_crash(tmp_path, tiny_corpus):
+    """Run ends with status `diverged` and the reason; exit 1, no crash, no hang."""
+    out = run_module("experiments.run", *SMOKE, "--data", tiny_corpus, "--results", tmp_path,
+                     "--set", "lr=1e4", "--set", "max_iters=60")
+    assert out.returncode == 1
+    summary = json.loads((run_folder(tmp_path) / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "non-finite" in summary["reason"]
+
+
+LONG = ("--set", "max_iters=1500", "--set", "eval_interval=100", "--set", "log_interval=50")
+
+
+@pytest.mark.reliability("fault", "SIGKILL of a run mid-training, then --resume")
+def test_sigkill_then_resume_ends_on_the_numbers_of_an_uninterrupted_run(tmp_path, tiny_corpus):
+    """Folder readable, resume without --resume refused, resumed losses equal an uninterrupted run exactly."""
+    args = (*SMOKE, "--data", str(tiny_corpus), *LONG, "--seed", "7")
+    whole = run_module("experiments.run", *args, "--results", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args, "--results", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        lines = list(killed.glob("*/*/metrics.jsonl"))
+        if lines and len(lines[0].read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = run_folder(killed)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+    assert 4 <= len(metrics(run_dir)) < 16, "the kill should land mid-run"
+
+    refused = run_module("experiments.run", *args, "--results", killed)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    resumed = run_module("experiments.run", *args, "--results", killed, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    expected = [(m["step"], m["train_loss"], m["val_loss"]) for m in metrics(run_folder(tmp_path / "whole"))]
+    got = [(m["step"], m["train_loss"], m["val_loss"]) for m in metrics(run_dir)]
+    assert got == expected  # exactly, not approximately: every RNG state was checkpointed
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumes"] == 1
+    assert (run_dir / "samples.txt").read_text() == (run_folder(tmp_path / "whole") / "samples.txt").read_text()
