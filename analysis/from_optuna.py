@@ -21,18 +21,18 @@ TRIAL_STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed", "
 
 
 def open_storage(spec: str) -> Any:
-    """An Optuna storage: a database URL (sqlite:///sweep.db, postgresql://...) or a journal file's path."""
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
+    """An existing Optuna storage: a database URL (sqlite:///sweep.db, postgresql://...) or a journal file's path.
 
-    if "://" in spec:
-        database = spec.split(":///", 1)[1] if spec.startswith("sqlite:///") else None
-        if database is not None and not Path(database).is_file():  # RDBStorage would create an empty one
-            raise FileNotFoundError(f"{database}: no such SQLite file; give the sweep's storage URL")
-        return RDBStorage(spec)
-    if not Path(spec).is_file():
-        raise FileNotFoundError(f"{spec}: neither a database URL nor an existing journal file")
-    return JournalStorage(JournalFileBackend(spec))
+    Opened the way the sweeps open it (one place knows the drivers and hides passwords); a local file
+    must already exist, since opening would create an empty one.
+    """
+    from sweeps import storage
+
+    local = storage.local_file(spec)
+    if local is not None and not local.is_file():
+        kind = "SQLite file" if storage.is_url(spec) else "journal file"
+        raise FileNotFoundError(f"{local}: no such {kind}; give the sweep's storage (a URL or a journal path)")
+    return storage.open_storage(spec)
 
 
 def load_study(storage: Any, study: str | None = None) -> Any:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,11 +137,12 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
     try:
         result = trainer.run([recorder, progress, mirror, *callbacks])
     except BaseException as e:
-        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        status, reason = ("interrupted", "interrupted") if isinstance(e, KeyboardInterrupt) else \
+            ("failed", f"{type(e).__name__}: {e}")
         # On a full or read-only disk even this may fail: the summary then still says 'running', never
         # 'completed', and the checkpoint of the last evaluation is intact for --resume.
         with contextlib.suppress(OSError):
-            mirror.finish(recorder.finish("failed", reason))
+            mirror.finish(recorder.finish(status, reason))
         raise
     finally:
         progress.close()
@@ -231,8 +233,13 @@ def _print_lists(args: argparse.Namespace) -> None:
                 print(f"  {v.name:16} {v.adds}")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, a W&B agent's early termination) ends the run like Ctrl-C
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, extras = build_parser().parse_known_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.list_settings or args.list_variants:
             _print_lists(args)

@@ -27,7 +27,6 @@ from typing import Any
 CONFIG, VOCAB, METRICS, SUMMARY, SAMPLES, CHECKPOINT = (
     "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt"
 )
-FINISHED = ("completed", "diverged", "failed", "pruned")
 FORMAT = 1  # run-folder layout version, written into config.json; bump when the layout changes
 _UMASK = os.umask(0)
 os.umask(_UMASK)

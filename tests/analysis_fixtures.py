@@ -32,19 +32,10 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
 
     from experiments.config import ConfigError, resolve
     from experiments.run import prepare, train_run
-    from nanogpt.train import Callback, StopTraining
+    from sweeps.reporter import TrialReporter
 
     folder = tmp_path_factory.mktemp("sweep")
     results, storage = folder / "results", f"sqlite:///{folder / 'sweep.db'}"
-
-    class Report(Callback):
-        def __init__(self, trial: optuna.Trial):
-            self.trial = trial
-
-        def on_eval(self, metrics, checkpoint) -> None:
-            self.trial.report(metrics["val_loss"], metrics["step"])
-            if self.trial.should_prune():
-                raise StopTraining("pruned", f"pruned at step {metrics['step']}")
 
     corpus = [None]
 
@@ -56,7 +47,7 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
                       job_type="sweep")
         cfg, corpus[0] = prepare(cfg, corpus[0])  # the corpus is loaded once
         trial.set_user_attr("run_id", cfg.run_id)
-        summary = train_run(cfg, results, callbacks=[Report(trial)], quiet=True, prepared=(cfg, corpus[0]))
+        summary = train_run(cfg, results, callbacks=[TrialReporter(trial)], quiet=True, prepared=(cfg, corpus[0]))
         if summary["status"] == "pruned":
             raise optuna.TrialPruned(summary["reason"])
         return summary["final_val_loss"]

@@ -153,3 +153,21 @@ def test_sigkill_then_resume_ends_on_the_numbers_of_an_uninterrupted_run(tmp_pat
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumes"] == 1
     assert (run_dir / "samples.txt").read_text() == (run_folder(tmp_path / "whole") / "samples.txt").read_text()
+
+
+@pytest.mark.reliability("fault", "SIGTERM (kill, W&B agent early termination)")
+def test_sigterm_ends_the_run_like_ctrl_c_and_it_resumes(tmp_path, tiny_corpus):
+    """Exit 130, summary 'interrupted', checkpoint kept; --resume completes it."""
+    args = (*SMOKE, "--data", str(tiny_corpus), *LONG, "--results", str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not any(len(p.read_text().splitlines()) >= 3
+                                          for p in tmp_path.glob("*/*/metrics.jsonl")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait() == 130 and "rerun with --resume" in proc.stderr.read()
+    summary = json.loads((run_folder(tmp_path) / "summary.json").read_text())
+    assert (summary["status"], summary["reason"]) == ("interrupted", "interrupted")
+    resumed = run_module("experiments.run", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run_folder(tmp_path) / "summary.json").read_text())["status"] == "completed"
