@@ -16,7 +16,7 @@ FORCE       ?=
 RESULTS     ?= $(or $(NANOGPT_RESULTS),results)
 NAME        ?= $(PRESET)
 
-.PHONY: setup test lint run ablate help
+.PHONY: setup test lint reliability run ablate help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,9 @@ test: setup  ## the test suite (what CI runs)
 
 lint: setup  ## ruff
 	$(PY) -m ruff check .
+
+reliability: setup  ## the fault-injection, bad-input and security tests; writes docs/reliability.md from their results
+	$(PY) -m pytest -q -m reliability --reliability-report docs/reliability.md
 
 ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable; then the tables and the report
 	@# Failed runs (exit 1) still get their table rows; bad input (2) or Ctrl-C (130) stops here.

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 KINDS = ("fault", "bad input", "security")
+HEADINGS = {"fault": "Faults injected", "bad input": "Bad inputs", "security": "Security"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,7 +67,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             continue
         cases = sum(r["cases"] for _, r in kind_rows)
         passed = sum(r["passed"] for _, r in kind_rows)
-        lines += [f"## {kind.capitalize()}s: {cases} cases, {passed} passed", "",
+        lines += [f"## {HEADINGS[kind]}: {cases} cases, {passed} passed", "",
                   "| what | cases | checked | result |", "|---|---:|---|---|"]
         for what, r in kind_rows:
             result = "pass" if r["passed"] == r["cases"] else f"**{r['cases'] - r['passed']} failed**"

@@ -60,6 +60,7 @@ def test_yaml_text_numbers_are_read_as_numbers(tmp_path):
     ("- just\n- a list\n", "expected a mapping"),
 ])
 def test_bad_space_is_refused_with_one_clear_message(tmp_path, text, says):
+    """SpaceError naming the file and the offending key, in one line."""
     path = tmp_path / "space.yaml"
     path.write_text(text)
     with pytest.raises(space.SpaceError) as error:

@@ -358,20 +358,26 @@ def test_enqueued_trials_are_each_taken_once_by_racing_processes(kind, tmp_path)
     assert sorted(counts) == list(range(40)) and set(counts.values()) == {1}
 
 
-@pytest.mark.reliability("bad input", "sweep CLI: experiments, space file, settings, seeds, study names")
-def test_bad_settings_exit_2_with_one_clear_message(tiny_corpus, tmp_path, capsys):
-    """Exit 2, one line starting `error:` that names the problem, and no storage or folder created."""
-    base = ["create", "--study", "bad", "--results", str(tmp_path)]
-    cases = [
-        (["--grid", "no_such_experiment"], "unknown experiment 'no_such_experiment'"),
-        (["--space", str(tmp_path / "missing.yaml")], "cannot read the search space"),
-        (["--grid", "ladder", "--set", "lr=fast"], "lr=fast: expected a float"),
-        (["--grid", "ladder", "--seeds", "0"], "--seeds must be at least 1"),
-    ]
-    for extra, says in cases:
-        assert sweeps_cli.main([*base, *extra]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and says in err, err
-    assert sweeps_cli.main(["create", "--study", "../escape", "--grid", "ladder"]) == 2
-    assert "must be letters" in capsys.readouterr().err
-    assert not (tmp_path / "bad").exists()  # nothing half-written
+BAD_SWEEPS = [
+    (["--grid", "no_such_experiment"], "unknown experiment 'no_such_experiment'"),
+    (["--space", "missing.yaml"], "cannot read the search space"),
+    (["--grid", "ladder", "--set", "lr=fast"], "lr=fast: expected a float"),
+    (["--grid", "ladder", "--seeds", "0"], "--seeds must be at least 1"),
+    (["--grid", "ladder", "--study", "../escape"], "must be letters"),
+    (["--grid", "ladder", "--storage", "postgresql://optuna:s3cret@127.0.0.1:1/sweeps"], "cannot open the study"),
+    (["--grid", "ladder", "--storage", "mysql://optuna@127.0.0.1/sweeps"], "cannot open the study"),
+    (["--grid", "ladder", "--storage", "notascheme://x"], "cannot open the study"),
+]
+
+
+@pytest.mark.reliability("bad input", "sweep CLI: experiments, space files, settings, seeds, study names, storage URLs")
+@pytest.mark.parametrize(("extra", "says"), BAD_SWEEPS, ids=[s for _, s in BAD_SWEEPS])
+def test_bad_settings_exit_2_with_one_clear_message(tmp_path, capsys, monkeypatch, extra, says):
+    """Exit 2, one line starting `error:` that names the problem (never a password); nothing created."""
+    monkeypatch.chdir(tmp_path)
+    study = [] if "--study" in extra else ["--study", "bad"]
+    assert sweeps_cli.main(["create", *study, "--results", str(tmp_path / "r"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and len(err.strip().splitlines()) == 1, err
+    assert "s3cret" not in err
+    assert not (tmp_path / "r").exists()  # nothing half-written
