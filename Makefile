@@ -7,6 +7,7 @@ SHARED_DATA := $(abspath ../shared/data/tinyshakespeare/input.txt)
 export NANOGPT_TINYSHAKESPEARE ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA))
 
 # make ablate PRESET=cpu SEEDS=5 JOBS=2 WANDB=offline EXPERIMENTS="ladder" FORCE=1 DATA=my_corpus.txt
+#             SET="lr=3e-4 n_layer=4" NAME=tutorial-lr3e-4
 PRESET      ?= tutorial
 WANDB       ?= auto
 SEEDS       ?= 3
@@ -43,7 +44,7 @@ ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable;
 	@# Failed runs (exit 1) still get their table rows; bad input (2) or Ctrl-C (130) stops here.
 	$(PY) -m experiments.ablate --preset $(PRESET) --seeds $(SEEDS) --experiments $(EXPERIMENTS) \
 		--results $(RESULTS) --name $(NAME) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force) \
-		$(if $(DATA),--data $(DATA)); \
+		$(if $(DATA),--data $(DATA)) $(foreach setting,$(SET),--set $(setting)); \
 	status=$$?; [ $$status -gt 1 ] && exit $$status; \
 	$(PY) -m analysis.report $(RESULTS)/$(NAME) || exit $$?; exit $$status
 

@@ -82,8 +82,11 @@ def read_corpus(data: str) -> tuple[str, str]:
     """Text and sha256 of the corpus named by `data`: 'tinyshakespeare' or a path to a UTF-8 file."""
     path = tiny_shakespeare_path() if data == TINY_SHAKESPEARE else Path(data)
     if not path.is_file():
-        raise DataError(f"corpus {path} does not exist; pass --data PATH to a UTF-8 text file")
-    raw = path.read_bytes()
+        raise DataError(f"corpus {path} does not exist or is not a file; pass --data PATH to a UTF-8 text file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read corpus {path} ({e.strerror}); check that it is a readable file") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

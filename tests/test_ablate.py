@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from experiments import ablate, manifest, store
@@ -98,13 +99,14 @@ def test_sigkilled_ablation_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_p
         if "completed" in statuses and len(started) > statuses.count("completed"):
             break
         time.sleep(0.01)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers, "the ablation should be training in worker processes"
     os.kill(proc.pid, signal.SIGKILL)  # only the parent: its workers must die with it (PR_SET_PDEATHSIG)
     proc.wait()
-    time.sleep(0.5)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "workers outlived their killed parent"
     statuses = [json.loads(p.read_text())["status"] for p in killed.glob("smoke/*/summary.json")]
     assert "running" in statuses and "completed" in statuses, statuses
-    orphans = subprocess.run(["pgrep", "-f", f"--results {killed}"], capture_output=True, text=True).stdout
-    assert not orphans.strip(), "workers outlived their killed parent"
 
     again = run_module("experiments.ablate", *args, "--results", killed)
     assert again.returncode == 0, again.stderr

@@ -18,15 +18,29 @@ from tests.conftest import ROOT, run_module
 RUN = ("--preset", "smoke", "--quiet", "--wandb", "off")
 
 
-def run_read_only(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -m args` with `folder` mounted read-only (a private mount namespace as root, else chmod)."""
+def can_mount_privately() -> bool:
+    probe = ["unshare", "-m", "--propagation", "private", "mount", "--bind", "-o", "ro", "/tmp", "/tmp"]
+    return os.geteuid() == 0 and subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def run_read_only(folder: Path, corpus: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m args --data CORPUS` unable to write into `folder`.
+
+    As root: `folder` bind-mounted read-only in a private mount namespace (a real EROFS), or, where
+    containers forbid that, the process dropped to `nobody` with `folder` at mode 555 (root ignores
+    modes). As another user: mode 555.
+    """
     command = [sys.executable, "-m", *args]
-    if os.geteuid() == 0:
+    if can_mount_privately():
         script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
         command = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(folder), *command]
-    else:
-        folder.chmod(0o555)
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    elif os.geteuid() == 0:
+        for path in (*folder.parents, *corpus.parents):  # let `nobody` reach the folder and read the corpus
+            path.chmod(path.stat().st_mode | 0o005)
+        corpus.chmod(0o644)
+        command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+    folder.chmod(0o555)
+    return subprocess.run([*command, "--data", str(corpus)], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.reliability("fault", "read-only results folder")
@@ -36,7 +50,7 @@ def test_read_only_results_folder_is_one_clear_error(tmp_path, tiny_corpus, modu
     results = tmp_path / "results"
     results.mkdir()
     extra = ("--seeds", "1", "--experiments", "ladder") if module == "experiments.ablate" else ("--quiet",)
-    out = run_read_only(results, module, "--preset", "smoke", "--wandb", "off", *extra, "--data", str(tiny_corpus),
+    out = run_read_only(results, tiny_corpus, module, "--preset", "smoke", "--wandb", "off", *extra,
                         "--results", str(results))
     assert out.returncode == 1, out.stderr
     [line] = out.stderr.strip().splitlines()

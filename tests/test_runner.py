@@ -91,6 +91,7 @@ BAD_INPUTS = [
     (("--seed", "-1"), "seed must be"),
     (("--experiment", "../../etc"), "no paths"),
     (("--data", "/nonexistent/corpus.txt"), "does not exist"),
+    (("--data", "/tmp"), "is not a file"),
     (("--device", "cuda:0"), "CUDA is not available"),
 ]
 
