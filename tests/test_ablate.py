@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -148,3 +149,31 @@ def test_make_ablate_prints_every_rung_and_seed_then_trains_nothing_the_second_t
                             timeout=600)
     assert second.returncode == 0 and "18 already finished, 0 to train" in second.stderr
     assert second.stdout == first.stdout  # the same table: nothing was retrained
+
+
+@pytest.mark.reliability("fault", "SIGKILL of `make ablate` at random moments, three times in a row")
+def test_repeatedly_killed_ablation_completes_every_run_exactly_once(tmp_path, tiny_corpus):
+    """After 3 random kills the next invocation finishes; every planned run exists once, with exact numbers."""
+    args = ["--preset", "smoke", "--seeds", "2", "--experiments", "ladder", "--data", str(tiny_corpus),
+            "--jobs", "2", "--wandb", "off", "--set", "max_iters=300", "--set", "eval_interval=30"]
+    whole = run_module("experiments.ablate", *args, "--results", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    rng, killed = random.Random(7), tmp_path / "killed"
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "experiments.ablate", *args, "--results", str(killed)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 4.0))  # start-up is ~2 s; the runs take a few seconds in all
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        psutil.wait_procs(workers, timeout=10)
+    again = run_module("experiments.ablate", *args, "--results", killed)
+    assert again.returncode == 0, again.stderr
+    planned = {r["run_id"] for e in manifest.read(killed / "smoke")["experiments"] for v in e["variants"]
+               for r in v["runs"]}
+    assert {p.name for p in (killed / "smoke").iterdir() if p.is_dir()} == planned
+    for run_id in planned:
+        records, problems = store.read_jsonl(killed / "smoke" / run_id / store.METRICS)
+        steps = [r["step"] for r in records]
+        assert not problems and steps == sorted(set(steps)), run_id  # each evaluation exactly once
+    assert final_losses(killed / "smoke") == final_losses(tmp_path / "whole" / "smoke")
