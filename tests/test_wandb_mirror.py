@@ -5,12 +5,15 @@ No mocks: real smoke-preset runs, a real wandb-core service, real SIGKILLs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,6 +73,20 @@ def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 60) 
         assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
         assert time.monotonic() < end, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def mirrored_run(args: list[str], results: Path) -> Iterator[subprocess.Popen]:
+    """A CLI run, handed over once W&B has its first two evaluations; killed on the way out if still alive."""
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: mirrored_step(results) >= 100, proc, "two evaluations mirrored")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def mirrored_step(results: Path) -> int:
@@ -145,17 +162,11 @@ def test_failed_training_finishes_the_wandb_run_with_an_error(tmp_path, tiny_cor
 
 def test_sigkilled_run_resumes_the_same_wandb_run(tmp_path, tiny_corpus):
     args = cli_args(tiny_corpus, tmp_path, "--wandb", "offline", *LONG)
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: mirrored_step(tmp_path) >= 100, proc, "two evaluations mirrored")
+    with mirrored_run(args, tmp_path) as proc:
         # Freeze training, give wandb-core (a separate process) time for its 0.1 s flush, then kill.
         proc.send_signal(signal.SIGSTOP)
         time.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.communicate()
     resumed = run_module("experiments.run", *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert WARNING not in resumed.stderr
@@ -195,15 +206,10 @@ def test_wandb_failure_to_start_never_stops_training(tmp_path, tiny_corpus, monk
 
 def test_wandb_service_killed_mid_run_never_stops_training(tmp_path, tiny_corpus):
     args = cli_args(tiny_corpus, tmp_path, "--wandb", "offline", *LONG)
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: mirrored_step(tmp_path) >= 100, proc, "two evaluations mirrored")
+    with mirrored_run(args, tmp_path) as proc:
         (core,) = [pid for pid, name in children(proc.pid).items() if name == "wandb-core"]
-        subprocess.run(["kill", "-KILL", str(core)], check=True)
+        os.kill(core, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
     assert proc.returncode == 0, stderr
     assert stderr.count(WARNING) == 1 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
     run = RunStore(tmp_path).read(only_run_dir(tmp_path))
