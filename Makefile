@@ -38,7 +38,7 @@ lint: setup  ## ruff
 	$(PY) -m ruff check .
 
 reliability: setup  ## the fault-injection, bad-input and security tests; writes docs/reliability.md from their results
-	$(PY) -m pytest -q -m reliability --reliability-report docs/reliability.md
+	$(PY) -m pytest -q -m reliability --reliability-report docs/reliability.md tests
 
 ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable; then the tables and the report
 	@# Failed runs (exit 1) still get their table rows; bad input (2) or Ctrl-C (130) stops here.

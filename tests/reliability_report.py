@@ -1,7 +1,7 @@
 """A pytest plugin: the fault-injection and bad-input tests write docs/reliability.md themselves.
 
 Mark a test `@pytest.mark.reliability("fault", "SIGKILL during a step")` (or "bad input"); its
-docstring's first line says what was checked. `pytest -m reliability --reliability-report PATH`
+docstring's first line says what was checked. `pytest -m reliability --reliability-report PATH tests`
 then writes a table of every marked test: how many cases ran, what was checked, how many passed.
 The numbers in the document are therefore always the numbers of the last run.
 """
