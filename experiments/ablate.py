@@ -6,8 +6,9 @@ as the experiment manifest, then trains what is missing in parallel worker proce
 - cached: a run whose folder already holds a finished run is skipped (`--force` retrains);
 - resumable: a half-finished run continues from its checkpoint, so killing this command and
   starting it again trains only what is missing;
-- deduplicated: a variant that two experiments share (the ladder's last rung and the
-  leave-one-out baseline are both `full`) has one config hash, one run folder, one training.
+- deduplicated: a config that two experiments share (the ladder's last rung and the
+  leave-one-out baseline are both `full`; the ladder's `layernorm` rung is `no_gpt2_init`) has
+  one config hash, one run folder, one training.
 
 Each worker trains with `cores // jobs` torch threads so parallel runs never oversubscribe the CPU.
 """
@@ -46,7 +47,7 @@ DEFAULT_EXPERIMENTS = ("ladder", "leave_one_out")
 class Plan:
     folder: Path
     manifest: dict[str, Any]
-    runs: tuple[RunConfig, ...]  # unique by run_id, in training order (seed-major)
+    runs: tuple[RunConfig, ...]  # unique by config hash, in training order (seed-major)
 
 
 def plan(preset: str, seeds: Sequence[int], experiment_names: Sequence[str], results: Path,

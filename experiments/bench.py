@@ -15,7 +15,7 @@ two configurations alternately (A B A B ...) and reports B/A per pair.
     python -m experiments.bench --compare cpu/full code=/path/to/old/checkout code=.  # before/after a change
 
 A spec is comma-separated KEY=VALUE: any run setting (see `python -m experiments.run
---list-settings`), plus threads=N (OMP_NUM_THREADS of the run), compile=true, device=D,
+--list-settings`; compile=true|false among them), plus threads=N (OMP_NUM_THREADS of the run), device=D,
 target=LOSS (the val loss to time; default per preset) and code=PATH (the checkout whose code
 runs). Results go to docs/benchmarks.md, each mode into its own marked section, so hand-written
 notes around them survive a re-run.
@@ -53,7 +53,7 @@ NANOGPT_SHAKESPEARE_CHAR = (
 )
 GPU_CASES = ("seed/full:compile=true", f"seed/full:compile=true,{NANOGPT_SHAKESPEARE_CHAR}")
 TARGET_VAL_LOSS = {"tutorial": 2.10, "cpu": 1.80, "seed": 1.50, "smoke": 3.50}
-RUN_KEYS = ("threads", "compile", "device", "code", "target")  # spec keys that are not run settings
+RUN_KEYS = ("threads", "device", "code", "target")  # spec keys that are not run settings
 DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
 
 
@@ -91,8 +91,6 @@ def run_case(case: str, spec: dict[str, str], results: Path, jobs: int = 1) -> l
     code = Path(spec.get("code", PROJECT_ROOT)).resolve()
     args = [sys.executable, "-m", "experiments.run", "--preset", preset, "--variant", variant,
             "--experiment", "bench", "--force", "--quiet", "--device", spec.get("device", "auto")]
-    if spec.get("compile", "false").lower() in ("true", "1", "yes", "on"):
-        args.append("--compile")
     args += [arg for key, value in spec.items() if key not in RUN_KEYS for arg in ("--set", f"{key}={value}")]
     # W&B mirroring off: its service process would be timed too.
     env = os.environ | {"OMP_NUM_THREADS": spec.get("threads", str(torch.get_num_threads())), "PYTHONPATH": str(code),

@@ -218,8 +218,10 @@ def config_from_args(args: argparse.Namespace, extras: Sequence[str]) -> RunConf
     overrides = parse_overrides(args.set, extras)
     if args.data:
         overrides["data"] = args.data
+    if args.compile:  # the flag adds to --set compile=true, never overrides it with false
+        overrides["compile"] = True
     return resolve(args.preset, args.variant, args.seed, overrides, experiment=args.experiment,
-                   device=args.device, compile=args.compile)
+                   device=args.device)
 
 
 def _print_lists(args: argparse.Namespace) -> None:
