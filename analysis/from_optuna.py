@@ -21,18 +21,11 @@ TRIAL_STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed", "
 
 
 def open_storage(spec: str) -> Any:
-    """An existing Optuna storage: a database URL (sqlite:///sweep.db, postgresql://...) or a journal file's path.
-
-    Opened the way the sweeps open it (one place knows the drivers and hides passwords); a local file
-    must already exist, since opening would create an empty one.
-    """
+    """An existing Optuna storage: a database URL (sqlite:///sweep.db, postgresql://...) or a journal file's path,
+    opened the way the sweeps open it (one place knows the drivers and hides passwords)."""
     from sweeps import storage
 
-    local = storage.local_file(spec)
-    if local is not None and not local.is_file():
-        kind = "SQLite file" if storage.is_url(spec) else "journal file"
-        raise FileNotFoundError(f"{local}: no such {kind}; give the sweep's storage (a URL or a journal path)")
-    return storage.open_storage(spec)
+    return storage.open_existing(spec)
 
 
 def load_study(storage: Any, study: str | None = None) -> Any:

@@ -32,12 +32,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from experiments import manifest, store
+from experiments import cli, manifest, store
 from experiments.config import ConfigError, RunConfig, resolve
 from experiments.definitions import DefinitionError, get_experiment
 from experiments.presets import PRESETS
-from experiments.run import USER_ERRORS, default_results, disk_error, parse_overrides, prepare, train_run
-from experiments.wandb_mirror import MODES, WandbSettings
+from experiments.run import USER_ERRORS, disk_error, parse_overrides, prepare, train_run
+from experiments.wandb_mirror import WandbSettings
 from nanogpt.data import Corpus
 
 DEFAULT_EXPERIMENTS = ("ladder", "leave_one_out")
@@ -123,8 +123,9 @@ def execute(p: Plan, results: Path, jobs: int, force: bool = False,
             wandb: WandbSettings | None = None) -> list[dict[str, Any]]:
     """Train every planned run not yet finished; returns one summary per run, in plan order."""
     runs = store.RunStore(results)
-    todo = [c for c in p.runs if force or not runs.finished(c.experiment, c.run_id)]
-    done = {c.run_id: {"run_id": c.run_id, "status": "cached"} for c in p.runs if c not in todo}
+    cached = set() if force else {c.run_id for c in p.runs if runs.finished(c.experiment, c.run_id)}
+    todo = [c for c in p.runs if c.run_id not in cached]
+    done = {run_id: {"run_id": run_id, "status": "cached"} for run_id in cached}
     threads = max(1, default_jobs() // jobs)
     print(f"{len(p.runs)} runs planned in {p.folder}: {len(done)} already finished, {len(todo)} to train "
           f"({jobs} parallel jobs x {threads} torch threads)", file=sys.stderr, flush=True)
@@ -182,22 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "`python -m experiments.run --list-variants`)")
     p.add_argument("--jobs", type=int, default=None, help=f"parallel runs (default: the core count, {default_jobs()})")
     p.add_argument("--name", help="experiment folder inside the run store (default: the preset's name)")
-    p.add_argument("--results", type=Path, default=None,
-                   help="run store folder (default $NANOGPT_RESULTS or ./results)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting for every run")
-    p.add_argument("--data", help="corpus: a UTF-8 text file (default Tiny Shakespeare)")
+    cli.add_store_arguments(p)
     p.add_argument("--force", action="store_true", help="retrain runs that are already recorded")
-    p.add_argument("--wandb", choices=MODES, default="auto",
-                   help="mirror every run to W&B: auto (default: online when logged in, else offline; "
-                   "WANDB_MODE wins), online, offline, off")
-    p.add_argument("--wandb-project", metavar="NAME", help="W&B project (default $WANDB_PROJECT or nanogpt-ablations)")
+    cli.add_wandb_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit; train nothing")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    results = args.results or default_results()
+    results = args.results or cli.default_results()
     try:
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
@@ -217,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         manifest.write(p.folder, p.manifest)
         summaries = execute(p, results, args.jobs or default_jobs(), args.force,
-                            WandbSettings(args.wandb, args.wandb_project))
+                            cli.wandb_settings(args))
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to train only what is missing",
               file=sys.stderr)

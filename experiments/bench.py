@@ -15,7 +15,7 @@ two configurations alternately (A B A B ...) and reports B/A per pair.
     python -m experiments.bench --compare cpu/full code=/path/to/old/checkout code=.  # before/after a change
 
 A spec is comma-separated KEY=VALUE: any run setting (see `python -m experiments.run
---list-settings`; compile=true|false among them), plus threads=N (OMP_NUM_THREADS of the run), device=D,
+--list-settings`; compile=true|false and device=D among them), plus threads=N (OMP_NUM_THREADS of the run),
 target=LOSS (the val loss to time; default per preset) and code=PATH (the checkout whose code
 runs). Results go to docs/benchmarks.md, each mode into its own marked section, so hand-written
 notes around them survive a re-run.
@@ -39,8 +39,8 @@ from typing import Any
 import torch
 
 from experiments import store
-from experiments.config import ConfigError, parse_value, resolve
-from experiments.interleave import interleave
+from experiments.config import ConfigError, resolve
+from experiments.interleave import RUN_KEYS, interleave, spec_settings
 from experiments.recorder import PROJECT_ROOT
 
 # PRESET/VARIANT[:SPEC]. cpu/full is nanoGPT's CPU recipe (nanoGPT itself: ~35 ms/iter, val 1.886 on
@@ -53,7 +53,6 @@ NANOGPT_SHAKESPEARE_CHAR = (
 )
 GPU_CASES = ("seed/full:compile=true", f"seed/full:compile=true,{NANOGPT_SHAKESPEARE_CHAR}")
 TARGET_VAL_LOSS = {"tutorial": 2.10, "cpu": 1.80, "seed": 1.50, "smoke": 3.50}
-RUN_KEYS = ("threads", "device", "code", "target")  # spec keys that are not run settings
 DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
 
 
@@ -90,7 +89,7 @@ def run_case(case: str, spec: dict[str, str], results: Path, jobs: int = 1) -> l
     preset, variant = case.split("/")
     code = Path(spec.get("code", PROJECT_ROOT)).resolve()
     args = [sys.executable, "-m", "experiments.run", "--preset", preset, "--variant", variant,
-            "--experiment", "bench", "--force", "--quiet", "--device", spec.get("device", "auto")]
+            "--experiment", "bench", "--force", "--quiet"]
     args += [arg for key, value in spec.items() if key not in RUN_KEYS for arg in ("--set", f"{key}={value}")]
     # W&B mirroring off: its service process would be timed too.
     env = os.environ | {"OMP_NUM_THREADS": spec.get("threads", str(torch.get_num_threads())), "PYTHONPATH": str(code),
@@ -265,8 +264,7 @@ def check(case: str, specs: Sequence[dict[str, str]]) -> None:
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", case):
         raise ConfigError(f"case '{case}' must be PRESET/VARIANT, e.g. cpu/full")
     for spec in specs:
-        overrides = {k: parse_value(k, v) for k, v in spec.items() if k not in RUN_KEYS}
-        resolve(*case.split("/"), 0, overrides)
+        resolve(*case.split("/"), 0, spec_settings(spec))
         if "code" in spec and not (Path(spec["code"]) / "experiments" / "run.py").is_file():
             raise ConfigError(f"code={spec['code']} is not a checkout of this project (no experiments/run.py)")
 

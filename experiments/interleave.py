@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from experiments.config import parse_value, resolve
-from experiments.run import pick_device, prepare
-from nanogpt.model import GPT
+from experiments.run import make_trainer, prepare
+from nanogpt.distributed import SingleProcess
 from nanogpt.train import Callback, Trainer
 
 
@@ -31,16 +31,19 @@ class _Rates(Callback):
             self.rates.append(metrics["tokens_per_sec"])
 
 
+RUN_KEYS = ("threads", "code", "target")  # spec keys that are not run settings
+
+
+def spec_settings(spec: dict[str, str]) -> dict[str, Any]:
+    """The run settings in a spec (dtype=bfloat16, compile=true, device=cuda, ...), parsed to their types."""
+    return {k: parse_value(k, v) for k, v in spec.items() if k not in RUN_KEYS}
+
+
 def _trainer(case: str, spec: dict[str, str]) -> tuple[Trainer, int]:
     preset, variant = case.split("/")
-    settings = {k: v for k, v in spec.items() if k not in ("threads", "compile", "device", "code", "target")}
-    overrides = {k: parse_value(k, v) for k, v in settings.items()} | {"eval_iters": 1}
-    cfg, corpus = prepare(resolve(preset, variant, 0, overrides))
-    torch.manual_seed(cfg.seed)
-    device = pick_device(spec.get("device", "auto"))
-    compile = spec.get("compile", "false").lower() in ("true", "1", "yes", "on")
+    cfg, corpus = prepare(resolve(preset, variant, 0, spec_settings(spec) | {"eval_iters": 1}))
     threads = int(spec.get("threads", torch.get_num_threads()))
-    return Trainer(GPT(cfg.model), corpus, cfg.train, cfg.seed, device, compile=compile), threads
+    return make_trainer(cfg, corpus, SingleProcess()), threads
 
 
 def interleave(case: str, spec_a: dict[str, str], spec_b: dict[str, str], turns: int, chunk: int) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import shutil
 import signal
@@ -18,19 +17,18 @@ from typing import Any
 
 import torch
 
-from experiments import store
+from experiments import cli, store
 from experiments.config import SETTABLE, ConfigError, RunConfig, parse_value, resolve, with_corpus
 from experiments.definitions import DefinitionError, experiments
 from experiments.presets import PRESETS
 from experiments.progress import Progress
 from experiments.recorder import RunRecorder, environment
-from experiments.wandb_mirror import MODES, WandbMirror, WandbSettings
+from experiments.wandb_mirror import WandbMirror, WandbSettings
 from nanogpt import checkpoint, distributed
 from nanogpt.data import Corpus, DataError
 from nanogpt.model import GPT
 from nanogpt.train import Callback, Trainer
 
-RESULTS_ENV = "NANOGPT_RESULTS"
 SAMPLE_TOKENS = 500
 USER_ERRORS = (ConfigError, DefinitionError, DataError, checkpoint.CheckpointError, store.RunFolderError,
                distributed.DistributedError)
@@ -38,10 +36,6 @@ USER_ERRORS = (ConfigError, DefinitionError, DataError, checkpoint.CheckpointErr
 
 class RunExistsError(ValueError):
     """A partial run is in the way and the user did not say whether to resume or restart."""
-
-
-def default_results() -> Path:
-    return Path(os.environ.get(RESULTS_ENV, "results"))
 
 
 def pick_device(requested: str) -> torch.device:
@@ -86,7 +80,7 @@ def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: boo
     if not world.is_main:
         if not world.broadcast(None):  # rank 0 found nothing to train
             return {"run_id": cfg.run_id, "rank": world.rank, "status": "skipped"}
-        trainer = _trainer(cfg, corpus, world)
+        trainer = make_trainer(cfg, corpus, world)
         trainer.follow_main()
         return {"run_id": cfg.run_id, "rank": world.rank, "status": trainer.run().status}
     # --- end data-parallel
@@ -94,7 +88,8 @@ def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: boo
         return _train_locked(cfg, corpus, run_dir, resume, force, callbacks, quiet, wandb, world)
 
 
-def _trainer(cfg: RunConfig, corpus: Corpus, world: distributed.SingleProcess) -> Trainer:
+def make_trainer(cfg: RunConfig, corpus: Corpus, world: distributed.SingleProcess) -> Trainer:
+    """A seeded model and its trainer on the config's device (a rank's own GPU when data-parallel)."""
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = world.place(pick_device(cfg.device))
@@ -119,7 +114,7 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
         )
 
     world.broadcast(True)
-    trainer = _trainer(cfg, corpus, world)
+    trainer = make_trainer(cfg, corpus, world)
     model, device = trainer.model, trainer.device
     ckpt_path = run_dir / store.CHECKPOINT
     if ckpt_path.exists():
@@ -172,10 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds init, batches and dropout (default 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting; repeatable (see --list-settings)")
-    p.add_argument("--data", help="corpus: a UTF-8 text file (default Tiny Shakespeare, downloaded once and "
-                   "verified; set NANOGPT_TINYSHAKESPEARE=PATH to use a local copy)")
-    p.add_argument("--results", type=Path, default=None,
-                   help=f"run store folder (default ${RESULTS_ENV} or ./results)")
+    cli.add_store_arguments(p)
     p.add_argument("--experiment", default="adhoc", help="experiment folder inside the run store (default adhoc)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long GPU runs)")
@@ -183,13 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="delete an existing run with this config and retrain")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config; train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--wandb", choices=MODES, default="auto",
-                   help="mirror the run to Weights & Biases: auto (default) = online when logged in "
-                   "(`wandb login` or WANDB_API_KEY), else offline, and WANDB_MODE wins; online; offline "
-                   "(files in <run folder>/wandb/, upload later with `wandb sync`); off. A W&B failure "
-                   "never stops training")
-    p.add_argument("--wandb-project", metavar="NAME",
-                   help="W&B project (default $WANDB_PROJECT or nanogpt-ablations); entity from $WANDB_ENTITY")
+    cli.add_wandb_arguments(p)
     p.add_argument("--list-settings", action="store_true", help="print every setting with its default and exit")
     p.add_argument("--list-variants", action="store_true", help="print every variant by experiment and exit")
     return p
@@ -247,13 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_lists(args)
             return 0
         cfg, corpus = prepare(config_from_args(args, extras))
-        results = args.results or default_results()
+        results = args.results or cli.default_results()
         if args.dry_run:
             print(cfg.to_json())
             print(f"run folder: {store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)}", file=sys.stderr)
             return 0
         summary = train_run(cfg, results, resume=args.resume, force=args.force, quiet=args.quiet,
-                            prepared=(cfg, corpus), wandb=WandbSettings(args.wandb, args.wandb_project))
+                            prepared=(cfg, corpus), wandb=cli.wandb_settings(args))
     except (*USER_ERRORS, RunExistsError, store.RunBusyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

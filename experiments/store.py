@@ -105,6 +105,10 @@ class RunBusyError(RuntimeError):
     """Another live process is training this run."""
 
 
+def lock_path(run_dir: Path) -> Path:
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on one run while training it.
@@ -114,7 +118,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     ablations, sweep workers) can never write one run folder at once.
     """
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    fd = os.open(lock_path(run_dir), os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -128,7 +132,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def lock_held(run_dir: Path) -> bool:
     """True while a live process holds `run_lock(run_dir)`: tells a running run from one that was killed."""
     try:
-        fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_RDONLY)
+        fd = os.open(lock_path(run_dir), os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments import store
-from experiments.run import default_results
+from experiments.cli import RESULTS_ENV, default_results
 from sweeps import storage
 
 HOST = "127.0.0.1"  # the dashboard can edit studies: never serve it beyond this machine
@@ -23,8 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="the study's name (finds its default SQLite file)")
     p.add_argument("--storage",
                    help="study storage (default: $NANOGPT_SWEEP_STORAGE, else <results>/<study>/optuna.db)")
-    p.add_argument("--results", type=Path, default=None,
-                   help="run store folder (default $NANOGPT_RESULTS or ./results)")
+    p.add_argument("--results", type=Path, default=None, help=f"run store folder (default ${RESULTS_ENV} or ./results)")
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
     return p
 
@@ -35,13 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     folder = store.RunStore(args.results or default_results()).experiment_dir(args.study)
     spec = storage.choose(args.storage, folder)
-    local = storage.local_file(spec)
-    if local and not local.exists():  # opening it would make an empty database
-        print(f"error: no study storage at {local}; run a sweep first (make sweep) or pass --storage",
-              file=sys.stderr)
-        return 2
     try:
-        opened = storage.open_storage(spec)
+        opened = storage.open_existing(spec)
+    except FileNotFoundError as e:
+        print(f"error: {e}; run a sweep first (make sweep) or pass --storage", file=sys.stderr)
+        return 2
     except storage.StorageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

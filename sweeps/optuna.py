@@ -18,13 +18,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import store
+from experiments import cli, store
 from experiments.ablate import default_jobs
 from experiments.config import NAME_PATTERN, ConfigError
 from experiments.definitions import DefinitionError
 from experiments.presets import PRESETS
-from experiments.run import USER_ERRORS, default_results, disk_error, parse_overrides
-from experiments.wandb_mirror import MODES, WandbSettings
+from experiments.run import USER_ERRORS, disk_error, parse_overrides
 from sweeps import best, kinds, space, storage, study
 from sweeps.objective import Objective
 from sweeps.worker import work
@@ -47,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--storage", help="study storage (default: $NANOGPT_SWEEP_STORAGE, else "
                          "<results>/<study>/optuna.db)")
         sub.add_argument("--results", type=Path, default=None,
-                         help="run store folder (default $NANOGPT_RESULTS or ./results)")
+                         help=f"run store folder (default ${cli.RESULTS_ENV} or ./results)")
         if name != "worker":
             _add_study_settings(sub)
         if name != "create":
@@ -80,11 +79,7 @@ def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
     sub.add_argument("--grace", type=int, default=storage.Heartbeat.grace, metavar="SEC",
                      help="database storages: a running trial silent this long is failed and retried "
                      f"(default {storage.Heartbeat.grace})")
-    sub.add_argument("--wandb", choices=MODES, default="auto",
-                     help="mirror every trial's run to W&B (group = the study, job_type sweep): auto (default: "
-                     "online when logged in, else offline; WANDB_MODE wins), online, offline, off")
-    sub.add_argument("--wandb-project", metavar="NAME", help="W&B project (default $WANDB_PROJECT or "
-                     "nanogpt-ablations)")
+    cli.add_wandb_arguments(sub)  # each trial's run: group = the study, job_type sweep
     sub.add_argument("--quiet", action="store_true", help="no per-eval progress lines")
 
 
@@ -118,7 +113,7 @@ def worker(args: argparse.Namespace, spec: str, results: Path, folder: Path) -> 
         import torch
 
         torch.set_num_threads(args.threads)
-    objective = Objective(sweep.bind(args.study, results), results, WandbSettings(args.wandb, args.wandb_project),
+    objective = Objective(sweep.bind(args.study, results), results, cli.wandb_settings(args),
                           args.quiet)
     ran = work(opened, sweep, objective, beats.interval if beats else None)
     doc = best.write(opened, sweep, folder)
@@ -154,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
-    results = args.results or default_results()
+    results = args.results or cli.default_results()
     spec = args.storage or ""
     try:
         if not NAME_PATTERN.match(args.study):

@@ -122,6 +122,16 @@ def open_storage(spec: str, heartbeat: Heartbeat | None = None) -> BaseStorage:
         ) from None
 
 
+def open_existing(spec: str) -> BaseStorage:
+    """A storage to read, never to create: a SQLite or journal file must already exist (opening
+    would make an empty one). FileNotFoundError names the file."""
+    local = local_file(spec)
+    if local is not None and not local.is_file():
+        kind = "SQLite file" if is_url(spec) else "journal file"
+        raise FileNotFoundError(f"{local}: no such {kind}; give the sweep's storage (a URL or a journal path)")
+    return open_storage(spec)
+
+
 def _lock_on_begin(engine) -> None:
     """Start every SQLite transaction with the write lock (BEGIN IMMEDIATE).
 
