@@ -42,6 +42,8 @@ from experiments import store
 from experiments.config import ConfigError, resolve
 from experiments.interleave import RUN_KEYS, interleave, spec_settings
 from experiments.recorder import PROJECT_ROOT
+from experiments.run import pick_device
+from nanogpt import precision
 
 # PRESET/VARIANT[:SPEC]. cpu/full is nanoGPT's CPU recipe (nanoGPT itself: ~35 ms/iter, val 1.886 on
 # 2 cores); at 3000 iterations it is the "val <= 1.80 within 80 s" run. On a GPU: the lecture's
@@ -67,12 +69,17 @@ def parse_spec(text: str) -> dict[str, str]:
     return spec
 
 
-def peak_matmul_flops(device: torch.device, dtype: torch.dtype, threads: int) -> float:
-    """Best FLOP/s of a large square matmul in `dtype` on `device`: the MFU denominator."""
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype, threads: int, budget_sec: float = 0.5) -> float:
+    """Best FLOP/s of a square matmul in `dtype` on `device`: the MFU denominator.
+
+    A bounded probe: a 1024 (CPU) or 8192 (GPU) matmul repeated at most 5 times within `budget_sec`.
+    Callers probe only dtypes the device runs natively (an emulated bf16 matmul of that size takes
+    seconds on an AVX2 CPU).
+    """
     torch.set_num_threads(threads)
-    n = 8192 if device.type == "cuda" else 2048
+    n = 8192 if device.type == "cuda" else 1024
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    best = float("inf")
+    best, spent = float("inf"), 0.0
     for _ in range(5):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -80,7 +87,10 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, threads: int) ->
         a @ b
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
+        took = time.perf_counter() - start
+        best, spent = min(best, took), spent + took
+        if spent > budget_sec:
+            break
     return 2 * n**3 / best
 
 
@@ -134,13 +144,16 @@ def measure(run: store.RunRecord, case: str, spec: dict[str, str], wall: float) 
 
 
 def with_mfu(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    peaks: dict[tuple[str, str, int], float] = {}
+    """MFU against the peak of each (device, dtype, threads); none where the dtype is emulated (no honest peak)."""
+    peaks: dict[tuple[str, str, int], float | None] = {}
     for row in rows:
         key = (row["device"], row["dtype"], row["threads"])
         if key not in peaks:
-            peaks[key] = peak_matmul_flops(torch.device(key[0]), getattr(torch, key[1]), key[2])
+            device = torch.device(key[0])
+            native = key[1] == "float32" or precision.bf16_native(device)[0]
+            peaks[key] = peak_matmul_flops(device, getattr(torch, key[1]), key[2]) if native else None
         row["peak_flops"] = peaks[key]
-        row["mfu"] = row["achieved_flops"] / peaks[key]
+        row["mfu"] = row["achieved_flops"] / peaks[key] if peaks[key] else None
     return rows
 
 
@@ -163,8 +176,10 @@ COLUMNS = (("case", "case"), ("spec", "spec"), ("dtype", "dtype"), ("threads", "
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        row = row | {"achieved_gflops": row["achieved_flops"] / 1e9, "peak_gflops": row["peak_flops"] / 1e9,
-                     "mfu_pct": f"{100 * row['mfu']:.1f}%"}
+        emulated = row["peak_flops"] is None
+        row = row | {"achieved_gflops": row["achieved_flops"] / 1e9,
+                     "peak_gflops": "emulated" if emulated else row["peak_flops"] / 1e9,
+                     "mfu_pct": "emulated" if emulated else f"{100 * row['mfu']:.1f}%"}
         lines.append("| " + " | ".join(_fmt(row[key]) for _, key in COLUMNS) + " |")
     return "\n".join(lines)
 
@@ -213,11 +228,14 @@ def _spec_text(spec: dict[str, str]) -> str:
 
 
 def machine() -> str:
+    """CPU model, ISA class and whether bf16 is native: the facts a reader needs to compare numbers across machines."""
     cpu = platform.processor() or platform.machine()
     model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text()) if Path("/proc/cpuinfo").exists() \
         else None
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{model.group(1) if model else cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, "
+    bf16 = "native" if precision.bf16_native(torch.device("cpu"))[0] else "emulated"
+    return (f"{model.group(1) if model else cpu} ({precision.cpu_isa()}, CPU bf16 {bf16}), {os.cpu_count()} cores"
+            f"{gpu}; torch {torch.__version__}, "
             f"Python {platform.python_version()}, {platform.platform()}; "
             f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; load average {os.getloadavg()[0]:.1f} "
             f"(over {os.cpu_count()} means other work shared the cores)")
@@ -255,16 +273,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--section", help="name of the docs section to write (default: table, or compare-<B spec>)")
     p.add_argument("--results", type=Path, help="keep the benchmark's run folders here (default: a temp folder)")
     p.add_argument("--doc", type=Path, default=DOC, help=f"where to write (default {DOC.relative_to(PROJECT_ROOT)})")
+    p.add_argument("--allow-emulated", action="store_true",
+                   help="time cases whose dtype this machine only emulates (bf16 on an AVX2 CPU: minutes per case)")
     p.add_argument("--no-write", action="store_true", help=f"print only; leave {DOC.relative_to(PROJECT_ROOT)} alone")
     return p
 
 
-def check(case: str, specs: Sequence[dict[str, str]]) -> None:
-    """Resolve every configuration up front: a typo fails in a second, not after an hour of runs."""
+def check(case: str, specs: Sequence[dict[str, str]], allow_emulated: bool = False) -> None:
+    """Resolve every configuration up front: a typo fails in a second, not after an hour of runs, and a
+    case in a dtype this machine only emulates is refused before it runs for minutes."""
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", case):
         raise ConfigError(f"case '{case}' must be PRESET/VARIANT, e.g. cpu/full")
     for spec in specs:
-        resolve(*case.split("/"), 0, spec_settings(spec))
+        cfg = resolve(*case.split("/"), 0, spec_settings(spec))
+        choice = precision.choose(cfg.train.dtype, pick_device(cfg.device))
+        if choice.warning and not allow_emulated:
+            raise ConfigError(f"{case} {_spec_text(spec)}: {choice.reason}, so this case would run for minutes; "
+                              "pass --allow-emulated to time the emulation anyway")
         if "code" in spec and not (Path(spec["code"]) / "experiments" / "run.py").is_file():
             raise ConfigError(f"code={spec['code']} is not a checkout of this project (no experiments/run.py)")
 
@@ -278,12 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         common = parse_spec(",".join(args.set))
         if args.compare:
             specs = [common | parse_spec(s) for s in args.compare[1:]]
-            check(args.compare[0], specs)
+            check(args.compare[0], specs, args.allow_emulated)
         else:
             cases = [(case, common | parse_spec(args.spec) | parse_spec(spec))
                      for case, _, spec in (c.partition(":") for c in cases)]
             for case, spec in cases:
-                check(case, [spec])
+                check(case, [spec], args.allow_emulated)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,17 +10,23 @@ import dataclasses
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import torch
 
 from experiments.definitions import variant_settings
 from experiments.presets import PRESETS
+from nanogpt import precision
 from nanogpt.data import TINY_SHAKESPEARE
 from nanogpt.model import ModelConfig
 from nanogpt.train import TrainConfig
 
 # Labels: they name a run but do not change what it computes, so they stay out of the hash.
-LABELS = ("experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type", "tags")
+LABELS = ("experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type", "tags",
+          "precision")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -45,6 +51,7 @@ class RunConfig:
     group: str | None = None  # W&B group (default: the experiment)
     job_type: str = "adhoc"  # W&B job_type: adhoc, ladder, leave-one-out, sweep
     tags: tuple[str, ...] = field(default_factory=tuple)
+    precision: str = ""  # why this dtype on this machine (set by with_device; the dtype itself is hashed)
 
     def flat(self) -> dict[str, Any]:
         """One flat dict of every setting (what W&B and the results frame show as columns)."""
@@ -135,6 +142,20 @@ def resolve(preset: str, variant: str = "full", seed: int = 0, overrides: dict[s
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
     return RunConfig(preset=preset, variant=variant, seed=seed, model=model, train=train, **top)
+
+
+@cache
+def _warn_once(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def with_device(cfg: RunConfig, device: torch.device) -> RunConfig:
+    """Resolve dtype=auto for the device the run trains on: the hash then sees the dtype it computes in,
+    so runs from machines whose numerics differ never share a cache entry."""
+    choice = precision.choose(cfg.train.dtype, device)
+    if choice.warning:
+        _warn_once(choice.warning)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype=choice.dtype), precision=choice.reason)
 
 
 def with_corpus(cfg: RunConfig, vocab_size: int, data_sha256: str, split_lengths: tuple[int, int]) -> RunConfig:

@@ -19,24 +19,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         ),
         "variants": {"bigram": dict(lr=1e-2, max_iters=3000, eval_interval=300)},
     },
-    # nanoGPT's shakespeare_char recipe, shrunk for a CPU as its README suggests. bf16 autocast:
-    # ~1.9x the tokens/s of fp32 on a 2-core CPU, same val loss (docs/benchmarks.md); the tutorial's
-    # tiny matmuls are overhead-bound and stay fp32 (bf16 measured 0.8x there).
+    # nanoGPT's shakespeare_char recipe, shrunk for a CPU as its README suggests. dtype auto: bf16
+    # autocast where the CPU has AVX512_BF16/AMX (~1.9x the tokens/s of fp32 there, same val loss),
+    # fp32 where bf16 is emulated (AVX2: ~8x slower). docs/benchmarks.md has both. The tutorial's
+    # tiny matmuls are overhead-bound and stay fp32 everywhere (bf16 measured 0.8x even where native).
     "cpu": {
         "settings": dict(
             batch_size=12, block_size=64, n_embd=128, n_head=4, n_layer=4, dropout=0.0,
             lr=1e-3, lr_schedule="cosine", warmup_iters=100, min_lr=1e-4, lr_decay_iters=2000,
             max_iters=2000, eval_interval=250, eval_iters=20, beta2=0.99, weight_decay=0.1,
-            grad_clip=1.0, activation="gelu", bias=False, weight_tying=True, dtype="bfloat16",
+            grad_clip=1.0, activation="gelu", bias=False, weight_tying=True, dtype="auto",
         ),
         "variants": {},
     },
-    # The lecture's scaled-up model (the seed experiment, on a GPU; bf16 autocast as nanoGPT does on GPUs).
+    # The lecture's scaled-up model (the seed experiment, on a GPU; bf16 autocast where native, as nanoGPT does).
     "seed": {
         "settings": dict(
             batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2,
             lr=3e-4, lr_schedule="constant", max_iters=2000, eval_interval=200, eval_iters=200,
-            activation="relu", bias=True, weight_decay=0.01, dtype="bfloat16",
+            activation="relu", bias=True, weight_decay=0.01, dtype="auto",
             compile=True,  # tens of seconds of compile pay off over 2000 GPU steps; --set compile=false to skip
         ),
         "variants": {},

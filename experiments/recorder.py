@@ -14,7 +14,7 @@ import torch
 
 from experiments import store
 from experiments.config import RunConfig
-from nanogpt import checkpoint
+from nanogpt import checkpoint, precision
 from nanogpt.train import Callback
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     return {
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        else platform.processor() or platform.machine(), "cpu_isa": precision.cpu_isa(),
+        "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "git_commit": git_commit(),
     }
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from experiments import cli, store
-from experiments.config import SETTABLE, ConfigError, RunConfig, parse_value, resolve, with_corpus
+from experiments.config import SETTABLE, ConfigError, RunConfig, parse_value, resolve, with_corpus, with_device
 from experiments.definitions import DefinitionError, experiments
 from experiments.presets import PRESETS
 from experiments.progress import Progress
@@ -48,7 +48,8 @@ def pick_device(requested: str) -> torch.device:
 
 def prepare(cfg: RunConfig, corpus: Corpus | None = None) -> tuple[RunConfig, Corpus]:
     """Load the corpus (unless given) and finish validating the config against it. Writes nothing."""
-    pick_device(cfg.device)  # fail now, before anything is written, if the device is not there
+    # Fail now, before anything is written, if the device is not there; resolve dtype=auto for it.
+    cfg = with_device(cfg, pick_device(cfg.device))
     corpus = corpus or Corpus.load(cfg.data)
     cfg = with_corpus(cfg, corpus.tokenizer.vocab_size, corpus.sha256, (len(corpus.train), len(corpus.val)))
     return cfg, corpus
@@ -123,7 +124,8 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
     else:
         static = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
                   "train_flops_per_token": 3 * model.flops_per_token(), "vocab_size": cfg.model.vocab_size,
-                  "data_sha256": cfg.data_sha256, "environment": environment(device), "world_size": world.size}
+                  "data_sha256": cfg.data_sha256, "environment": environment(device), "world_size": world.size,
+                  "precision": trainer.precision.record() | {"reason": cfg.precision}}
         recorder = RunRecorder.create(run_dir, cfg, corpus.tokenizer.to_json(), static)
     trainer.follow_main()  # data-parallel: the other ranks start from this state
 

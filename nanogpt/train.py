@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from nanogpt import checkpoint
+from nanogpt import checkpoint, precision
 from nanogpt.data import Batches, Corpus
 from nanogpt.distributed import SingleProcess
 from nanogpt.model import GPT
@@ -43,7 +43,8 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 0.0  # max grad norm; 0 = off
-    dtype: Literal["float32", "bfloat16"] = "float32"  # autocast dtype for matmuls
+    # Autocast dtype for matmuls; auto = bf16 where the device computes it natively (nanogpt.precision).
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     log_interval: int = 100
 
     def validate(self) -> None:
@@ -62,8 +63,8 @@ class TrainConfig:
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.dtype not in precision.DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(precision.DTYPES)}, got {self.dtype!r}")
 
     def lr_at(self, step: int) -> float:
         if self.lr_schedule == "constant":
@@ -168,8 +169,9 @@ class Trainer:
         # Static shapes: training and the eval chunks are a few fixed shapes, each compiled once.
         self.forward_eval = torch.compile(model, dynamic=False) if compile else model
         self.forward = self.world.wrap(self.forward_eval)  # DDP all-reduces the gradients in backward
+        self.precision = precision.choose(cfg.dtype, device)
         self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext()
+            torch.autocast(device.type, dtype=torch.bfloat16) if self.precision.dtype == "bfloat16" else nullcontext()
         )
 
     def checkpoint(self, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ import re
 
 import pytest
 
-from experiments.bench import main, write_section
+import torch
+
+from experiments.bench import main, table, with_mfu, write_section
 from tests.conftest import run_module
 
 QUICK = ["--set", "max_iters=20", "--set", "eval_interval=10"]
@@ -32,18 +34,18 @@ def test_table_measures_a_real_run(tmp_path):
 
 def test_compare_alternates_and_reports_a_ratio_and_both_curves(tmp_path):
     doc = tmp_path / "benchmarks.md"
-    out = run_module("experiments.bench", "--compare", "smoke/full", "threads=1", "threads=1,dtype=bfloat16",
+    out = run_module("experiments.bench", "--compare", "smoke/full", "threads=1", "threads=1,dtype=auto",
                      "--rounds", "2", *QUICK, "--doc", doc)
     assert out.returncode == 0, out.stderr
     assert re.findall(r"round (\d) ([AB])", out.stderr) == [("1", "A"), ("1", "B"), ("2", "A"), ("2", "B")]
     assert re.search(r"per round: [\d.]+x, [\d.]+x; median [\d.]+x", out.stdout)
     curve = [line for line in out.stdout.splitlines() if re.match(r"\| \d+ \| ", line)]
     assert [line.split("|")[1].strip() for line in curve] == ["0", "10", "20"]
-    assert "<!-- bench:compare-threads=1_dtype=bfloat16 -->" in doc.read_text()
+    assert "<!-- bench:compare-threads=1_dtype=auto -->" in doc.read_text()
 
 
 def test_interleave_trains_both_in_one_process(tmp_path, capsys):
-    code = main(["--compare", "smoke/full", "dtype=float32", "dtype=bfloat16", "--interleave", "5", "--rounds", "2",
+    code = main(["--compare", "smoke/full", "dtype=float32", "lr=0.02", "--interleave", "5", "--rounds", "2",
                  "--no-write", "--doc", str(tmp_path / "x.md")])
     out = capsys.readouterr()
     assert code == 0
@@ -75,3 +77,32 @@ def test_a_section_is_replaced_and_the_notes_around_it_survive(tmp_path):
     assert text.startswith("# Benchmarks\n\nHand-written notes.\n")
     assert "second" in text and "first" not in text and text.count("<!-- bench:table -->") == 1
     assert "other" in text
+
+
+@pytest.fixture
+def emulated_bf16(monkeypatch):
+    """This CPU as an AVX2-only one, whatever it really is: torch's own capability checks say no."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+
+def test_a_case_in_an_emulated_dtype_is_refused_before_it_runs(tmp_path, capsys, emulated_bf16):
+    assert main(["--case", "smoke/full", "--spec", "dtype=bfloat16", "--doc", str(tmp_path / "x.md")]) == 2
+    err = capsys.readouterr().err
+    assert "emulated" in err and "--allow-emulated" in err
+    assert not (tmp_path / "x.md").exists()
+
+
+def test_mfu_is_never_measured_against_an_emulated_peak(emulated_bf16, monkeypatch):
+    probed = []
+    monkeypatch.setattr("experiments.bench.peak_matmul_flops", lambda *key: probed.append(key) or 1e10)
+    rows = [{"device": "cpu", "dtype": dtype, "threads": 1, "achieved_flops": 1e9} for dtype in ("float32", "bfloat16")]
+    fp32, bf16 = with_mfu(rows)
+    assert [key[1] for key in probed] == [torch.float32]  # only the native dtype was probed
+    assert fp32["mfu"] == pytest.approx(0.1) and bf16["mfu"] is None and bf16["peak_flops"] is None
+    assert "emulated" in table([bf16 | BENCH_ROW])
+
+
+BENCH_ROW = {"case": "smoke/full", "spec": "-", "jobs": 1, "iters": 1, "ms_per_iter": 1.0, "tokens_per_sec": 1.0,
+             "flops_per_token": 1, "peak_mem_mb": 1.0, "final_val_loss": 1.0, "target": None,
+             "time_to_target_sec": None, "run_sec": 1.0, "process_sec": 1.0}

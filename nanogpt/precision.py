@@ -1,0 +1,83 @@
+"""Which autocast dtype a device runs fast: bf16 only where the hardware computes it natively.
+
+bf16 matmuls are ~4x fp32 on a CPU with AVX512_BF16 or AMX and on CUDA GPUs from Ampere on, but
+emulated elsewhere: on an AVX2-only CPU a bf16 matmul ran ~60x *slower* than fp32. So `dtype:
+auto` asks the hardware, and a forced bf16 on such a device comes with a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    dtype: str  # what autocast runs: float32 or bfloat16, never auto
+    device_type: str
+    bf16_native: bool
+    reason: str  # one line: why this dtype on this device
+    warning: str | None = None  # set when the choice is known to be slow here
+
+    @property
+    def attention_dtype(self) -> str:
+        """CPU attention runs in fp32 (nanogpt.model.causal_attention): its fp32 kernel is the faster one."""
+        return self.dtype if self.device_type == "cuda" else "float32"
+
+    def record(self) -> dict[str, str | bool]:
+        """What a run's summary keeps of the choice."""
+        return {"dtype": self.dtype, "attention_dtype": self.attention_dtype, "bf16_native": self.bf16_native,
+                "reason": self.reason}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return set()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_isa() -> str:
+    """The instruction-set class that decides CPU speed here: AMX, AVX512_BF16, AVX512, AVX2 or older."""
+    flags = cpu_flags()
+    for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512_BF16"), ("avx512f", "AVX512"), ("avx2", "AVX2")):
+        if flag in flags:
+            return name
+    return torch.backends.cpu.get_cpu_capability()  # torch's own view where /proc/cpuinfo says nothing
+
+
+def bf16_native(device: torch.device) -> tuple[bool, str]:
+    """Whether `device` multiplies bf16 in hardware, and the fact that decides it."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        native = major >= 8  # Ampere and later have bf16 tensor cores
+        return native, f"CUDA compute capability {major}.{minor} ({'' if native else 'no '}bf16 tensor cores)"
+    if device.type == "cpu":
+        # torch's own dispatch checks: the same ones its oneDNN kernels use to pick a bf16 path.
+        native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        isa = cpu_isa()
+        return native, f"CPU {isa}" + ("" if native else " without AVX512_BF16 or AMX: bf16 matmuls are emulated")
+    return False, f"{device.type} device: bf16 speed unknown"
+
+
+def choose(requested: str, device: torch.device) -> Precision:
+    """Resolve `auto` for this device; keep an explicit dtype, warning when it is emulated here."""
+    if requested not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {requested!r}")
+    native, fact = bf16_native(device)
+    if requested == "auto":
+        dtype = "bfloat16" if native else "float32"
+        return Precision(dtype, device.type, native, f"auto -> {dtype}: {fact}")
+    warning = None
+    if requested == "bfloat16" and not native:
+        warning = (f"dtype=bfloat16 on a {fact}, which runs far slower than float32 here; "
+                   "use dtype=auto (or float32) unless you mean to measure the emulation")
+    return Precision(requested, device.type, native, f"{requested} as set: {fact}", warning)
