@@ -30,9 +30,10 @@ $(PY): pyproject.toml
 
 setup: $(PY)  ## make .venv and install the pinned dependencies
 
+# Tests run on one xdist worker per core (-n auto): most wait on subprocesses or run one torch thread.
 test: setup  ## the test suite (what CI runs)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup --durations=15
 
 lint: setup  ## ruff
 	$(PY) -m ruff check .

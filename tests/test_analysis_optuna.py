@@ -14,6 +14,9 @@ from analysis.from_runstore import load_runstore
 from analysis.wandb_offline import load_wandb_offline
 from tests.analysis_fixtures import STUDY, mirror_offline
 
+# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
+pytestmark = pytest.mark.xdist_group("analysis")
+
 
 def test_trials_with_their_state_params_and_intermediate_values(sweep):
     _, storage = sweep

@@ -14,6 +14,9 @@ import pytest
 from tests.analysis_fixtures import STUDY
 from tests.conftest import ROOT, run_module
 
+# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
+pytestmark = pytest.mark.xdist_group("analysis")
+
 PROGRESSION_FIGURES = ("ladder_loss_curves", "ladder_final_val_loss", "ladder_loss_vs_cost", "leave_one_out_delta")
 SWEEP_FIGURES = ("optimization_history", "param_importances", "intermediate_values")
 

@@ -20,6 +20,9 @@ from experiments import store
 from tests.analysis_fixtures import ENV
 from tests.conftest import ROOT
 
+# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
+pytestmark = pytest.mark.xdist_group("analysis")
+
 
 def run_folders(experiment: Path) -> list[Path]:
     return sorted(p.parent for p in experiment.glob("*/config.json"))

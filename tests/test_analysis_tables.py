@@ -18,6 +18,9 @@ from analysis.from_runstore import load_runstore
 from experiments import manifest, store
 from tests.conftest import run_module
 
+# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
+pytestmark = pytest.mark.xdist_group("analysis")
+
 
 def summaries(experiment: Path, run_ids: list[str]) -> list[dict]:
     return [json.loads((experiment / r / "summary.json").read_text()) for r in run_ids]

@@ -20,6 +20,9 @@ from analysis.wandb_offline import load_wandb_offline, offline_runs
 from tests.analysis_fixtures import ENV, mirror_offline
 from tests.conftest import ROOT, run_module
 
+# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
+pytestmark = pytest.mark.xdist_group("analysis")
+
 MIRRORED = ("bigram", "mlp", "full")  # the last one is interrupted and resumed: two W&B segments
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 import torch
 
 from experiments.bench import main, table, with_mfu, write_section

@@ -30,6 +30,9 @@ from tests.conftest import ROOT
 from tests.pg_server import create_database, free_port, postgres_server
 from tests.wandb_records import history, of_type, records
 
+# One xdist worker for the module's PostgreSQL server and the grid it trains once (make test -n).
+pytestmark = pytest.mark.xdist_group("sweeps")
+
 SECRET = "pw-s3cret-7f3a"  # in every PostgreSQL URL here; must never be printed or stored anywhere
 HOST = socket.gethostname()
 
