@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,21 +48,28 @@ def test_plan_lists_every_rung_and_seed_and_trains_shared_configs_once(tmp_path,
     assert not tmp_path.joinpath("smoke").exists()  # planning writes nothing
 
 
-def test_ablate_trains_everything_once_then_nothing(tmp_path, tiny_corpus):
-    args = ("--preset", "smoke", "--seeds", "2", "--data", tiny_corpus, "--results", tmp_path, "--jobs", "2")
-    first = run_module("experiments.ablate", *args)
-    assert first.returncode == 0, first.stderr
-    folder = tmp_path / "smoke"
+@pytest.mark.xdist_group("analysis")  # the session's trained smoke ablation lives on that worker
+def test_a_trained_ablation_has_every_run_once_and_make_ablate_then_trains_nothing(smoke_results, tmp_path):
+    """The fixture's `python -m experiments.ablate` trained 30 runs; `make ablate` over them trains none,
+    prints every rung's row and writes the tables and the report."""
+    folder = smoke_results / "smoke"
     doc = manifest.read(folder)
     assert doc["preset"] == "smoke" and doc["seeds"] == [0, 1]
     summaries = [json.loads(p.read_text()) for p in folder.glob("*/summary.json")]
     assert len(summaries) == 30 and {s["status"] for s in summaries} == {"completed"}
-    before = final_losses(folder)
 
-    second = run_module("experiments.ablate", *args)
-    assert second.returncode == 0, second.stderr
-    assert "30 already finished, 0 to train" in second.stderr
-    assert final_losses(folder) == before
+    results = tmp_path / "results"
+    shutil.copytree(smoke_results, results)
+    make = ["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}", "ablate", "PRESET=smoke",
+            "SEEDS=2", f"RESULTS={results}", "WANDB=off", "JOBS=2"]
+    again = subprocess.run(make, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "30 already finished, 0 to train" in again.stderr
+    for rung in ("bigram", "embeddings", "single_head", "multi_head", "mlp", "stacked", "residual", "layernorm",
+                 "full"):
+        assert re.search(rf"^\| {rung} +\|.*\| 2 completed +\|$", again.stdout, re.M), f"{rung} row missing"
+    assert (results / "smoke" / "ladder.csv").exists() and (results / "smoke" / "report" / "progression.md").exists()
+    assert final_losses(results / "smoke") == final_losses(folder)  # nothing was retrained
 
 
 BAD_ABLATIONS = [(("--experiments", "nope"), "unknown experiment 'nope'"),
@@ -82,14 +90,24 @@ def test_bad_ablate_input_is_refused_before_anything_is_written(tmp_path, tiny_c
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.reliability("fault", "SIGKILL of `make ablate` while runs are half-done")
-def test_sigkilled_ablation_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, tiny_corpus):
-    """Workers die with the parent; the rerun trains only what is missing; numbers equal an uninterrupted run."""
-    args = ["--preset", "smoke", "--seeds", "1", "--experiments", "ladder", "--data", str(tiny_corpus),
-            "--jobs", "2", "--set", "max_iters=600", "--set", "eval_interval=50"]
-    whole = run_module("experiments.ablate", *args, "--results", tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
+# The two kill tests share one uninterrupted reference ablation (the smoke ladder, 9 runs of 400 steps).
+KILLABLE = ["--preset", "smoke", "--seeds", "1", "--experiments", "ladder", "--jobs", "2", "--wandb", "off",
+            "--set", "max_iters=400", "--set", "eval_interval=40"]
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_corpus) -> tuple[list[str], dict[str, list[tuple]]]:
+    """(the ablation's arguments, the losses of every run when nothing interrupts it)."""
+    args, results = [*KILLABLE, "--data", str(tiny_corpus)], tmp_path_factory.mktemp("uninterrupted")
+    whole = run_module("experiments.ablate", *args, "--results", results)
+    assert whole.returncode == 0, whole.stderr
+    return args, final_losses(results / "smoke")
+
+
+@pytest.mark.reliability("fault", "SIGKILL of `make ablate` while runs are half-done")
+def test_sigkilled_ablation_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, uninterrupted):
+    """Workers die with the parent; the rerun trains only what is missing; numbers equal an uninterrupted run."""
+    args, expected = uninterrupted
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "experiments.ablate", *args, "--results", str(killed)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,16 +130,29 @@ def test_sigkilled_ablation_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_p
     again = run_module("experiments.ablate", *args, "--results", killed)
     assert again.returncode == 0, again.stderr
     assert f"{statuses.count('completed')} already finished" in again.stderr
-    assert final_losses(killed / "smoke") == final_losses(tmp_path / "whole" / "smoke")
+    assert final_losses(killed / "smoke") == expected
+
+
+# Two small experiments that share their baseline run (the way the ladder's `full` is leave-one-out's).
+PAIR = {"narrowing.yaml": "name: narrowing\njob_type: narrowing\ncompare: base\nvariants:\n"
+                          "  - {name: base, set: {}}\n  - {name: narrow, set: {n_embd: 8}}\n",
+        "thinning.yaml": "name: thinning\njob_type: thin-out\ncompare: whole\nvariants:\n"
+                         "  - {name: whole, set: {}}\n  - {name: no_mlp, set: {mlp: false}}\n"}
 
 
 def test_every_ablation_run_is_mirrored_to_wandb_with_its_experiment(tmp_path, tiny_corpus, monkeypatch):
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    definitions = tmp_path / "definitions"
+    definitions.mkdir()
+    for name, text in PAIR.items():
+        (definitions / name).write_text(text)
     out = run_module("experiments.ablate", "--preset", "smoke", "--seeds", "1", "--data", tiny_corpus,
-                     "--results", tmp_path, "--wandb", "offline", "--wandb-project", "ablate-test")
+                     "--experiments", "narrowing", "thinning", "--results", tmp_path, "--wandb", "offline",
+                     "--wandb-project", "ablate-test", env={"NANOGPT_EXPERIMENTS": str(definitions)})
     assert out.returncode == 0, out.stderr
     doc = manifest.read(tmp_path / "smoke")
+    assert len({r["run_id"] for e in doc["experiments"] for v in e["variants"] for r in v["runs"]}) == 3
     for experiment in doc["experiments"]:
         for variant in experiment["variants"]:
             run_dir = tmp_path / "smoke" / variant["runs"][0]["run_id"]
@@ -129,35 +160,19 @@ def test_every_ablation_run_is_mirrored_to_wandb_with_its_experiment(tmp_path, t
             assert header["project"] == "ablate-test"
             # A run two experiments share is filed under the first, and tagged with both.
             assert experiment["name"] in header["tags"]
-            assert header["run_group"] == header["job_type"].replace("-", "_") in ("ladder", "leave_one_out")
+            assert header["run_group"] == {"narrowing": "narrowing", "thin-out": "thinning"}[header["job_type"]]
             metrics, _ = store.read_jsonl(run_dir / store.METRICS)
             assert history(records(run_dir / "wandb")) == metrics
-
-
-def test_make_ablate_prints_every_rung_and_seed_then_trains_nothing_the_second_time(tmp_path, tiny_corpus):
-    make = ["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}", "ablate", "PRESET=smoke",
-            "SEEDS=2", f"RESULTS={tmp_path}", "WANDB=off", "JOBS=2"]
-    first = subprocess.run([*make, "EXPERIMENTS=ladder", f"DATA={tiny_corpus}"], capture_output=True, text=True,
-                           timeout=600)
-    assert first.returncode == 0, first.stderr
-    for rung in ("bigram", "embeddings", "single_head", "multi_head", "mlp", "stacked", "residual", "layernorm",
-                 "full"):
-        assert re.search(rf"^\| {rung} +\|.*\| 2 completed +\|$", first.stdout, re.M), f"{rung} row missing"
-    assert (tmp_path / "smoke" / "ladder.csv").exists() and (tmp_path / "smoke" / "report" / "progression.md").exists()
-
-    second = subprocess.run([*make, "EXPERIMENTS=ladder", f"DATA={tiny_corpus}"], capture_output=True, text=True,
-                            timeout=600)
-    assert second.returncode == 0 and "18 already finished, 0 to train" in second.stderr
-    assert second.stdout == first.stdout  # the same table: nothing was retrained
+    (shared,) = {v["runs"][0]["run_id"] for e in doc["experiments"] for v in e["variants"] if v["name"] in
+                 ("base", "whole")}
+    (header,) = of_type(records(tmp_path / "smoke" / shared / "wandb"), "run")
+    assert {"narrowing", "thinning"} <= set(header["tags"])
 
 
 @pytest.mark.reliability("fault", "SIGKILL of `make ablate` at random moments, three times in a row")
-def test_repeatedly_killed_ablation_completes_every_run_exactly_once(tmp_path, tiny_corpus):
+def test_repeatedly_killed_ablation_completes_every_run_exactly_once(tmp_path, uninterrupted):
     """After 3 random kills the next invocation finishes; every planned run exists once, with exact numbers."""
-    args = ["--preset", "smoke", "--seeds", "2", "--experiments", "ladder", "--data", str(tiny_corpus),
-            "--jobs", "2", "--wandb", "off", "--set", "max_iters=300", "--set", "eval_interval=30"]
-    whole = run_module("experiments.ablate", *args, "--results", tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
+    args, expected = uninterrupted
     rng, killed = random.Random(7), tmp_path / "killed"
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "experiments.ablate", *args, "--results", str(killed)],
@@ -176,4 +191,4 @@ def test_repeatedly_killed_ablation_completes_every_run_exactly_once(tmp_path, t
         records, problems = store.read_jsonl(killed / "smoke" / run_id / store.METRICS)
         steps = [r["step"] for r in records]
         assert not problems and steps == sorted(set(steps)), run_id  # each evaluation exactly once
-    assert final_losses(killed / "smoke") == final_losses(tmp_path / "whole" / "smoke")
+    assert final_losses(killed / "smoke") == expected
