@@ -89,15 +89,19 @@ def plan(preset: str, seeds: Sequence[int], experiment_names: Sequence[str], res
     return Plan(folder, doc, tuple(order)), corpus
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Linux: ask the kernel to SIGKILL this worker when the parent dies, even by SIGKILL."""
     # Elsewhere the per-run lock still keeps an orphan from corrupting a run.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # A parent killed while this worker was still starting (importing torch takes seconds) sent no
+    # signal: the worker is already an orphan and must not wait for work that never comes.
+    if os.getppid() != parent:
+        os._exit(1)
 
 
-def _init_worker(threads: int) -> None:
-    _die_with_parent()
+def _init_worker(threads: int, parent: int) -> None:
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     import torch
 
@@ -133,7 +137,7 @@ def execute(p: Plan, results: Path, jobs: int, force: bool = False,
     # Fresh interpreters (spawn), not forks: nothing of this process (OpenMP pools, a W&B service)
     # leaks into the workers; each imports torch once and trains many runs.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
+                             initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
         pending: dict[Future, RunConfig] = {}
         queue = list(todo)
         try:

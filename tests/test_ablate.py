@@ -181,7 +181,9 @@ def test_repeatedly_killed_ablation_completes_every_run_exactly_once(tmp_path, u
         workers = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        psutil.wait_procs(workers, timeout=10)
+        # Even a worker still importing torch when its parent died must exit, not linger as an orphan.
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, "workers outlived their killed parent"
     again = run_module("experiments.ablate", *args, "--results", killed)
     assert again.returncode == 0, again.stderr
     planned = {r["run_id"] for e in manifest.read(killed / "smoke")["experiments"] for v in e["variants"]

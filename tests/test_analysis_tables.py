@@ -15,6 +15,7 @@ from scipy import stats
 
 from analysis import tables
 from analysis.from_runstore import load_runstore
+from analysis.report import main
 from experiments import manifest, store
 from tests.conftest import run_module
 
@@ -113,17 +114,25 @@ def test_runs_that_did_not_complete_are_shown_never_averaged(experiment):
     assert table.loc["mlp", "delta_val_mean"] == pytest.approx(kept_val - previous["final_val_loss"])
 
 
-def test_usage_errors_exit_2_with_a_message(tmp_path, experiment):
-    out = run_module("analysis.report", tmp_path / "nothing")
-    assert out.returncode == 2 and "experiment.json not found" in out.stderr and "make ablate" in out.stderr
+def test_usage_errors_exit_2_with_a_message(tmp_path, experiment, capsys):
+    def report(*args) -> tuple[int, str]:
+        """analysis.report's CLI, in this process: (exit code, stderr)."""
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+        return code, capsys.readouterr().err
+
+    code, err = report(tmp_path / "nothing")
+    assert code == 2 and "experiment.json not found" in err and "make ablate" in err
     (experiment / "experiment.json").write_text("{oops")
-    out = run_module("analysis.report", experiment, "--tables-only")
-    assert out.returncode == 2 and "unreadable" in out.stderr
+    code, err = report(experiment, "--tables-only")
+    assert code == 2 and "unreadable" in err
     assert not (experiment / "tables.md").exists()  # nothing half-written
-    out = run_module("analysis.report", tmp_path, "--storage", f"sqlite:///{tmp_path / 'missing.db'}")
-    assert out.returncode == 2 and "no such SQLite file" in out.stderr
-    out = run_module("analysis.report", tmp_path, "--study", "s")
-    assert out.returncode == 2 and "--study needs --storage" in out.stderr
+    code, err = report(tmp_path, "--storage", f"sqlite:///{tmp_path / 'missing.db'}")
+    assert code == 2 and "no such SQLite file" in err
+    code, err = report(tmp_path, "--study", "s")
+    assert code == 2 and "--study needs --storage" in err
 
 
 def test_a_plan_with_nothing_trained_yet(experiment):
