@@ -20,10 +20,10 @@ from pathlib import Path
 
 from experiments import cli, store
 from experiments.ablate import default_jobs
-from experiments.config import NAME_PATTERN, ConfigError
+from experiments.config import NAME_PATTERN, ConfigError, parse_assignments
 from experiments.definitions import DefinitionError
 from experiments.presets import PRESETS
-from experiments.run import USER_ERRORS, disk_error, parse_overrides
+from experiments.runner import USER_ERRORS, disk_error
 from sweeps import best, kinds, space, storage, study
 from sweeps.objective import Objective
 from sweeps.worker import work
@@ -84,7 +84,7 @@ def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
 
 
 def sweep_from_args(args: argparse.Namespace) -> kinds.Sweep:
-    overrides = parse_overrides(args.set, [])
+    overrides = parse_assignments(args.set)
     if args.data:
         overrides["data"] = args.data
     if args.grid:
