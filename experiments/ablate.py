@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from experiments import cli, manifest, store
 from experiments.config import ConfigError, RunConfig, parse_assignments
-from experiments.plan import Plan, describe, plan
+from experiments.definitions import get_experiment
+from experiments.plan import Plan, default_preset, describe, plan
 from experiments.presets import PRESETS
 from experiments.runner import USER_ERRORS, check_results, disk_error, train_run
 from experiments.wandb_mirror import WandbSettings
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_store_arguments(p)
     p.add_argument("--force", action="store_true", help="retrain runs that are already recorded")
     cli.add_wandb_arguments(p)
+    p.add_argument("--print-folder", action="store_true",
+                   help="print the experiment folder these arguments use (what `make ablate` reports on) and exit")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (every run, its config hash, how it differs from the base model, cached or "
                    "shared) and exit; writes nothing")
@@ -156,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
         if args.jobs is not None and args.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+        if args.print_folder:
+            preset = args.preset or default_preset([get_experiment(e) for e in args.experiments])
+            print(store.RunStore(results).experiment_dir(args.name or preset))
+            return 0
         overrides = parse_assignments(args.set)
         if args.data:
             overrides["data"] = args.data
