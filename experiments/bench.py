@@ -86,7 +86,7 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, threads: int) ->
 
 def run_case(case: str, spec: dict[str, str], results: Path, jobs: int = 1) -> list[dict[str, Any]]:
     """Train one case in `jobs` fresh processes at once (each its own run store) and measure each."""
-    preset, variant = case.split("/")
+    preset, variant = case.split("/", 1)
     code = Path(spec.get("code", PROJECT_ROOT)).resolve()
     args = [sys.executable, "-m", "experiments.run", "--preset", preset, "--variant", variant,
             "--experiment", "bench", "--force", "--quiet"]
@@ -261,10 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check(case: str, specs: Sequence[dict[str, str]]) -> None:
     """Resolve every configuration up front: a typo fails in a second, not after an hour of runs."""
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", case):
+    if not re.fullmatch(r"[\w.-]+/([\w.-]+/)?[\w.-]+", case):
         raise ConfigError(f"case '{case}' must be PRESET/VARIANT, e.g. cpu/full")
     for spec in specs:
-        resolve(*case.split("/"), 0, spec_settings(spec))
+        resolve(*case.split("/", 1), 0, spec_settings(spec))
         if "code" in spec and not (Path(spec["code"]) / "experiments" / "run.py").is_file():
             raise ConfigError(f"code={spec['code']} is not a checkout of this project (no experiments/run.py)")
 

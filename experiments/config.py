@@ -12,6 +12,7 @@ config. Every error is a `ConfigError` whose message says what is wrong and what
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -55,7 +56,7 @@ class RunConfig:
         top = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "train")}
         return top | dataclasses.asdict(self.model) | dataclasses.asdict(self.train)
 
-    @property
+    @functools.cached_property  # a frozen config's hash never changes; plans of many seeds ask often
     def hash(self) -> str:
         """sha256 over everything that changes the numbers; stable across machines and orders."""
         semantic = {k: v for k, v in self.flat().items() if k not in LABELS}

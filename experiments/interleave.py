@@ -39,7 +39,7 @@ def spec_settings(spec: dict[str, str]) -> dict[str, Any]:
 
 
 def _trainer(case: str, spec: dict[str, str]) -> tuple[Trainer, int]:
-    preset, variant = case.split("/")
+    preset, variant = case.split("/", 1)
     cfg, corpus = prepare(resolve(preset, variant, 0, spec_settings(spec) | {"eval_iters": 1}))
     threads = int(spec.get("threads", torch.get_num_threads()))
     return make_trainer(cfg, corpus), threads

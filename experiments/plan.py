@@ -72,9 +72,9 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
             first, corpus = prepare(build(preset, variant.name, seeds[0], base | changes, labels), corpus)
             earlier = owner.get(first.hash)
             if earlier and earlier.experiment == definition.name:
-                raise ConfigError(f"variants {earlier.experiment}/{earlier.name} and {definition.name}/{variant.name} "
-                                  "resolve to the same config on this base model; change the --set that makes "
-                                  "them equal, or one of the variants")
+                raise ConfigError(f"{definition.path}: variants {earlier.experiment}/{earlier.name} and "
+                                  f"{definition.name}/{variant.name} resolve to the same config on this base model; "
+                                  "change the --set that makes them equal, or one of the variants")
             this = PlannedVariant(
                 definition.name, variant.name, {k: v for k, v in changes.items() if base[k] != v},
                 {k: changes[k] for k in overrides if k in changes and changes[k] != overrides[k]},

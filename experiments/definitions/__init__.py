@@ -87,12 +87,12 @@ def _text(raw: dict, key: str, where: str, default: str | None = None) -> str | 
     return None if value is None else str(value)
 
 
-def _settings(raw: Any, where: str) -> dict[str, Any]:
+def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise DefinitionError(f"{where}: 'set' must be a mapping of settings")
+        raise DefinitionError(f"{path}: variant '{variant}': 'set' must be a mapping of settings")
     out = {}
     for key, value in raw.items():
-        at = f"{where}{line_of(raw, key)}"
+        at = f"{path}{line_of(raw, key)}: variant '{variant}'"
         if key not in MODEL_AND_TRAIN:
             raise DefinitionError(f"{at}: unknown setting '{key}'; see python -m experiments.run --list-settings")
         try:
@@ -114,8 +114,9 @@ def _variant(item: Any, path: Path, number: int, line: str) -> Variant:
     if only_if is not None and only_if not in MODEL_AND_TRAIN:
         raise DefinitionError(f"{path}{line_of(item, 'only_if')}: variant '{item['name']}': only_if names "
                               f"unknown setting '{only_if}'; use a setting from --list-settings")
-    return Variant(str(item["name"]), _text(item, "adds", where, ""), _settings(item.get("set") or {}, where),
-                   only_if, _text(item, "component", where))
+    name = str(item["name"])
+    return Variant(name, _text(item, "adds", where, ""), _settings(item.get("set") or {}, path, name), only_if,
+                   _text(item, "component", where))
 
 
 def _parse(path: Path) -> Experiment:
