@@ -116,16 +116,20 @@ def base_model(preset: str, overrides: dict[str, Any] | None = None) -> dict[str
     return DEFAULTS | {k: parse_setting(k, v) for k, v in given.items()}
 
 
+def _preset_training(preset: str, experiment: Experiment, variant: Variant) -> dict[str, Any]:
+    """The preset's own training for one variant (the tutorial trains its bigram with a larger LR)."""
+    training = _preset(preset)["variants"].get(f"{experiment.name}/{variant.name}", {})
+    return {k: parse_setting(k, v) for k, v in training.items()}
+
+
 def variant_settings(preset: str, experiment: Experiment, variant: Variant, base: dict[str, Any]) -> dict[str, Any]:
     """What a variant sets over the base model: its switches, then the preset's training for it."""
-    training = _preset(preset)["variants"].get(f"{experiment.name}/{variant.name}", {})
-    return experiment.changes(variant.name, base) | {k: parse_setting(k, v) for k, v in training.items()}
+    return experiment.changes(variant.name, base) | _preset_training(preset, experiment, variant)
 
 
 def fixed_settings(preset: str, experiment: Experiment, variant: Variant) -> set[str]:
     """The settings a variant gives values of its own: --set does not reach them for this variant."""
-    training = _preset(preset)["variants"].get(f"{experiment.name}/{variant.name}", {})
-    return experiment.fixes(variant.name) | set(training)
+    return experiment.fixes(variant.name) | set(_preset_training(preset, experiment, variant))
 
 
 def find_variant(preset: str, name: str, base: dict[str, Any]) -> tuple[Experiment, Variant]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import store
-from experiments.config import base_model, build, variant_settings
+from experiments.config import RunConfig, base_model, build, variant_settings
 from experiments.definitions import Experiment, get_experiment
 from experiments.runner import prepare
 from experiments.settings import ConfigError
@@ -30,7 +30,7 @@ class PlannedVariant:
     name: str
     differs: dict[str, Any]  # the settings in which it differs from the base model
     kept: dict[str, Any]  # overrides this variant sets itself: its own value wins
-    runs: tuple[Any, ...]  # RunConfig per seed
+    runs: tuple[RunConfig, ...]  # one per seed
     shared_with: str | None = None  # the variant of another experiment it is the same run as
 
 
@@ -38,7 +38,7 @@ class PlannedVariant:
 class Plan:
     folder: Path
     manifest: dict[str, Any]
-    runs: tuple[Any, ...]  # RunConfig, unique by config hash, in training order (seed-major)
+    runs: tuple[RunConfig, ...]  # unique by config hash, in training order (seed-major)
     variants: tuple[PlannedVariant, ...]
 
 
@@ -77,7 +77,7 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
                                   "change the --set that makes them equal, or one of the variants")
             this = PlannedVariant(
                 definition.name, variant.name, {k: v for k, v in changes.items() if base[k] != v},
-                {k: changes[k] for k in overrides if k in changes and changes[k] != overrides[k]},
+                {k: changes[k] for k in overrides if k in changes and changes[k] != base[k]},
                 earlier.runs if earlier else tuple(replace(first, seed=s) for s in seeds),
                 f"{earlier.experiment}/{earlier.name}" if earlier else None)
             owner.setdefault(first.hash, this)
@@ -89,10 +89,10 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
     return Plan(store.RunStore(results).experiment_dir(name), doc, runs, tuple(planned)), corpus
 
 
-def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[Any, ...]:
+def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[RunConfig, ...]:
     """Each config once, seed-major (seed 0's table fills first), tagged with every experiment it is in."""
     member_of: dict[str, list[str]] = {}
-    first: dict[str, Any] = {}
+    first: dict[str, RunConfig] = {}
     for i in range(n_seeds):
         for v in planned:
             cfg = v.runs[i]
@@ -117,8 +117,8 @@ def describe(p: Plan, results: Path) -> str:
     runs = store.RunStore(results)
     doc = p.manifest
     sets = " ".join(f"{k}={v}" for k, v in doc["overrides"].items()) or "none"
-    lines = [f"plan '{doc['name']}': preset {doc['preset']}, set {sets}, seeds {doc['seeds'][0]}..{doc['seeds'][-1]}"
-             f" -> {p.folder}"]
+    seeds = f"seeds {doc['seeds'][0]}..{doc['seeds'][-1]}" if len(doc["seeds"]) > 1 else f"seed {doc['seeds'][0]}"
+    lines = [f"plan '{doc['name']}': preset {doc['preset']}, set {sets}, {seeds} -> {p.folder}"]
     for v in p.variants:
         differs = " ".join(f"{k}={val}" for k, val in v.differs.items()) or "(the base model)"
         lines.append(f"{v.experiment}/{v.name}: {differs}")

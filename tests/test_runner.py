@@ -69,11 +69,11 @@ def test_config_hash_is_stable_and_ignores_labels():
     assert a.hash != resolve("smoke", "no_mlp", 1, {"lr": 1e-3}).hash
 
 
-def test_w_and_b_style_flags_and_dry_run(tmp_path, tiny_corpus):
-    out = run_module("experiments.run", "--preset=smoke", "--lr=0.003", "--n_layer=1", "--dry-run",
-                     "--data", tiny_corpus, "--results", tmp_path)
-    assert out.returncode == 0, out.stderr
-    config = json.loads(out.stdout)
+def test_w_and_b_style_flags_and_dry_run(tmp_path, tiny_corpus, capsys):
+    code = main(["--preset=smoke", "--lr=0.003", "--n_layer=1", "--dry-run", "--data", str(tiny_corpus),
+                 "--results", str(tmp_path)])
+    assert code == 0
+    config = json.loads(capsys.readouterr().out)
     assert config["lr"] == 0.003 and config["n_layer"] == 1
     assert not tmp_path.joinpath("adhoc").exists()
 
