@@ -62,7 +62,7 @@ run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigra
 # ---- analysis (issue 5): tables, notebooks, report ----------------------------------------------------------
 # make report [NAME=tutorial] [RESULTS=results] [STUDY=name [STORAGE=sqlite:///sweep.db]]
 # STUDY alone finds the study's default storage (<results>/<study>/optuna.db), as `make dashboard` does.
-REPORT_ARGS = $(RESULTS)/$(or $(NAME),$(PRESET),tutorial) $(if $(STORAGE),--storage $(STORAGE)) \
+REPORT_ARGS = $(RESULTS)/$(or $(NAME),$(STUDY),$(PRESET),tutorial) $(if $(STORAGE),--storage $(STORAGE)) \
 	$(if $(STUDY),--study $(STUDY))
 .PHONY: tables plots report
 

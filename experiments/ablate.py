@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from experiments import cli, manifest, store
-from experiments.config import ConfigError, RunConfig, parse_assignments
+from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
 from experiments.definitions import get_experiment
 from experiments.plan import Plan, default_preset, describe, plan
 from experiments.presets import PRESETS
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         overrides = parse_assignments(args.set)
         if args.data:
-            overrides["data"] = args.data
+            overrides = with_flag(overrides, "data", args.data, "--data")
         p, _ = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides)
         check_results(results)
     except USER_ERRORS as e:

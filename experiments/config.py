@@ -104,6 +104,14 @@ def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict[str, An
     return overrides
 
 
+def with_flag(overrides: dict[str, Any], key: str, value: Any, flag: str) -> dict[str, Any]:
+    """A setting that also has a flag of its own (--data): given both ways, the two must agree."""
+    parsed = parse_setting(key, value)
+    if key in overrides and overrides[key] != parsed:
+        raise ConfigError(f"{key} is given twice ({overrides[key]!r} by --set, {parsed!r} by {flag}); give it once")
+    return overrides | {key: parsed}
+
+
 def _preset(preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments import cli, store
-from experiments.config import SETTING_DEFAULTS, ConfigError, RunConfig, parse_assignments, resolve
+from experiments.config import SETTING_DEFAULTS, ConfigError, RunConfig, parse_assignments, resolve, with_flag
 from experiments.definitions import experiments
 from experiments.presets import PRESETS
 from experiments.runner import USER_ERRORS, check_results, disk_error, prepare, train_run
@@ -62,7 +62,7 @@ def flag_assignments(extras: Sequence[str]) -> list[str]:
 def config_from_args(args: argparse.Namespace, extras: Sequence[str]) -> RunConfig:
     overrides = parse_assignments([*args.set, *flag_assignments(extras)])
     if args.data:
-        overrides["data"] = args.data
+        overrides = with_flag(overrides, "data", args.data, "--data")
     if args.compile:  # the flag adds to --set compile=true, never overrides it with false
         overrides["compile"] = True
     # A label given both as a flag and by --set must agree (resolve says so); one given once just works.

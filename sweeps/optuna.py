@@ -20,11 +20,11 @@ from pathlib import Path
 
 from experiments import cli, store
 from experiments.ablate import default_jobs
-from experiments.config import NAME_PATTERN, ConfigError, parse_assignments
+from experiments.config import NAME_PATTERN, ConfigError, parse_assignments, with_flag
 from experiments.definitions import DefinitionError, get_experiment
 from experiments.plan import default_preset
 from experiments.presets import PRESETS
-from experiments.runner import USER_ERRORS, disk_error
+from experiments.runner import USER_ERRORS, check_results, disk_error
 from sweeps import best, kinds, space, storage, study
 from sweeps.objective import Objective
 from sweeps.worker import work
@@ -87,7 +87,7 @@ def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
 def sweep_from_args(args: argparse.Namespace) -> kinds.Sweep:
     overrides = parse_assignments(args.set)
     if args.data:
-        overrides["data"] = args.data
+        overrides = with_flag(overrides, "data", args.data, "--data")
     if args.grid:
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
@@ -156,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not NAME_PATTERN.match(args.study):
             raise ConfigError(f"study '{args.study}' must be letters, digits, '_', '-', '.' (it names a folder)")
+        check_results(results)
         folder = store.RunStore(results).experiment_dir(args.study)
         spec = storage.choose(args.storage, folder)
         storage.check(spec, folder)

@@ -98,6 +98,7 @@ BAD_INPUTS = [
     (("--experiment", "../../etc"), "no paths"),
     (("--set", "experiment=x", "--experiment", "y"), "experiment is given twice"),
     (("--set", "device=cpu", "--device", "cuda"), "device is given twice"),
+    (("--set", "data=/tmp/other.txt"), "data is given twice"),
     (("--data", "/nonexistent/corpus.txt"), "does not exist"),
     (("--data", "/tmp"), "is not a file"),
     (("--device", "cuda:0"), "CUDA is not available"),
