@@ -15,21 +15,19 @@ import dataclasses
 import functools
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
 from experiments.definitions import DefinitionError, Experiment, Variant, candidates
 from experiments.presets import PRESETS
-from experiments.settings import DEFAULTS, MODEL_AND_TRAIN, MODEL_FIELDS, ConfigError, coerce
+from experiments.settings import DEFAULTS, MODEL_AND_TRAIN, MODEL_FIELDS, NAME_PATTERN, ConfigError, coerce
 from nanogpt.data import TINY_SHAKESPEARE
 from nanogpt.model import ModelConfig
 from nanogpt.train import TrainConfig
 
 # Labels: they name a run but do not change what it computes, so they stay out of the hash.
 LABELS = ("experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type", "tags")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_SEED = 2**63 - 1  # torch's generators take at most 64 bits; keep it a positive int64
 
 

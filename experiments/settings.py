@@ -9,6 +9,7 @@ canonical, so `0`, `0.0` and `"0"` for a float setting hash alike.
 from __future__ import annotations
 
 import math
+import re
 import types
 from dataclasses import fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -21,6 +22,7 @@ MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig))
 # The settings of the model and the training loop: name -> type hint (resolved once; the
 # dataclasses' annotations are strings under postponed evaluation).
 MODEL_AND_TRAIN = get_type_hints(ModelConfig) | get_type_hints(TrainConfig)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # names that name folders: no paths
 DEFAULTS = {f.name: f.default for f in fields(ModelConfig) + fields(TrainConfig)}
 
 

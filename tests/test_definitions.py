@@ -53,6 +53,7 @@ BROKEN = [
     ("name: x\nvariants:\n  - {name: a, only_if: dropuot}\n", "only_if names unknown setting 'dropuot'"),
     ("name: x\nname: y\nvariants:\n  - {name: a}\n", "line 2: key 'name' given twice"),
     ("name: x\npreset: huge\nvariants:\n  - {name: a}\n", "line 2: unknown preset 'huge'"),
+    ("name: x\nvariants:\n  - {name: ../a}\n", "line 3: name '../a' must be letters"),
     ("name: ladder\nvariants:\n  - {name: a}\n", "experiment 'ladder' is defined twice"),
     ("name: x\nvariants:\n  - {name: a, set: {n_embd: 16}}\n  - {name: b}\n",
      "variants x/a and x/b resolve to the same config"),

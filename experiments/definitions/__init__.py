@@ -23,7 +23,7 @@ import yaml
 
 from experiments.definitions.yaml_lines import DuplicateKeyError, line_of, load, one_line
 from experiments.presets import PRESETS
-from experiments.settings import MODEL_AND_TRAIN, ConfigError, coerce
+from experiments.settings import MODEL_AND_TRAIN, NAME_PATTERN, ConfigError, coerce
 
 HERE = Path(__file__).parent
 USER_DIR_ENV = "NANOGPT_EXPERIMENTS"
@@ -80,11 +80,19 @@ class Experiment:
         return {k for k, val in self._merged(variant).items() if val != PRESET_REF}
 
 
-def _text(raw: dict, key: str, where: str, default: str | None = None) -> str | None:
+def _text(raw: dict, key: str, path: Path, default: str | None = None) -> str | None:
     value = raw.get(key, default)
     if value is not None and not isinstance(value, str | int | float):
-        raise DefinitionError(f"{where}{line_of(raw, key)}: '{key}' must be text")
+        raise DefinitionError(f"{path}{line_of(raw, key)}: '{key}' must be text")
     return None if value is None else str(value)
+
+
+def _name(raw: dict, path: Path, default: str | None = None) -> str:
+    """An experiment's or a variant's name: it names run folders, so no paths."""
+    name = _text(raw, "name", path, default)
+    if not NAME_PATTERN.match(name or ""):
+        raise DefinitionError(f"{path}{line_of(raw, 'name')}: name '{name}' must be letters, digits, '_', '-', '.'")
+    return name
 
 
 def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
@@ -105,18 +113,17 @@ def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
 def _variant(item: Any, path: Path, number: int, line: str) -> Variant:
     if not isinstance(item, dict) or "name" not in item:
         raise DefinitionError(f"{path}{line}: variant #{number} needs a 'name'")
-    where = f"{path}{line}: variant '{item['name']}'"
     unknown = [k for k in item if k not in VARIANT_KEYS]
     if unknown:
         raise DefinitionError(f"{path}{line_of(item, unknown[0])}: variant '{item['name']}': unknown key "
                               f"'{unknown[0]}'; allowed: {', '.join(VARIANT_KEYS)}")
-    only_if = _text(item, "only_if", where)
+    only_if = _text(item, "only_if", path)
     if only_if is not None and only_if not in MODEL_AND_TRAIN:
         raise DefinitionError(f"{path}{line_of(item, 'only_if')}: variant '{item['name']}': only_if names "
                               f"unknown setting '{only_if}'; use a setting from --list-settings")
-    name = str(item["name"])
-    return Variant(name, _text(item, "adds", where, ""), _settings(item.get("set") or {}, path, name), only_if,
-                   _text(item, "component", where))
+    name = _name(item, path)
+    return Variant(name, _text(item, "adds", path, ""), _settings(item.get("set") or {}, path, name), only_if,
+                   _text(item, "component", path))
 
 
 def _parse(path: Path) -> Experiment:
@@ -135,16 +142,16 @@ def _parse(path: Path) -> Experiment:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DefinitionError(f"{path}: variant name(s) defined twice: {', '.join(repeated)}; rename one")
-    compare = _text(raw, "compare", str(path), "previous")
+    compare = _text(raw, "compare", path, "previous")
     if compare != "previous" and compare not in names:
         raise DefinitionError(f"{path}: compare '{compare}' is neither 'previous' nor one of its variants")
-    preset = _text(raw, "preset", str(path))
+    preset = _text(raw, "preset", path)
     if preset is not None and preset not in PRESETS:
         raise DefinitionError(f"{path}{line_of(raw, 'preset')}: unknown preset '{preset}'; choose one of "
                               f"{', '.join(PRESETS)}")
     return Experiment(
-        name=_text(raw, "name", str(path), path.stem), job_type=_text(raw, "job_type", str(path), path.stem),
-        description=_text(raw, "description", str(path), ""), cumulative=bool(raw.get("cumulative", False)),
+        name=_name(raw, path, path.stem), job_type=_text(raw, "job_type", path, path.stem),
+        description=_text(raw, "description", path, ""), cumulative=bool(raw.get("cumulative", False)),
         compare=compare, variants=tuple(variants), path=path, preset=preset,
     )
 
