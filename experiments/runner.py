@@ -7,13 +7,13 @@ The runner CLI (`experiments.run`), `make ablate`, the benchmarks and the sweeps
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 
 from experiments import store
@@ -67,15 +67,21 @@ def pick_device(requested: str) -> torch.device:
     return device
 
 
+def _memory(device: torch.device) -> int:
+    """Bytes of memory the device has in all (a model larger than that can never train there)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def _check_fits(cfg: RunConfig, device: torch.device) -> None:
     """A model too large to train is refused here, before any folder is made (built on the meta device)."""
     with torch.device("meta"):
         params = GPT(cfg.model).num_params()
-    needed = params * TRAINING_BYTES_PER_PARAM
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available
-    if needed > free:
+    needed, memory = params * TRAINING_BYTES_PER_PARAM, _memory(device)
+    if needed > memory:
         raise ConfigError(f"the model has {params:,} parameters and needs about {needed / 2**30:.1f} GiB to train, "
-                          f"but {free / 2**30:.1f} GiB are free; use a smaller n_embd, n_layer or block_size")
+                          f"but the {device.type} has {memory / 2**30:.1f} GiB; use a smaller n_embd or n_layer")
 
 
 def prepare(cfg: RunConfig, corpus: Corpus | None = None) -> tuple[RunConfig, Corpus]:
