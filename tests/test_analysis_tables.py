@@ -119,8 +119,8 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, experiment):
     assert not (experiment / "tables.md").exists()  # nothing half-written
     out = run_module("analysis.report", tmp_path, "--storage", f"sqlite:///{tmp_path / 'missing.db'}")
     assert out.returncode == 2 and "no such SQLite file" in out.stderr
-    out = run_module("analysis.report", tmp_path, "--study", "s")
-    assert out.returncode == 2 and "--study needs --storage" in out.stderr
+    out = run_module("analysis.report", tmp_path, "--study", "s")  # the study's own storage, which is not there
+    assert out.returncode == 2 and str(tmp_path.parent / "s" / "optuna.db") in out.stderr
 
 
 def test_a_plan_with_nothing_trained_yet(experiment):
