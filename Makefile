@@ -7,15 +7,19 @@ SHARED_DATA := $(abspath ../shared/data/tinyshakespeare/input.txt)
 export NANOGPT_TINYSHAKESPEARE ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA))
 
 # make ablate PRESET=cpu SEEDS=5 JOBS=2 WANDB=offline EXPERIMENTS="ladder" FORCE=1 DATA=my_corpus.txt
-#             SET="lr=3e-4 n_layer=4" NAME=tutorial-lr3e-4
-PRESET      ?= tutorial
+#             SET="lr=3e-4 n_layer=4" NAME=tutorial-lr3e-4 DRY_RUN=1
+# PRESET empty: the experiments' own (tutorial for the ladder and leave-one-out). NAME empty: the preset's name.
+PRESET      ?=
 WANDB       ?= auto
 SEEDS       ?= 3
 EXPERIMENTS ?= ladder leave_one_out
 JOBS        ?=
 FORCE       ?=
+DRY_RUN     ?=
 RESULTS     ?= $(or $(NANOGPT_RESULTS),results)
-NAME        ?= $(PRESET)
+NAME        ?=
+ABLATE_ARGS = $(if $(PRESET),--preset $(PRESET)) --experiments $(EXPERIMENTS) --results $(RESULTS) \
+	$(if $(NAME),--name $(NAME)) $(if $(DATA),--data $(DATA)) $(foreach setting,$(SET),--set $(setting))
 
 .PHONY: setup test lint reliability run ablate help
 
@@ -41,20 +45,26 @@ lint: setup  ## ruff
 reliability: setup  ## the fault-injection, bad-input and security tests; writes docs/reliability.md from their results
 	$(PY) -m pytest -q -m reliability --reliability-report docs/reliability.md tests
 
-ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable; then the tables and the report
+ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable; then the tables and the report (DRY_RUN=1: the plan only)
+ifdef DRY_RUN
+	$(PY) -m experiments.ablate $(ABLATE_ARGS) --seeds $(SEEDS) --dry-run
+else
 	@# Failed runs (exit 1) still get their table rows; bad input (2) or Ctrl-C (130) stops here.
-	$(PY) -m experiments.ablate --preset $(PRESET) --seeds $(SEEDS) --experiments $(EXPERIMENTS) \
-		--results $(RESULTS) --name $(NAME) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force) \
-		$(if $(DATA),--data $(DATA)) $(foreach setting,$(SET),--set $(setting)); \
+	$(PY) -m experiments.ablate $(ABLATE_ARGS) --seeds $(SEEDS) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) \
+		$(if $(FORCE),--force); \
 	status=$$?; [ $$status -gt 1 ] && exit $$status; \
-	$(PY) -m analysis.report $(RESULTS)/$(NAME) || exit $$?; exit $$status
+	folder=$$($(PY) -m experiments.ablate $(ABLATE_ARGS) --print-folder) || exit $$?; \
+	$(PY) -m analysis.report $$folder || exit $$?; exit $$status
+endif
 
 run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigram SEED=1
 	$(PY) -m experiments.run --preset tutorial --variant $(or $(VARIANT),full) --seed $(or $(SEED),0)
 
 # ---- analysis (issue 5): tables, notebooks, report ----------------------------------------------------------
-# make report [NAME=tutorial] [RESULTS=results] [STORAGE=sqlite:///sweep.db [STUDY=name]]
-REPORT_ARGS = $(RESULTS)/$(NAME) $(if $(STORAGE),--storage $(STORAGE)) $(if $(STUDY),--study $(STUDY))
+# make report [NAME=tutorial] [RESULTS=results] [STUDY=name [STORAGE=sqlite:///sweep.db]]
+# STUDY alone finds the study's default storage (<results>/<study>/optuna.db), as `make dashboard` does.
+REPORT_ARGS = $(RESULTS)/$(or $(NAME),$(STUDY),$(PRESET),tutorial) $(if $(STORAGE),--storage $(STORAGE)) \
+	$(if $(STUDY),--study $(STUDY))
 .PHONY: tables plots report
 
 tables: setup  ## print and write the tables of results/NAME (tables.md, <definition>.csv): what `make ablate` prints

@@ -25,6 +25,7 @@ from analysis import tables
 from analysis.from_optuna import load_study, open_storage
 from analysis.from_runstore import load_runstore
 from experiments import manifest, store
+from sweeps import storage
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,16 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-markdown", action="store_true", help="save the figures and executed notebooks only")
     p.add_argument("--storage", help="an Optuna storage (sqlite:///sweep.db, postgresql://..., or a journal file) "
                    "whose study gets sweep.ipynb")
-    p.add_argument("--study", help="the study in --storage (default: its only study)")
+    p.add_argument("--study", help="the study: in --storage (default: its only study), or without --storage, "
+                   "the study's own storage in the run store (<results>/<study>/optuna.db, or $NANOGPT_SWEEP_STORAGE)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.study and not args.storage:
-        parser.error("--study needs --storage")
     folder = args.folder.resolve()
+    if args.study and not args.storage:  # the study's default storage, found as the sweep made it
+        args.storage = storage.choose(None, store.RunStore(folder.parent).experiment_dir(args.study))
+    if args.storage:  # the notebook runs in analysis/: a relative path would no longer resolve there
+        args.storage = storage.absolute(args.storage)
     has_manifest = (folder / manifest.MANIFEST).exists()
     if not has_manifest and not args.storage:
         print(f"error: {folder / manifest.MANIFEST} not found; run `make ablate` first, or give --storage "

@@ -40,7 +40,7 @@ def cli_seconds(mode: str, seed: int, results: Path) -> tuple[float, float]:
 
 def in_process_seconds(runs: int, results: Path) -> dict[str, list[float]]:
     from experiments.config import resolve
-    from experiments.run import prepare, train_run
+    from experiments.runner import prepare, train_run
     from experiments.wandb_mirror import WandbSettings
 
     train_run(resolve("smoke"), results / "warmup", quiet=True)  # torch's one-time costs stay out of both columns

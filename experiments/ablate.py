@@ -26,67 +26,20 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from experiments import cli, manifest, store
-from experiments.config import ConfigError, RunConfig, resolve
-from experiments.definitions import DefinitionError, get_experiment
+from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
+from experiments.definitions import get_experiment
+from experiments.plan import Plan, default_preset, describe, plan
 from experiments.presets import PRESETS
-from experiments.run import USER_ERRORS, disk_error, parse_overrides, prepare, train_run
+from experiments.runner import USER_ERRORS, check_results, disk_error, train_run
 from experiments.wandb_mirror import WandbSettings
-from nanogpt.data import Corpus
 
 DEFAULT_EXPERIMENTS = ("ladder", "leave_one_out")
-
-
-@dataclass(frozen=True)
-class Plan:
-    folder: Path
-    manifest: dict[str, Any]
-    runs: tuple[RunConfig, ...]  # unique by config hash, in training order (seed-major)
-
-
-def plan(preset: str, seeds: Sequence[int], experiment_names: Sequence[str], results: Path,
-         name: str | None = None, overrides: dict[str, Any] | None = None) -> tuple[Plan, Corpus]:
-    """Resolve every run of the given experiments; validates everything, writes nothing."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
-    if not seeds:
-        raise ConfigError("no seeds: give --seeds N with N >= 1")
-    name = name or preset
-    definitions = [get_experiment(e) for e in experiment_names]
-    preset_settings = PRESETS[preset]["settings"]
-    corpus: Corpus | None = None
-    entries, by_hash, member_of = [], {}, {}
-    for definition in definitions:
-        variants = []
-        for variant in definition.variant_names(preset_settings):
-            runs = []
-            for seed in seeds:
-                cfg = resolve(preset, variant, seed, overrides, experiment=name, group=definition.name,
-                              job_type=definition.job_type)
-                cfg, corpus = prepare(cfg, corpus)  # loads the corpus once; it fixes vocab size and checksum
-                # Same config hash = same run, whatever its variant is called (the ladder's `layernorm`
-                # rung is leave-one-out's `no_gpt2_init`): train it once, list it in both experiments.
-                cfg = by_hash.setdefault(cfg.hash, cfg)
-                member_of.setdefault(cfg.hash, []).append(definition.name)
-                runs.append({"seed": seed, "run_id": cfg.run_id})
-            adds = next(v.adds for v in definition.variants if v.name == variant)
-            variants.append({"name": variant, "adds": adds, "runs": runs})
-        entries.append({"name": definition.name, "job_type": definition.job_type,
-                        "description": definition.description, "compare": definition.compare,
-                        "variants": variants})
-    assert corpus is not None  # every definition has at least one variant
-    tagged = {h: replace(cfg, tags=tuple(dict.fromkeys(member_of[h]))) for h, cfg in by_hash.items()}
-    order = sorted(tagged.values(), key=lambda c: list(seeds).index(c.seed))  # stable: seed-major
-    folder = store.RunStore(results).experiment_dir(name)
-    doc = {"name": name, "preset": preset, "seeds": list(seeds), "overrides": overrides or {},
-           "data": order[0].data, "experiments": entries}
-    return Plan(folder, doc, tuple(order)), corpus
 
 
 def _die_with_parent(parent: int) -> None:
@@ -180,18 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train experiment definitions (default: the ladder and leave-one-out) over several seeds, "
         "in parallel, skipping runs already recorded and resuming interrupted ones.",
     )
-    p.add_argument("--preset", default="tutorial", help=f"{', '.join(PRESETS)} (default tutorial)")
+    p.add_argument("--preset", help=f"{', '.join(PRESETS)} (default: the experiments' own, tutorial for the "
+                   "ladder and leave-one-out)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     p.add_argument("--experiments", nargs="+", default=list(DEFAULT_EXPERIMENTS), metavar="NAME",
                    help="experiment definitions to run (default: ladder leave_one_out; see "
                    "`python -m experiments.run --list-variants`)")
     p.add_argument("--jobs", type=int, default=None, help=f"parallel runs (default: the core count, {default_jobs()})")
     p.add_argument("--name", help="experiment folder inside the run store (default: the preset's name)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting for every run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the base model (the preset) before the variants apply; a setting a variant sets "
+                   "itself keeps the variant's value")
     cli.add_store_arguments(p)
     p.add_argument("--force", action="store_true", help="retrain runs that are already recorded")
     cli.add_wandb_arguments(p)
-    p.add_argument("--dry-run", action="store_true", help="print the plan and exit; train nothing")
+    p.add_argument("--print-folder", action="store_true",
+                   help="print the experiment folder these arguments use (what `make ablate` reports on) and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (every run, its config hash, how it differs from the base model, cached or "
+                   "shared) and exit; writes nothing")
     return p
 
 
@@ -203,16 +163,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
         if args.jobs is not None and args.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-        overrides = parse_overrides(args.set, [])
+        if args.print_folder:
+            preset = args.preset or default_preset([get_experiment(e) for e in args.experiments])
+            print(store.RunStore(results).experiment_dir(args.name or preset))
+            return 0
+        overrides = parse_assignments(args.set)
         if args.data:
-            overrides["data"] = args.data
+            overrides = with_flag(overrides, "data", args.data, "--data")
         p, _ = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides)
-    except (*USER_ERRORS, DefinitionError, ValueError) as e:
+        check_results(results)
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        for cfg in p.runs:
-            print(f"{cfg.group:16} {cfg.variant:16} seed {cfg.seed}  {cfg.run_id}")
+        print(describe(p, results))
         return 0
     try:
         manifest.write(p.folder, p.manifest)

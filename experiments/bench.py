@@ -42,7 +42,7 @@ from experiments import store
 from experiments.config import ConfigError, resolve
 from experiments.interleave import RUN_KEYS, interleave, spec_settings
 from experiments.recorder import PROJECT_ROOT
-from experiments.run import pick_device
+from experiments.runner import pick_device
 from nanogpt import precision
 
 # PRESET/VARIANT[:SPEC]. cpu/full is nanoGPT's CPU recipe (nanoGPT itself: ~35 ms/iter, val 1.886 on
@@ -96,7 +96,7 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, threads: int, bu
 
 def run_case(case: str, spec: dict[str, str], results: Path, jobs: int = 1) -> list[dict[str, Any]]:
     """Train one case in `jobs` fresh processes at once (each its own run store) and measure each."""
-    preset, variant = case.split("/")
+    preset, variant = case.split("/", 1)
     code = Path(spec.get("code", PROJECT_ROOT)).resolve()
     args = [sys.executable, "-m", "experiments.run", "--preset", preset, "--variant", variant,
             "--experiment", "bench", "--force", "--quiet"]
@@ -282,10 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
 def check(case: str, specs: Sequence[dict[str, str]], allow_emulated: bool = False) -> None:
     """Resolve every configuration up front: a typo fails in a second, not after an hour of runs, and a
     case in a dtype this machine only emulates is refused before it runs for minutes."""
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", case):
+    if not re.fullmatch(r"[\w.-]+/([\w.-]+/)?[\w.-]+", case):
         raise ConfigError(f"case '{case}' must be PRESET/VARIANT, e.g. cpu/full")
     for spec in specs:
-        cfg = resolve(*case.split("/"), 0, spec_settings(spec))
+        cfg = resolve(*case.split("/", 1), 0, spec_settings(spec))
         choice = precision.choose(cfg.train.dtype, pick_device(cfg.device))
         if choice.warning and not allow_emulated:
             raise ConfigError(f"{case} {_spec_text(spec)}: {choice.reason}, so this case would run for minutes; "

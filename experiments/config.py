@@ -1,4 +1,9 @@
-"""Resolve preset + variant + overrides into one validated `RunConfig`, and hash it.
+"""Resolve preset + overrides + variant into one validated `RunConfig`, and hash it.
+
+The rule for overrides: --set / SET= change the experiment's base model (the preset) before any
+variant applies; a variant's switches (and the preset's per-variant training) then apply on top,
+so `preset` references and `only_if` conditions see the overridden values, and a setting a variant
+sets itself wins over --set for that variant.
 
 Validation happens here, once, at the edge: everything below (model, loop) may assume a sane
 config. Every error is a `ConfigError` whose message says what is wrong and what to do.
@@ -7,18 +12,19 @@ config. Every error is a `ConfigError` whose message says what is wrong and what
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from functools import cache
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 import torch
 
-from experiments.definitions import variant_settings
+from experiments.definitions import DefinitionError, Experiment, Variant, candidates
 from experiments.presets import PRESETS
+from experiments.settings import DEFAULTS, MODEL_AND_TRAIN, MODEL_FIELDS, NAME_PATTERN, ConfigError, coerce
 from nanogpt import precision
 from nanogpt.data import TINY_SHAKESPEARE
 from nanogpt.model import ModelConfig
@@ -26,12 +32,8 @@ from nanogpt.train import TrainConfig
 
 # Labels: they name a run but do not change what it computes, so they stay out of the hash.
 LABELS = ("experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type", "tags",
-          "precision")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-class ConfigError(ValueError):
-    """A config a person asked for that cannot run; the message says why and what to do."""
+          "dtype_reason")
+MAX_SEED = 2**63 - 1  # torch's generators take at most 64 bits; keep it a positive int64
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,14 @@ class RunConfig:
     group: str | None = None  # W&B group (default: the experiment)
     job_type: str = "adhoc"  # W&B job_type: adhoc, ladder, leave-one-out, sweep
     tags: tuple[str, ...] = field(default_factory=tuple)
-    precision: str = ""  # why this dtype on this machine (set by with_device; the dtype itself is hashed)
+    dtype_reason: str = ""  # why this dtype on this machine (set by with_device; the dtype itself is hashed)
 
     def flat(self) -> dict[str, Any]:
         """One flat dict of every setting (what W&B and the results frame show as columns)."""
         top = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "train")}
         return top | dataclasses.asdict(self.model) | dataclasses.asdict(self.train)
 
-    @property
+    @functools.cached_property  # a frozen config's hash never changes; plans of many seeds ask often
     def hash(self) -> str:
         """sha256 over everything that changes the numbers; stable across machines and orders."""
         semantic = {k: v for k, v in self.flat().items() if k not in LABELS}
@@ -80,71 +82,110 @@ class RunConfig:
         return cls(model=model, train=train, **top)
 
 
-SETTABLE = {f.name: f for f in fields(ModelConfig) + fields(TrainConfig)} | {
-    f.name: f for f in fields(RunConfig) if f.name in ("data", "device", "compile", "experiment")
-}
+RUN_SETTINGS = ("data", "device", "compile", "experiment")  # settable, but kept on RunConfig itself
+# Every setting a person can set: name -> type hint; built once, from the dataclasses.
+SETTINGS = MODEL_AND_TRAIN | {k: get_type_hints(RunConfig)[k] for k in RUN_SETTINGS}
+SETTING_DEFAULTS = DEFAULTS | {f.name: f.default for f in fields(RunConfig) if f.name in RUN_SETTINGS}
 
 
-# Settings typed Literal[...] accept only their listed values (layernorm: none/pre/post, ...).
-CHOICES = {k: get_args(t) for cls in (ModelConfig, TrainConfig) for k, t in get_type_hints(cls).items()
-           if get_origin(t) is Literal}
-
-
-def parse_value(key: str, text: str) -> Any:
-    """Parse `text` as the type of setting `key` (bool, int, float, or one of its literal choices)."""
-    if key not in SETTABLE:
-        close = [k for k in SETTABLE if k.startswith(key[:3])]
+def parse_setting(key: str, value: Any) -> Any:
+    """`value` as setting `key`'s type; ConfigError naming the setting if it is unknown or cannot be."""
+    if key not in SETTINGS:
+        close = [k for k in SETTINGS if k.startswith(key[:3])]
         hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
         raise ConfigError(f"unknown setting '{key}'{hint}; see --list-settings for all settings")
-    default = SETTABLE[key].default
-    choices = CHOICES.get(key, ())
-    try:
-        if isinstance(default, bool):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                raise ValueError
-            return text.lower() in ("true", "1", "yes", "on")
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"{key}={text}: expected a {type(default).__name__}") from None
-    if choices and text not in choices:
-        raise ConfigError(f"{key}={text}: expected one of {', '.join(choices)}")
-    return text
+    return coerce(key, value, SETTINGS[key])
 
 
-def resolve(preset: str, variant: str = "full", seed: int = 0, overrides: dict[str, Any] | None = None,
-            **labels: Any) -> RunConfig:
-    """Preset defaults < variant switches < the preset's per-variant training < overrides."""
+def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
+    """KEY=VALUE items (from --set or SET=), parsed to each setting's type."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"{flag} {item}: expected KEY=VALUE, e.g. {flag} lr=3e-4")
+        overrides[key.strip()] = parse_setting(key.strip(), value)
+    return overrides
+
+
+def with_flag(overrides: dict[str, Any], key: str, value: Any, flag: str) -> dict[str, Any]:
+    """A setting that also has a flag of its own (--data): given both ways, the two must agree."""
+    parsed = parse_setting(key, value)
+    if key in overrides and overrides[key] != parsed:
+        raise ConfigError(f"{key} is given twice ({overrides[key]!r} by --set, {parsed!r} by {flag}); give it once")
+    return overrides | {key: parsed}
+
+
+def _preset(preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
-    if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a whole number >= 0, got {seed}")
-    spec = PRESETS[preset]
-    settings = dict(spec["settings"])
-    settings |= variant_settings(variant, settings)
-    settings |= spec["variants"].get(variant, {})
-    settings |= overrides or {}
-    unknown = sorted(set(settings) - set(SETTABLE))
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see --list-settings")
-    top = {k: settings.pop(k) for k in ("data", "device", "compile", "experiment") if k in settings}
+    return PRESETS[preset]
+
+
+def base_model(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting of the experiment's base model: the preset with the overrides applied."""
+    given = _preset(preset)["settings"] | (overrides or {})
+    return DEFAULTS | {k: parse_setting(k, v) for k, v in given.items()}
+
+
+def _preset_training(preset: str, experiment: Experiment, variant: Variant) -> dict[str, Any]:
+    """The preset's own training for one variant (the tutorial trains its bigram with a larger LR)."""
+    training = _preset(preset)["variants"].get(f"{experiment.name}/{variant.name}", {})
+    return {k: parse_setting(k, v) for k, v in training.items()}
+
+
+def variant_settings(preset: str, experiment: Experiment, variant: Variant, base: dict[str, Any]) -> dict[str, Any]:
+    """What a variant sets over the base model: its switches, then the preset's training for it."""
+    return experiment.changes(variant.name, base) | _preset_training(preset, experiment, variant)
+
+
+def fixed_settings(preset: str, experiment: Experiment, variant: Variant) -> set[str]:
+    """The settings a variant gives values of its own: --set does not reach them for this variant."""
+    return experiment.fixes(variant.name) | set(_preset_training(preset, experiment, variant))
+
+
+def find_variant(preset: str, name: str, base: dict[str, Any]) -> tuple[Experiment, Variant]:
+    """The variant `experiment/variant` or a bare name; a bare name must mean one config (`full` does)."""
+    found = candidates(name)
+    configs = {repr(sorted((base | variant_settings(preset, e, v, base)).items())) for e, v in found}
+    if len(configs) > 1:
+        both = ", ".join(f"{e.name}/{v.name}" for e, v in found)
+        raise DefinitionError(f"variant '{name}' is ambiguous ({both} differ); name one of them")
+    return found[0]
+
+
+def build(preset: str, variant: str, seed: int, settings: dict[str, Any], labels: dict[str, Any]) -> RunConfig:
+    """One validated RunConfig from complete, typed settings and the run's labels."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be a whole number in 0..{MAX_SEED}, got {seed}")
+    settings = dict(settings)
+    top = {k: settings.pop(k) for k in RUN_SETTINGS if k in settings}
+    for key, value in labels.items():
+        if key in top and top[key] != value:
+            raise ConfigError(f"{key} is given twice ({top[key]!r} by --set, {value!r} by the command); "
+                              "give it once")
     top |= labels
     if "experiment" in top and not NAME_PATTERN.match(str(top["experiment"])):
         raise ConfigError(f"experiment '{top['experiment']}' must be letters, digits, '_', '-', '.' (no paths)")
-    model_keys = {f.name for f in fields(ModelConfig)}
     try:
-        model = ModelConfig(**{k: v for k, v in settings.items() if k in model_keys})
-        train = TrainConfig(**{k: v for k, v in settings.items() if k not in model_keys})
+        model = ModelConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS})
+        train = TrainConfig(**{k: v for k, v in settings.items() if k not in MODEL_FIELDS})
         model.validate()
         train.validate()
-    except (TypeError, ValueError) as e:
+    except ValueError as e:
         raise ConfigError(str(e)) from None
     return RunConfig(preset=preset, variant=variant, seed=seed, model=model, train=train, **top)
 
 
-@cache
+def resolve(preset: str, variant: str = "full", seed: int = 0, overrides: dict[str, Any] | None = None,
+            **labels: Any) -> RunConfig:
+    """The preset, changed by the overrides, then changed by the variant (see the module's rule)."""
+    base = base_model(preset, overrides)
+    experiment, chosen = find_variant(preset, variant, base)
+    return build(preset, chosen.name, seed, base | variant_settings(preset, experiment, chosen, base), labels)
+
+
+@functools.cache
 def _warn_once(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -155,7 +196,8 @@ def with_device(cfg: RunConfig, device: torch.device) -> RunConfig:
     choice = precision.choose(cfg.train.dtype, device)
     if choice.warning:
         _warn_once(choice.warning)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype=choice.dtype), precision=choice.reason)
+    train = dataclasses.replace(cfg.train, dtype=choice.dtype)
+    return dataclasses.replace(cfg, train=train, dtype_reason=choice.reason)
 
 
 def with_corpus(cfg: RunConfig, vocab_size: int, data_sha256: str, split_lengths: tuple[int, int]) -> RunConfig:
@@ -166,9 +208,6 @@ def with_corpus(cfg: RunConfig, vocab_size: int, data_sha256: str, split_lengths
             f"block_size {cfg.model.block_size} is longer than the data split ({shortest} tokens); "
             "use a smaller block_size or a larger corpus"
         )
-    model = dataclasses.replace(cfg.model, vocab_size=vocab_size)
-    try:
-        model.validate()
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    return dataclasses.replace(cfg, model=model, data_sha256=data_sha256)
+    # The vocab size only sizes tables: the config validated at `build` stays valid.
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab_size),
+                               data_sha256=data_sha256)

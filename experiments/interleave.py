@@ -16,9 +16,8 @@ from typing import Any
 
 import torch
 
-from experiments.config import parse_value, resolve
-from experiments.run import make_trainer, prepare
-from nanogpt.distributed import SingleProcess
+from experiments.config import parse_setting, resolve
+from experiments.runner import make_trainer, prepare
 from nanogpt.train import Callback, Trainer
 
 
@@ -36,14 +35,14 @@ RUN_KEYS = ("threads", "code", "target")  # spec keys that are not run settings
 
 def spec_settings(spec: dict[str, str]) -> dict[str, Any]:
     """The run settings in a spec (dtype=bfloat16, compile=true, device=cuda, ...), parsed to their types."""
-    return {k: parse_value(k, v) for k, v in spec.items() if k not in RUN_KEYS}
+    return {k: parse_setting(k, v) for k, v in spec.items() if k not in RUN_KEYS}
 
 
 def _trainer(case: str, spec: dict[str, str]) -> tuple[Trainer, int]:
-    preset, variant = case.split("/")
+    preset, variant = case.split("/", 1)
     cfg, corpus = prepare(resolve(preset, variant, 0, spec_settings(spec) | {"eval_iters": 1}))
     threads = int(spec.get("threads", torch.get_num_threads()))
-    return make_trainer(cfg, corpus, SingleProcess()), threads
+    return make_trainer(cfg, corpus), threads
 
 
 def interleave(case: str, spec_a: dict[str, str], spec_b: dict[str, str], turns: int, chunk: int) -> dict[str, Any]:

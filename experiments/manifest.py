@@ -11,7 +11,8 @@ failed or never started, without importing torch or the definitions. Written ato
                                     "runs": [{"seed": 0, "run_id": "bigram-s0-1a2b3c4d"}, ...]}, ...]}, ...]}
 
 `compare` is "previous" (each row against the row above: the ladder) or a variant name (each row
-against that variant: leave-one-out against "full").
+against that variant: leave-one-out against "full"). A variant whose definition names its `component`
+(a label analysis colours by) carries it too.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Named starting configs. Each gives the *full* model; variants switch components off from here.
 
 Values are flat keys of `ModelConfig` / `TrainConfig` (see experiments.config). `variants` holds
-per-variant training settings that differ from the preset's (the lecture trains its bigram with
-a larger LR for fewer steps).
+per-variant training settings that differ from the preset's, keyed `experiment/variant` (the lecture
+trains its bigram with a larger LR for fewer steps); like a variant's own switches, they win over --set.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             lr=1e-3, lr_schedule="constant", max_iters=5000, eval_interval=500, eval_iters=200,
             activation="relu", bias=True, weight_decay=0.01, beta2=0.999,
         ),
-        "variants": {"bigram": dict(lr=1e-2, max_iters=3000, eval_interval=300)},
+        "variants": {"ladder/bigram": dict(lr=1e-2, max_iters=3000, eval_interval=300)},
     },
     # nanoGPT's shakespeare_char recipe, shrunk for a CPU as its README suggests. dtype auto: bf16
     # autocast where the CPU has AVX512_BF16/AMX (~1.9x the tokens/s of fp32 there, same val loss),

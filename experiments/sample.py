@@ -5,42 +5,74 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from experiments import store
-from experiments.config import RunConfig
+from experiments.config import ConfigError, RunConfig
+from experiments.runner import USER_ERRORS, load_weights
 from nanogpt import checkpoint
 from nanogpt.data import CharTokenizer
 from nanogpt.model import GPT
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.sample", description=__doc__)
-    p.add_argument("run_dir", help="a run folder (results/<experiment>/<run_id>)")
+    p.add_argument("run_dir", type=Path, help="a run folder (results/<experiment>/<run_id>)")
     p.add_argument("--tokens", type=int, default=500, help="characters to generate (default 500)")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1.0)")
-    p.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest characters")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature > 0 (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest characters (k >= 1)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--prompt", default="\n", help="text to continue (default a newline)")
-    args = p.parse_args(argv)
-    run = store.RunStore(".")
-    try:
-        from pathlib import Path
+    return p
 
-        record = run.read(Path(args.run_dir))
-        tokenizer = CharTokenizer.from_json((Path(args.run_dir) / store.VOCAB).read_text(encoding="utf-8"))
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.tokens < 0:
+        raise ConfigError(f"--tokens must be 0 or more, got {args.tokens}")
+    if not 0 < args.temperature < float("inf"):
+        raise ConfigError(f"--temperature must be a finite number above 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    if not args.prompt:
+        raise ConfigError("--prompt is empty; give at least one character (default: a newline)")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed must be a whole number in 0..{2**63 - 1}, got {args.seed}")
+
+
+def load_model(run_dir: Path) -> tuple[GPT, CharTokenizer, dict]:
+    """The run's model with its checkpoint's weights, its tokenizer and its summary."""
+    if not (run_dir / store.CONFIG).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {store.CONFIG}); give results/<experiment>/<run_id>")
+    if not (run_dir / store.CHECKPOINT).is_file():
+        raise ConfigError(f"{run_dir} has no checkpoint yet: the run saves one at its first evaluation; "
+                          "train it (python -m experiments.run ... --resume) first")
+    record = store.RunStore(run_dir.parent.parent).read(run_dir)
+    try:
+        tokenizer = CharTokenizer.from_json((run_dir / store.VOCAB).read_text(encoding="utf-8"))
         cfg = RunConfig.from_flat(record.config)
-        state = checkpoint.load(Path(args.run_dir) / store.CHECKPOINT)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{run_dir}: unreadable config or vocabulary ({e}); retrain the run with --force") from None
+    model = GPT(cfg.model)
+    load_weights(model, checkpoint.load(run_dir / store.CHECKPOINT)["model"], run_dir / store.CHECKPOINT)
+    return model.eval(), tokenizer, record.summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+        model, tokenizer, summary = load_model(args.run_dir)
         unknown = sorted(set(args.prompt) - set(tokenizer.chars))
         if unknown:
-            raise ValueError(f"prompt has characters outside the run's vocabulary: {''.join(unknown)!r}")
-    except (ValueError, OSError, checkpoint.CheckpointError) as e:
+            raise ConfigError(f"prompt has characters outside the run's vocabulary: {''.join(unknown)!r}")
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model = GPT(cfg.model)
-    model.load_state_dict(state["model"])
-    model.eval()
+    if summary.get("status") != "completed":
+        print(f"warning: this run is {summary.get('status', 'unknown')} ({summary.get('reason') or 'no reason'}); "
+              f"the text comes from its checkpoint at step {summary.get('step', '?')}", file=sys.stderr)
     idx = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
     out = model.generate(idx, args.tokens, args.temperature, args.top_k,
                          generator=torch.Generator().manual_seed(args.seed))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from experiments import ablate, manifest
 from experiments.config import RunConfig, resolve
-from experiments.run import prepare
+from experiments.runner import prepare
 from sweeps.space import SearchSpace, parse
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from experiments import store
 from experiments.config import ConfigError
-from experiments.run import USER_ERRORS, train_run
+from experiments.runner import USER_ERRORS, train_run
 from experiments.wandb_mirror import WandbSettings
 from sweeps.kinds import BoundGrid, BoundSearch, NotAGridPoint
 from sweeps.reporter import TrialReporter
@@ -52,7 +52,7 @@ class Objective:
         try:
             summary = train_run(cfg, self.results, resume=True, callbacks=[reporter], quiet=self.quiet,
                                 prepared=(cfg, self.bound.corpus), wandb=self.wandb)
-        except (*USER_ERRORS, store.RunBusyError) as e:
+        except USER_ERRORS as e:
             raise self._failed(trial, "failed", f"{type(e).__name__}: {e}") from None
         status, reason = summary["status"], summary.get("reason")
         if summary.get("skipped"):

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from experiments import cli, store
 from experiments.ablate import default_jobs
-from experiments.config import NAME_PATTERN, ConfigError
-from experiments.definitions import DefinitionError
+from experiments.config import NAME_PATTERN, ConfigError, parse_assignments, with_flag
+from experiments.definitions import DefinitionError, get_experiment
+from experiments.plan import default_preset
 from experiments.presets import PRESETS
-from experiments.run import USER_ERRORS, disk_error, parse_overrides
+from experiments.runner import USER_ERRORS, check_results, disk_error
 from sweeps import best, kinds, space, storage, study
 from sweeps.objective import Objective
 from sweeps.worker import work
@@ -60,7 +61,7 @@ def _add_study_settings(sub: argparse.ArgumentParser) -> None:
                       help="ablation grid: every variant x seed of these experiment definitions (e.g. ladder)")
     kind.add_argument("--space", type=Path, metavar="FILE",
                       help="hyperparameter search over a search-space YAML (e.g. sweeps/search_space.yaml)")
-    sub.add_argument("--preset", help=f"{', '.join(PRESETS)} (grid default tutorial; search: the space file's)")
+    sub.add_argument("--preset", help=f"{', '.join(PRESETS)} (grid: the experiments' own; search: the space file's)")
     sub.add_argument("--seeds", type=int, default=3, help="grid: seeds 0..N-1 (default 3)")
     sub.add_argument("--n-trials", type=int, help="search: number of trials (default: the space file's)")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -84,13 +85,14 @@ def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
 
 
 def sweep_from_args(args: argparse.Namespace) -> kinds.Sweep:
-    overrides = parse_overrides(args.set, [])
+    overrides = parse_assignments(args.set)
     if args.data:
-        overrides["data"] = args.data
+        overrides = with_flag(overrides, "data", args.data, "--data")
     if args.grid:
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-        return kinds.GridSweep(args.preset or "tutorial", tuple(args.grid), tuple(range(args.seeds)), overrides)
+        preset = args.preset or default_preset([get_experiment(e) for e in args.grid])
+        return kinds.GridSweep(preset, tuple(args.grid), tuple(range(args.seeds)), overrides)
     raw = space.load(args.space).to_dict()
     raw["set"] |= overrides
     raw["preset"] = args.preset or raw["preset"]
@@ -154,8 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not NAME_PATTERN.match(args.study):
             raise ConfigError(f"study '{args.study}' must be letters, digits, '_', '-', '.' (it names a folder)")
+        check_results(results)
         folder = store.RunStore(results).experiment_dir(args.study)
         spec = storage.choose(args.storage, folder)
+        storage.check(spec, folder)
         if args.command == "create":
             create(args, spec, results)
         elif args.command == "worker":

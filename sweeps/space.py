@@ -17,29 +17,24 @@ single value reveals (n_embd not divisible by n_head) is caught per trial and re
 
 from __future__ import annotations
 
-import math
+import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from experiments.config import SETTABLE, ConfigError, parse_value, resolve
-from nanogpt.model import ModelConfig
-from nanogpt.train import TrainConfig
+from experiments.config import SETTINGS, ConfigError, base_model, find_variant, fixed_settings, parse_setting, resolve
 
 if TYPE_CHECKING:
     import optuna
 
-# Settings with a fixed set of values (layernorm: none/pre/post). The dataclasses' annotations are
-# strings (postponed evaluation), so they are resolved here rather than read off the fields.
-CHOICES = {name: get_args(hint) for cls in (ModelConfig, TrainConfig)
-           for name, hint in get_type_hints(cls).items() if get_origin(hint) is Literal}
 TOP_KEYS = {"preset", "variant", "seed", "n_trials", "set", "pruner", "params"}
 NOT_HYPERPARAMETERS = {"data", "device", "compile", "experiment"}
 PARAM_KEYS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
               "categorical": {"choices"}}
 PRUNERS = ("median", "hyperband", "none")
+MAX_COMBINATIONS = 4096  # of parameter values tried to check that each value can give a valid model
 
 
 class SpaceError(ValueError):
@@ -123,6 +118,7 @@ def parse(raw: Any, source: str) -> SearchSpace:
         resolve(space.preset, space.variant, space.seed, space.set)
     except (ConfigError, ValueError) as e:
         raise SpaceError(f"{source}: {e}") from None
+    _check_searchable(space, source)
     try:
         space.make_pruner()  # optuna checks the pruner's own arguments
     except (TypeError, ValueError) as e:
@@ -131,7 +127,7 @@ def parse(raw: Any, source: str) -> SearchSpace:
 
 
 def _param(name: str, p: Any, where: str) -> dict[str, Any]:
-    if name not in SETTABLE or name in NOT_HYPERPARAMETERS:
+    if name not in SETTINGS or name in NOT_HYPERPARAMETERS:
         raise SpaceError(f"{where}: not a model or training setting; see python -m experiments.run --list-settings")
     kind = p.get("type") if isinstance(p, dict) else None
     if kind not in PARAM_KEYS:
@@ -139,15 +135,15 @@ def _param(name: str, p: Any, where: str) -> dict[str, Any]:
     extra = sorted(set(p) - PARAM_KEYS[kind] - {"type"})
     if extra:
         raise SpaceError(f"{where}: unknown key(s) {', '.join(extra)} for type {kind}")
-    default = SETTABLE[name].default
+    hint = SETTINGS[name]
     if kind == "categorical":
         choices = p.get("choices")
         if not isinstance(choices, list) or not choices:
             raise SpaceError(f"{where}: categorical needs a non-empty list of choices")
         return {"type": kind, "choices": [_value(name, c, where) for c in choices]}
-    wanted = type(default).__name__ if type(default) in (int, float) else "categorical"  # bool, text: choices
+    wanted = hint.__name__ if hint in (int, float) else "categorical"  # bool, text, choices
     if kind != wanted:
-        raise SpaceError(f"{where}: is a {type(default).__name__} setting; declare it as type {wanted}")
+        raise SpaceError(f"{where}: is a {getattr(hint, '__name__', 'choice')} setting; declare it as type {wanted}")
     if "low" not in p or "high" not in p:
         raise SpaceError(f"{where}: {kind} needs low and high")
     out = {"type": kind, "low": _value(name, p["low"], where), "high": _value(name, p["high"], where)}
@@ -167,18 +163,10 @@ def _param(name: str, p: Any, where: str) -> dict[str, Any]:
 
 def _value(name: str, value: Any, where: str) -> Any:
     """The value parsed as the setting's type (so YAML's `3e-4`, read as text, still works)."""
-    if isinstance(value, dict | list) or value is None:
-        raise SpaceError(f"{where}: {value!r} is not a single value")
-    text = str(value).lower() if isinstance(value, bool) else str(value)
     try:
-        parsed = parse_value(name, text)
+        return parse_setting(name, value)
     except ConfigError as e:
         raise SpaceError(f"{where}: {e}") from None
-    if isinstance(parsed, float) and not math.isfinite(parsed):
-        raise SpaceError(f"{where}: {value!r} is not a finite number")
-    if name in CHOICES and parsed not in CHOICES[name]:
-        raise SpaceError(f"{where}: {name}={value}: expected one of {', '.join(CHOICES[name])}")
-    return parsed
 
 
 def _pruner(raw: Any, source: str) -> dict[str, Any]:
@@ -186,3 +174,42 @@ def _pruner(raw: Any, source: str) -> dict[str, Any]:
         raise SpaceError(f"{source}: pruner needs a type: one of {', '.join(PRUNERS)}, "
                          "e.g. {type: median, n_warmup_steps: 1000}")
     return dict(raw)
+
+
+def _candidates(p: dict[str, Any]) -> list[Any]:
+    """The values of a parameter worth trying: every choice, a short int range whole, else its ends."""
+    if p["type"] == "categorical":
+        return p["choices"]
+    if p["type"] == "int" and not p.get("log") and (p["high"] - p["low"]) // p.get("step", 1) < 8:
+        return list(range(p["low"], p["high"] + 1, p.get("step", 1)))
+    return [p["low"], p["high"]]
+
+
+def _check_searchable(space: SearchSpace, source: str) -> None:
+    """Refuse, before a study exists, a parameter the variant fixes anyway, and a value that gives a
+    valid model with no choice of the other parameters (a head count that divides no width)."""
+    base = base_model(space.preset, space.set)
+    experiment, variant = find_variant(space.preset, space.variant, base)
+    fixed = fixed_settings(space.preset, experiment, variant)
+    for name in space.params:
+        if name in fixed:
+            raise SpaceError(f"{source}: param '{name}': variant {space.variant} sets {name} itself, so searching "
+                             "it changes nothing; drop it or choose another variant")
+    # Floats last: they vary fastest, so both ends of every range are tried even when the product is cut.
+    names = sorted(space.params, key=lambda n: space.params[n]["type"] == "float")
+    tried: set[tuple[str, Any]] = set()
+    valid: set[tuple[str, Any]] = set()
+    for combo in itertools.islice(itertools.product(*(_candidates(space.params[n]) for n in names)),
+                                  MAX_COMBINATIONS):
+        pairs = set(zip(names, combo, strict=True))
+        tried |= pairs
+        if not pairs <= valid:
+            try:
+                resolve(space.preset, space.variant, space.seed, space.set | dict(zip(names, combo, strict=True)))
+            except ConfigError:
+                continue
+            valid |= pairs
+    for name, value in sorted(tried - valid, key=str):
+        raise SpaceError(f"{source}: param '{name}': {name}={value} gives no valid model with any choice of the "
+                         "other parameters; drop that value or widen the others")
+

@@ -122,6 +122,28 @@ def open_storage(spec: str, heartbeat: Heartbeat | None = None) -> BaseStorage:
         ) from None
 
 
+def absolute(spec: str) -> str:
+    """The same storage named from any folder (a report's notebook runs in analysis/): a relative
+    SQLite or journal path made absolute."""
+    local = local_file(spec)
+    if local is None or local.is_absolute():
+        return spec
+    return f"sqlite:///{local.resolve()}" if is_url(spec) else str(local.resolve())
+
+
+def check(spec: str, study_dir: Path) -> None:
+    """Refuse, before anything is made, a storage no worker could share or that would make folders
+    elsewhere: an in-memory SQLite database, or a file in a folder that does not exist."""
+    if spec.startswith("sqlite:") and (spec.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://")
+                                       or ":memory:" in spec or "mode=memory" in spec):
+        raise StorageError(f"{describe(spec)} is an in-memory database: the study would vanish with its process; "
+                           f"give a file, e.g. {default_storage(study_dir)}")
+    local = local_file(spec)
+    if local is not None and local.parent.resolve() != study_dir.resolve() and not local.parent.is_dir():
+        raise StorageError(f"storage {describe(spec)}: folder {local.parent} does not exist; create it first, "
+                           "or leave --storage out to use the study's own file")
+
+
 def open_existing(spec: str) -> BaseStorage:
     """A storage to read, never to create: a SQLite or journal file must already exist (opening
     would make an empty one). FileNotFoundError names the file."""

@@ -31,7 +31,7 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
     import optuna
 
     from experiments.config import ConfigError, resolve
-    from experiments.run import prepare, train_run
+    from experiments.runner import prepare, train_run
     from sweeps.reporter import TrialReporter
 
     folder = tmp_path_factory.mktemp("sweep")

@@ -74,19 +74,24 @@ def test_a_trained_ablation_has_every_run_once_and_make_ablate_then_trains_nothi
 
 BAD_ABLATIONS = [(("--experiments", "nope"), "unknown experiment 'nope'"),
                  (("--seeds", "0"), "--seeds must be at least 1"),
+                 (("--seeds", "100000"), "1 <= N <= 10000"),
                  (("--jobs", "0"), "--jobs must be at least 1"),
                  (("--set", "n_head=3"), "divisible by n_head"),
+                 (("--set", "n_layer=1"), "variants ladder/mlp and ladder/stacked resolve to the same config"),
+                 (("--set", "experiment=elsewhere"), "experiment is given twice"),
+                 (("--set", "dropout=zero"), "dropout=zero: expected a finite number"),
                  (("--preset", "nano"), "unknown preset 'nano'"),
                  (("--name", "../x"), "no paths")]
 
 
-@pytest.mark.reliability("bad input", "make ablate: experiments, seeds, jobs, settings, presets, names")
+@pytest.mark.reliability("bad input", "make ablate: experiments, seeds, jobs, settings, colliding variants, labels, "
+                         "presets, names")
 @pytest.mark.parametrize(("args", "message"), BAD_ABLATIONS, ids=[m for _, m in BAD_ABLATIONS])
-def test_bad_ablate_input_is_refused_before_anything_is_written(tmp_path, tiny_corpus, args, message):
-    """Exit 2 with the problem named; no results folder."""
-    out = run_module("experiments.ablate", "--preset", "smoke", "--data", tiny_corpus,
-                     "--results", tmp_path / "r", *args)
-    assert out.returncode == 2 and message in out.stderr, out.stderr
+def test_bad_ablate_input_is_refused_before_anything_is_written(tmp_path, tiny_corpus, capsys, args, message):
+    """Exit 2 with the problem named in one line; no results folder."""
+    code = ablate.main(["--preset", "smoke", "--data", str(tiny_corpus), "--results", str(tmp_path / "r"), *args])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "r").exists()
 
 

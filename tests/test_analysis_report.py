@@ -100,3 +100,25 @@ def test_sweep_report(sweep, tmp_path):
     assert cells[0] == str(best.number) and float(cells[1]) == pytest.approx(best.value)
     assert "5 trials (3 completed, 1 pruned, 1 failed)" in markdown
     assert not (report / "progression.md").exists()  # no experiment.json here: only the sweep is reported
+
+
+@pytest.mark.reliability("bad input", "make report: a study with no storage of its own")
+def test_report_of_a_study_finds_its_own_storage_or_says_where_it_looked(tmp_path, capsys, monkeypatch):
+    """Exit 2 naming <results>/<study>/optuna.db; nothing written."""
+    from analysis import report
+
+    monkeypatch.delenv("NANOGPT_SWEEP_STORAGE", raising=False)
+    folder = tmp_path / "results" / "grid"
+    assert report.main([str(folder), "--study", "grid", "--tables-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(folder / "optuna.db") in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_relative_storage_path_still_resolves_from_the_notebooks_folder(tmp_path, monkeypatch):
+    from sweeps import storage
+
+    monkeypatch.chdir(tmp_path)
+    assert storage.absolute("sqlite:///results/s/optuna.db") == f"sqlite:///{tmp_path}/results/s/optuna.db"
+    assert storage.absolute("s.journal") == str(tmp_path / "s.journal")
+    assert storage.absolute("postgresql://u@h/db") == "postgresql://u@h/db"

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from experiments import ablate
 from tests.conftest import run_module
 
 MY_EXPERIMENT = """\
@@ -40,22 +41,36 @@ BROKEN = [
     ("name: x\n", "non-empty 'variants' list"),
     ("name: x\nvariants: []\n", "non-empty 'variants' list"),
     ("name: x\nvariants:\n  - {adds: nothing}\n", "needs a 'name'"),
-    ("name: x\nvariants:\n  - {name: a, set: {n_embdd: 3}}\n", "unknown setting(s) n_embdd"),
+    ("name: x\nvariants:\n  - {name: a, set: {n_embdd: 3}}\n", "line 3: variant 'a': unknown setting 'n_embdd'"),
+    ("name: x\nvariants:\n  - name: a\n    set: {lr: fast}\n", "line 4: variant 'a': lr=fast: expected a finite"),
+    ("name: x\nvariants:\n  - name: a\n    set:\n      n_layer: 2.5\n", "line 5: variant 'a': n_layer=2.5"),
+    ("name: x\nvariants:\n  - {name: a, set: {mlp: maybe}}\n", "mlp=maybe: expected true or false"),
     ("name: x\nvariants:\n  - {name: a, set: [1, 2]}\n", "'set' must be a mapping"),
-    ("name: x\nvariants:\n  - {name: a}\n  - {name: a}\n", "variant names repeat"),
+    ("name: x\nvariants:\n  - {name: a}\n  - {name: a}\n", "variant name(s) defined twice: a"),
     ("name: x\ncompare: nothing\nvariants:\n  - {name: a}\n", "compare 'nothing'"),
+    ("name: x\ncolour: red\nvariants:\n  - {name: a}\n", "line 2: unknown key 'colour'"),
+    ("name: x\nvariants:\n  - {name: a, sett: {lr: 0.1}}\n", "line 3: variant 'a': unknown key 'sett'"),
+    ("name: x\nvariants:\n  - {name: a, only_if: dropuot}\n", "only_if names unknown setting 'dropuot'"),
+    ("name: x\nname: y\nvariants:\n  - {name: a}\n", "line 2: key 'name' given twice"),
+    ("name: x\npreset: huge\nvariants:\n  - {name: a}\n", "line 2: unknown preset 'huge'"),
+    ("name: x\nvariants:\n  - {name: ../a}\n", "line 3: name '../a' must be letters"),
+    ("name: ladder\nvariants:\n  - {name: a}\n", "experiment 'ladder' is defined twice"),
+    ("name: x\nvariants:\n  - {name: a, set: {n_embd: 16}}\n  - {name: b}\n",
+     "variants x/a and x/b resolve to the same config"),
 ]
 
 
-@pytest.mark.reliability("bad input", "experiment definition files")
+@pytest.mark.reliability("bad input", "experiment definition files: syntax, keys, types, names, conditions, collisions")
 @pytest.mark.parametrize(("text", "message"), BROKEN, ids=[m for _, m in BROKEN])
-def test_a_broken_definition_is_named_with_its_problem(tmp_path, tiny_corpus, text, message):
-    """Exit 2, the file's path and the problem in one line; nothing written."""
+def test_a_broken_definition_is_named_with_its_problem(tmp_path, tiny_corpus, monkeypatch, capsys, text, message):
+    """Exit 2, the file's path (and line) and the problem in one line; nothing written."""
     (tmp_path / "defs").mkdir()
     bad = tmp_path / "defs" / "mine.yaml"
     bad.write_text(text)
-    out = run_module("experiments.ablate", "--preset", "smoke", "--data", tiny_corpus, "--results", tmp_path / "r",
-                     env={"NANOGPT_EXPERIMENTS": str(tmp_path / "defs")})
-    assert out.returncode == 2
-    assert str(bad) in out.stderr and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    monkeypatch.setenv("NANOGPT_EXPERIMENTS", str(tmp_path / "defs"))
+    code = ablate.main(["--preset", "smoke", "--experiments", "x", "--data", str(tiny_corpus),
+                        "--results", str(tmp_path / "r")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert str(bad) in lines[0] and message in lines[0], lines
     assert not (tmp_path / "r").exists()

@@ -10,7 +10,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.config import resolve
 from experiments.definitions import get_experiment
-from experiments.presets import PRESETS
 from nanogpt.model import GPT, MLP, CausalSelfAttention, ModelConfig
 
 TUTORIAL = resolve("tutorial").model
@@ -104,7 +103,7 @@ def test_scaled_residual_init_shrinks_only_the_residual_projections():
     assert abs(attn.qkv.weight.std().item() - 0.02) < 0.002
 
 
-@pytest.mark.parametrize("variant", get_experiment("ladder").variant_names(PRESETS["tutorial"]["settings"]))
+@pytest.mark.parametrize("variant", [v.name for v in get_experiment("ladder").variants])
 def test_flops_per_token_matches_torch_flop_counter(variant):
     model = GPT(resolve("tutorial", variant).model).eval()
     idx = torch.randint(0, V, (1, T))
@@ -119,9 +118,7 @@ def test_flops_per_token_matches_torch_flop_counter(variant):
 
 
 def test_ladder_adds_one_component_per_rung_and_ends_at_the_full_model():
-    settings = PRESETS["tutorial"]["settings"]
-    ladder = get_experiment("ladder")
-    configs = [resolve("tutorial", v).model for v in ladder.variant_names(settings)]
+    configs = [resolve("tutorial", f"ladder/{v.name}").model for v in get_experiment("ladder").variants]
     for before, after in zip(configs, configs[1:], strict=False):
         fields = dataclasses.fields(ModelConfig)
         changed = {f.name for f in fields if getattr(before, f.name) != getattr(after, f.name)}

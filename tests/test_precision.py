@@ -9,7 +9,7 @@ import torch
 
 from experiments import config
 from experiments.config import resolve, with_device
-from experiments.run import prepare, train_run
+from experiments.runner import prepare, train_run
 from nanogpt import precision
 
 CPU = torch.device("cpu")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from experiments.config import resolve
+from experiments.run import main
 from tests.conftest import ROOT, run_module
 
 SMOKE = ("--preset", "smoke", "--quiet")
@@ -68,44 +69,74 @@ def test_config_hash_is_stable_and_ignores_labels():
     assert a.hash != resolve("smoke", "no_mlp", 1, {"lr": 1e-3}).hash
 
 
-def test_w_and_b_style_flags_and_dry_run(tmp_path, tiny_corpus):
-    out = run_module("experiments.run", "--preset=smoke", "--lr=0.003", "--n_layer=1", "--dry-run",
-                     "--data", tiny_corpus, "--results", tmp_path)
-    assert out.returncode == 0, out.stderr
-    config = json.loads(out.stdout)
+def test_w_and_b_style_flags_and_dry_run(tmp_path, tiny_corpus, capsys):
+    code = main(["--preset=smoke", "--lr=0.003", "--n_layer=1", "--dry-run", "--data", str(tiny_corpus),
+                 "--results", str(tmp_path)])
+    assert code == 0
+    config = json.loads(capsys.readouterr().out)
     assert config["lr"] == 0.003 and config["n_layer"] == 1
     assert not tmp_path.joinpath("adhoc").exists()
 
 
+HUGE = ("--set", "n_embd=65536", "--set", "n_layer=64")
 BAD_INPUTS = [
     (("--set", "n_embdd=32"), "unknown setting 'n_embdd'"),
     (("--set", "n_embd=15"), "divisible by n_head"),
     (("--set", "block_size=5000"), "longer than the data split"),
     (("--set", "lr=-0.1"), "lr must be"),
-    (("--set", "max_iters=ten"), "expected a int"),
+    (("--set", "max_iters=ten"), "max_iters=ten: expected a whole number"),
+    (("--set", "batch_size=32.5"), "batch_size=32.5: expected a whole number"),
+    (("--set", "lr=nan"), "lr=nan: expected a finite number"),
     (("--set", "layernorm=sideways"), "expected one of none, pre, post"),
     (("--set", "dropout=1.5"), "dropout must be in"),
     (("--set", "lr"), "expected KEY=VALUE"),
     (("--variant", "no_wings"), "unknown variant 'no_wings'"),
+    (("--variant", "nothing/full"), "unknown experiment 'nothing'"),
     (("--preset", "huge"), "unknown preset 'huge'"),
     (("--seed", "-1"), "seed must be"),
+    (("--seed", str(2**70)), "seed must be"),
     (("--experiment", "../../etc"), "no paths"),
+    (("--set", "experiment=x", "--experiment", "y"), "experiment is given twice"),
+    (("--set", "device=cpu", "--device", "cuda"), "device is given twice"),
+    (("--set", "data=/tmp/other.txt"), "data is given twice"),
     (("--data", "/nonexistent/corpus.txt"), "does not exist"),
     (("--data", "/tmp"), "is not a file"),
     (("--device", "cuda:0"), "CUDA is not available"),
+    (("--device", "tpu"), "device 'tpu' is not a device name"),
+    (HUGE, "needs about"),
+    (("--lr=fast",), "lr=fast: expected a finite number"),
+    (("--bogus",), "unrecognized argument '--bogus'"),
 ]
 
 
-@pytest.mark.reliability("bad input", "runner CLI: flags, settings, presets, variants, paths, devices")
+@pytest.mark.reliability("bad input", "runner CLI: flags, settings, presets, variants, labels, paths, devices, sizes")
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
-def test_bad_input_gives_one_clear_line_exit_2_and_writes_nothing(tmp_path, tiny_corpus, args, message):
+def test_bad_input_gives_one_clear_line_exit_2_and_writes_nothing(tmp_path, tiny_corpus, capsys, args, message):
     """One `error:` line naming the problem, exit 2, no results folder."""
-    data = () if "--data" in args else ("--data", tiny_corpus)
-    out = run_module("experiments.run", "--preset", "smoke", *data, "--results", tmp_path / "results", *args)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    data = () if "--data" in args else ("--data", str(tiny_corpus))
+    code = main(["--preset", "smoke", *data, "--results", str(tmp_path / "results"), *args])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.reliability("bad input", "runner CLI: a results path that is a file")
+def test_a_results_path_that_is_a_file_is_refused_as_such(tmp_path, tiny_corpus, capsys):
+    """Exit 2 and advice to give a folder, not to free disk space; the file is untouched."""
+    results = tmp_path / "results"
+    results.write_text("not a folder")
+    assert main(["--preset", "smoke", "--data", str(tiny_corpus), "--results", str(results / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is a file, not a folder" in err and "disk space" not in err
+    assert results.read_text() == "not a folder"
+
+
+def test_labels_given_once_through_set_take_effect(tmp_path, tiny_corpus, capsys):
+    code = main(["--preset", "smoke", "--data", str(tiny_corpus), "--results", str(tmp_path), "--dry-run",
+                 "--set", "device=cpu", "--set", "experiment=mine"])
+    config = json.loads(capsys.readouterr().out)
+    assert code == 0 and (config["device"], config["experiment"]) == ("cpu", "mine")
 
 
 @pytest.mark.reliability("fault", "loss becomes non-finite (lr=1e4)")

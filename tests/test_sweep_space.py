@@ -48,16 +48,20 @@ def test_yaml_text_numbers_are_read_as_numbers(tmp_path):
     (BASE + "  n_layer: {type: int, low: 1, hi: 4}\n", "param 'n_layer': unknown key(s) hi"),
     (BASE + "  layernorm: {type: categorical, choices: []}\n", "param 'layernorm': categorical needs a non-empty"),
     (BASE + "  layernorm: {type: categorical, choices: [pre, sideways]}\n", "layernorm=sideways: expected one of"),
-    (BASE + "  n_embd: {type: categorical, choices: [32, 6.5]}\n", "n_embd=6.5: expected a int"),
+    (BASE + "  n_embd: {type: categorical, choices: [32, 6.5]}\n", "n_embd=6.5: expected a whole number"),
     (BASE + "  lr_schedule: {choices: [cosine]}\n", "param 'lr_schedule': needs type float, int or categorical"),
     (BASE + "set: {lr: 0.1}\n", "lr both searched and fixed"),
-    (BASE + "set: {max_itres: 10}\n", "unknown setting(s) max_itres"),
+    (BASE + "set: {max_itres: 10}\n", "unknown setting 'max_itres'"),
     (BASE + "variant: no_such_variant\n", "unknown variant 'no_such_variant'"),
     (BASE.replace("smoke", "huge"), "unknown preset 'huge'"),
     (BASE + "pruner: {type: patient}\n", "pruner needs a type: one of median, hyperband, none"),
     (BASE + "pruner: {type: median, n_warmup: 3}\n", "pruner {'type': 'median', 'n_warmup': 3}"),
     (BASE + "params: {lr: [0.1\n", "not valid YAML"),
     ("- just\n- a list\n", "expected a mapping"),
+    (BASE + "  n_embd: {type: categorical, choices: [32, 64]}\n  n_head: {type: categorical, choices: [4, 5]}\n",
+     "param 'n_head': n_head=5 gives no valid model with any choice of the other parameters"),
+    (BASE.replace("smoke", "tutorial\nvariant: ladder/bigram"), "variant ladder/bigram sets lr itself"),
+    (BASE + "set: {dropout: high}\n", "dropout=high: expected a finite number"),
 ])
 def test_bad_space_is_refused_with_one_clear_message(tmp_path, text, says):
     """SpaceError naming the file and the offending key, in one line."""
@@ -76,3 +80,22 @@ def test_cli_exits_2_on_a_bad_space_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"error: {path}: param 'n_layer': low (4) must be below high (1)\n"
     assert not results.exists()
+
+
+@pytest.mark.reliability("bad input", "sweep storage URLs: in-memory databases, folders that do not exist")
+@pytest.mark.parametrize(("storage", "says"), [
+    ("sqlite:///:memory:", "in-memory database"),
+    ("sqlite://", "in-memory database"),
+    ("sqlite:///{tmp}/no/such/dir/study.db", "folder {tmp}/no/such/dir does not exist"),
+    ("{tmp}/nowhere/study.journal", "folder {tmp}/nowhere does not exist"),
+])
+def test_a_storage_no_worker_could_share_is_refused_before_anything_is_made(tmp_path, capsys, storage, says):
+    """Exit 2, one line naming the storage's problem; no folder, no database, no results."""
+    path = tmp_path / "space.yaml"
+    path.write_text(BASE)
+    before = set(tmp_path.rglob("*"))
+    code = sweeps_cli.main(["create", "--study", "s", "--space", str(path), "--results", str(tmp_path / "results"),
+                            "--storage", storage.format(tmp=tmp_path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and says.format(tmp=tmp_path) in lines[0], lines
+    assert set(tmp_path.rglob("*")) == before

@@ -364,7 +364,7 @@ def test_enqueued_trials_are_each_taken_once_by_racing_processes(kind, tmp_path)
 BAD_SWEEPS = [
     (["--grid", "no_such_experiment"], "unknown experiment 'no_such_experiment'"),
     (["--space", "missing.yaml"], "cannot read the search space"),
-    (["--grid", "ladder", "--set", "lr=fast"], "lr=fast: expected a float"),
+    (["--grid", "ladder", "--set", "lr=fast"], "lr=fast: expected a finite number"),
     (["--grid", "ladder", "--seeds", "0"], "--seeds must be at least 1"),
     (["--grid", "ladder", "--study", "../escape"], "must be letters"),
     (["--grid", "ladder", "--storage", "postgresql://optuna:s3cret@127.0.0.1:1/sweeps"], "cannot open the study"),

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from experiments.config import resolve
-from experiments.run import build_parser, main, train_run
+from experiments.run import build_parser, main
+from experiments.runner import train_run
 from experiments.store import RunStore
 from experiments.wandb_mirror import STATE, WandbSettings, resolve_mode
 from nanogpt.train import Callback

@@ -20,7 +20,6 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from experiments import run, store
 from experiments.definitions import get_experiment
-from experiments.presets import PRESETS
 from tests.conftest import ROOT, run_module
 
 SWEEPS = sorted((ROOT / "sweeps").glob("wandb_*.yaml"))
@@ -88,7 +87,7 @@ def test_sweep_config_is_well_formed(path):
 
 def test_ladder_grid_covers_every_rung_of_the_ladder():
     config = next(load(p) for p in SWEEPS if load(p)["method"] == "grid")
-    rungs = get_experiment("ladder").variant_names(PRESETS["tutorial"]["settings"])
+    rungs = [v.name for v in get_experiment("ladder").variants]
     assert config["parameters"]["variant"]["values"] == rungs
 
 

@@ -1,14 +1,18 @@
 """Experiment definitions: plain YAML files beside this module, one experiment each.
 
-A definition lists named variants, each a set of settings applied over a preset's full model.
-`cumulative: true` makes every variant start from the one before (the ladder). The value
-`preset` stands for the preset's own full-model value. Add an experiment by dropping one more
-YAML file here, or in a folder named by $NANOGPT_EXPERIMENTS.
+A definition lists named variants, each a set of settings applied over the experiment's base
+model (a preset, with any --set overrides). `cumulative: true` makes every variant start from
+the one before (the ladder). The value `preset` stands for the base model's own value. An
+optional top-level `preset:` names the preset used when the user gives none. Add an experiment
+by dropping one more YAML file here, or in a folder named by $NANOGPT_EXPERIMENTS.
+
+Every value is parsed to its setting's type when the file is read; an unknown key, a value of the
+wrong type, a condition on an unknown setting, or a name defined twice is an error naming the
+file and, where YAML gives it, the line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -17,12 +21,15 @@ from typing import Any
 
 import yaml
 
-from nanogpt.model import ModelConfig
-from nanogpt.train import TrainConfig
+from experiments.definitions.yaml_lines import DuplicateKeyError, line_of, load, one_line
+from experiments.presets import PRESETS
+from experiments.settings import MODEL_AND_TRAIN, NAME_PATTERN, ConfigError, coerce
 
 HERE = Path(__file__).parent
 USER_DIR_ENV = "NANOGPT_EXPERIMENTS"
-_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig) + dataclasses.fields(TrainConfig)}
+PRESET_REF = "preset"  # a `set` value meaning "the base model's value"
+TOP_KEYS = ("name", "job_type", "description", "preset", "cumulative", "compare", "variants")
+VARIANT_KEYS = ("name", "adds", "component", "set", "only_if")
 
 
 class DefinitionError(ValueError):
@@ -33,8 +40,9 @@ class DefinitionError(ValueError):
 class Variant:
     name: str
     adds: str
-    set: dict[str, Any]
-    only_if: str | None = None  # a setting that must be truthy in the preset for this variant to run
+    set: dict[str, Any]  # typed values; PRESET_REF where the base model's value is meant
+    only_if: str | None = None  # a setting that must be truthy in the base model for this variant to run
+    component: str | None = None  # a label analysis colours by
 
 
 @dataclass(frozen=True)
@@ -46,61 +54,105 @@ class Experiment:
     compare: str  # "previous" (ladder) or a variant name (leave-one-out compares with "full")
     variants: tuple[Variant, ...]
     path: Path
+    preset: str | None = None  # the preset used when none is given
 
-    def variant_names(self, preset_settings: dict[str, Any]) -> list[str]:
-        """The variants that apply to a preset (e.g. no `no_dropout` where there is no dropout)."""
-        return [v.name for v in self.variants if not v.only_if or preset_settings.get(v.only_if)]
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
 
-    def settings(self, variant: str, preset_settings: dict[str, Any]) -> dict[str, Any]:
-        """The settings a variant changes, with `preset` replaced by the preset's value."""
+    def applicable(self, base: dict[str, Any]) -> list[Variant]:
+        """The variants that apply to a base model (e.g. no `no_dropout` where there is no dropout)."""
+        return [v for v in self.variants if not v.only_if or base[v.only_if]]
+
+    def _merged(self, variant: str) -> dict[str, Any]:
         names = [v.name for v in self.variants]
-        chain = self.variants[: names.index(variant) + 1] if self.cumulative else [self.variants[names.index(variant)]]
+        chain = self.variants[: names.index(variant) + 1] if self.cumulative else [self.variant(variant)]
         merged: dict[str, Any] = {}
         for v in chain:
             merged |= v.set
-        return {k: preset_value(k, preset_settings) if val == "preset" else val for k, val in merged.items()}
+        return merged
+
+    def changes(self, variant: str, base: dict[str, Any]) -> dict[str, Any]:
+        """The settings a variant sets, `preset` read from the base model."""
+        return {k: base[k] if val == PRESET_REF else val for k, val in self._merged(variant).items()}
+
+    def fixes(self, variant: str) -> set[str]:
+        """The settings a variant sets to a value of its own (not `preset`): --set cannot change them."""
+        return {k for k, val in self._merged(variant).items() if val != PRESET_REF}
 
 
-def preset_value(key: str, preset_settings: dict[str, Any]) -> Any:
-    return preset_settings.get(key, _FIELDS[key].default)
+def _text(raw: dict, key: str, path: Path, default: str | None = None) -> str | None:
+    value = raw.get(key, default)
+    if value is not None and not isinstance(value, str | int | float):
+        raise DefinitionError(f"{path}{line_of(raw, key)}: '{key}' must be text")
+    return None if value is None else str(value)
 
 
-def one_line(e: Exception) -> str:
-    """A YAML error as one line: where it is and what is wrong."""
-    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
-    if mark is None or problem is None:
-        return " ".join(str(e).split())
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+def _name(raw: dict, path: Path, default: str | None = None) -> str:
+    """An experiment's or a variant's name: it names run folders, so no paths."""
+    name = _text(raw, "name", path, default)
+    if not NAME_PATTERN.match(name or ""):
+        raise DefinitionError(f"{path}{line_of(raw, 'name')}: name '{name}' must be letters, digits, '_', '-', '.'")
+    return name
+
+
+def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise DefinitionError(f"{path}: variant '{variant}': 'set' must be a mapping of settings")
+    out = {}
+    for key, value in raw.items():
+        at = f"{path}{line_of(raw, key)}: variant '{variant}'"
+        if key not in MODEL_AND_TRAIN:
+            raise DefinitionError(f"{at}: unknown setting '{key}'; see python -m experiments.run --list-settings")
+        try:
+            out[key] = value if value == PRESET_REF else coerce(key, value, MODEL_AND_TRAIN[key])
+        except ConfigError as e:
+            raise DefinitionError(f"{at}: {e}") from None
+    return out
+
+
+def _variant(item: Any, path: Path, number: int, line: str) -> Variant:
+    if not isinstance(item, dict) or "name" not in item:
+        raise DefinitionError(f"{path}{line}: variant #{number} needs a 'name'")
+    unknown = [k for k in item if k not in VARIANT_KEYS]
+    if unknown:
+        raise DefinitionError(f"{path}{line_of(item, unknown[0])}: variant '{item['name']}': unknown key "
+                              f"'{unknown[0]}'; allowed: {', '.join(VARIANT_KEYS)}")
+    only_if = _text(item, "only_if", path)
+    if only_if is not None and only_if not in MODEL_AND_TRAIN:
+        raise DefinitionError(f"{path}{line_of(item, 'only_if')}: variant '{item['name']}': only_if names "
+                              f"unknown setting '{only_if}'; use a setting from --list-settings")
+    name = _name(item, path)
+    return Variant(name, _text(item, "adds", path, ""), _settings(item.get("set") or {}, path, name), only_if,
+                   _text(item, "component", path))
 
 
 def _parse(path: Path) -> Experiment:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raw = load(path)
+    except (yaml.YAMLError, UnicodeDecodeError, DuplicateKeyError) as e:
         raise DefinitionError(f"{path}: not valid YAML ({one_line(e)}); fix the file's syntax") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("variants"), list) or not raw["variants"]:
         raise DefinitionError(f"{path}: needs a mapping with a non-empty 'variants' list")
-    variants = []
-    for i, item in enumerate(raw["variants"]):
-        if not isinstance(item, dict) or "name" not in item:
-            raise DefinitionError(f"{path}: variant #{i + 1} needs a 'name'")
-        settings = item.get("set") or {}
-        if not isinstance(settings, dict):
-            raise DefinitionError(f"{path}: variant '{item['name']}': 'set' must be a mapping")
-        unknown = sorted(set(settings) - set(_FIELDS))
-        if unknown:
-            raise DefinitionError(f"{path}: variant '{item['name']}' sets unknown setting(s) {', '.join(unknown)}")
-        variants.append(Variant(str(item["name"]), str(item.get("adds", "")), settings, item.get("only_if")))
+    unknown = [k for k in raw if k not in TOP_KEYS]
+    if unknown:
+        raise DefinitionError(f"{path}{line_of(raw, unknown[0])}: unknown key '{unknown[0]}'; allowed: "
+                              f"{', '.join(TOP_KEYS)}")
+    variants = [_variant(item, path, i + 1, line_of(item, "name")) for i, item in enumerate(raw["variants"])]
     names = [v.name for v in variants]
-    if len(set(names)) != len(names):
-        raise DefinitionError(f"{path}: variant names repeat: {', '.join(sorted(names))}")
-    compare = raw.get("compare", "previous")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DefinitionError(f"{path}: variant name(s) defined twice: {', '.join(repeated)}; rename one")
+    compare = _text(raw, "compare", path, "previous")
     if compare != "previous" and compare not in names:
         raise DefinitionError(f"{path}: compare '{compare}' is neither 'previous' nor one of its variants")
+    preset = _text(raw, "preset", path)
+    if preset is not None and preset not in PRESETS:
+        raise DefinitionError(f"{path}{line_of(raw, 'preset')}: unknown preset '{preset}'; choose one of "
+                              f"{', '.join(PRESETS)}")
     return Experiment(
-        name=str(raw.get("name", path.stem)), job_type=str(raw.get("job_type", path.stem)),
-        description=str(raw.get("description", "")), cumulative=bool(raw.get("cumulative", False)),
-        compare=compare, variants=tuple(variants), path=path,
+        name=_name(raw, path, path.stem), job_type=_text(raw, "job_type", path, path.stem),
+        description=_text(raw, "description", path, ""), cumulative=bool(raw.get("cumulative", False)),
+        compare=compare, variants=tuple(variants), path=path, preset=preset,
     )
 
 
@@ -110,6 +162,9 @@ def _load_all(user_dir: str | None) -> dict[str, Experiment]:
     found: dict[str, Experiment] = {}
     for path in paths:
         experiment = _parse(path)
+        if experiment.name in found:
+            raise DefinitionError(f"experiment '{experiment.name}' is defined twice: in {found[experiment.name].path} "
+                                  f"and in {path}; rename one")
         found[experiment.name] = experiment
     return found
 
@@ -125,10 +180,12 @@ def get_experiment(name: str) -> Experiment:
     return known[name]
 
 
-def variant_settings(variant: str, preset_settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings for a variant name, from the first definition that has it ('full' changes nothing)."""
-    for experiment in experiments().values():
-        if variant in {v.name for v in experiment.variants}:
-            return experiment.settings(variant, preset_settings)
-    known = sorted({v.name for e in experiments().values() for v in e.variants})
-    raise DefinitionError(f"unknown variant '{variant}'; choose one of {', '.join(known)}")
+def candidates(name: str) -> list[tuple[Experiment, Variant]]:
+    """The variants `name` may mean: `experiment/variant` names one; a bare name, every experiment's."""
+    experiment, _, variant = name.rpartition("/")
+    scope = [get_experiment(experiment)] if experiment else list(experiments().values())
+    found = [(e, e.variant(variant)) for e in scope if variant in {v.name for v in e.variants}]
+    if not found:
+        known = [f"{e.name}/{v.name}" for e in scope for v in e.variants]
+        raise DefinitionError(f"unknown variant '{name}'; choose one of {', '.join(known)}")
+    return found

@@ -1,0 +1,53 @@
+"""Safe-load YAML remembering where each key sits, so a bad value can be named by file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class LinedDict(dict):
+    """A YAML mapping that knows the line (1-based) of each of its keys."""
+
+    lines: dict[Any, int]
+
+
+class DuplicateKeyError(ValueError):
+    pass
+
+
+class _LineLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LinedDict:
+        mapping = LinedDict()
+        mapping.lines = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in mapping:  # PyYAML would keep the last one silently
+                raise DuplicateKeyError(f"line {key_node.start_mark.line + 1}: key '{key}' given twice")
+            mapping[key] = self.construct_object(value_node, deep=deep)
+            mapping.lines[key] = key_node.start_mark.line + 1
+        return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
+
+
+def load(path: Path) -> Any:
+    """The file's data; mappings are `LinedDict`s. Raises yaml.YAMLError, DuplicateKeyError, OSError."""
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - a SafeLoader
+
+
+def line_of(mapping: Any, key: Any) -> str:
+    """' line N' where the YAML gave it, else ''."""
+    line = getattr(mapping, "lines", {}).get(key)
+    return f" line {line}" if line else ""
+
+
+def one_line(e: Exception) -> str:
+    """A YAML error as one line: where it is and what is wrong."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(e).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"

@@ -1,0 +1,96 @@
+"""`experiments.sample` and --resume against a recorded run: bad arguments or a checkpoint that does not
+fit the run's config give one `error:` line and exit 2, never a traceback; an unfinished run says so."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from experiments import run, sample, store
+from experiments.config import resolve
+from experiments.runner import train_run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_corpus) -> Path:
+    """Two finished smoke runs of different widths in one run store; returns the store."""
+    results = tmp_path_factory.mktemp("results")
+    for width in (16, 32):
+        train_run(resolve("smoke", "full", 0, {"data": str(tiny_corpus), "n_embd": width}), results, quiet=True)
+    return results
+
+
+def run_dirs(results: Path) -> list[Path]:
+    """The runs, narrowest first."""
+    dirs = [p for p in (results / "adhoc").iterdir() if p.is_dir()]
+    return sorted(dirs, key=lambda d: json.loads((d / store.CONFIG).read_text())["n_embd"])
+
+
+BAD_SAMPLING = [(("--tokens", "-1"), "--tokens must be 0 or more"),
+                (("--temperature", "0"), "--temperature must be a finite number above 0"),
+                (("--temperature", "-1"), "--temperature must be"),
+                (("--top-k", "0"), "--top-k must be at least 1"),
+                (("--prompt", ""), "--prompt is empty"),
+                (("--prompt", "€"), "outside the run's vocabulary"),
+                (("--seed", "-3"), "--seed must be")]
+
+
+@pytest.mark.reliability("bad input", "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
+@pytest.mark.parametrize(("args", "message"), BAD_SAMPLING, ids=[m for _, m in BAD_SAMPLING])
+def test_bad_sampling_arguments_are_one_line(trained, capsys, args, message):
+    """One `error:` line naming the argument, exit 2, nothing printed on stdout."""
+    assert sample.main([str(run_dirs(trained)[0]), *args]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and not captured.out
+
+
+@pytest.mark.reliability("bad input", "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
+def test_sampling_a_folder_without_a_run_says_what_to_give(tmp_path, capsys):
+    """One `error:` line naming the folder, exit 2, no advice to delete anything."""
+    assert sample.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a run folder" in err and "--force" not in err and "delete" not in err
+
+
+@pytest.mark.reliability("bad input", "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
+def test_sampling_a_checkpoint_that_does_not_fit_its_config_is_one_line(trained, tmp_path, capsys):
+    """Exit 2 naming the checkpoint; no traceback."""
+    narrow, wide = run_dirs(trained)
+    mixed = tmp_path / "adhoc" / narrow.name
+    shutil.copytree(narrow, mixed)
+    shutil.copy(wide / store.CHECKPOINT, mixed / store.CHECKPOINT)
+    assert sample.main([str(mixed)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint ") and "does not match the run's config" in err
+
+
+@pytest.mark.reliability("bad input", "runner --resume onto a checkpoint that does not fit the config")
+def test_resuming_from_a_checkpoint_of_another_config_is_refused(trained, tmp_path, tiny_corpus, capsys):
+    """Exit 2 naming the checkpoint; the run folder is left as it was."""
+    narrow, wide = run_dirs(trained)
+    results = tmp_path / "results"
+    shutil.copytree(trained, results)
+    victim = results / "adhoc" / narrow.name
+    shutil.copy(wide / store.CHECKPOINT, victim / store.CHECKPOINT)
+    summary = json.loads((victim / store.SUMMARY).read_text()) | {"status": "interrupted"}
+    (victim / store.SUMMARY).write_text(json.dumps(summary))
+    before = {p.name: p.read_bytes() for p in victim.iterdir()}
+    code = run.main(["--preset", "smoke", "--set", "n_embd=16", "--data", str(tiny_corpus), "--results", str(results),
+                     "--resume", "--quiet", "--wandb", "off"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: checkpoint ") and "does not match" in err, err
+    assert {p.name: p.read_bytes() for p in victim.iterdir()} == before
+
+
+def test_sampling_an_unfinished_run_warns(trained, tmp_path, capsys):
+    narrow, _ = run_dirs(trained)
+    diverged = tmp_path / "adhoc" / narrow.name
+    shutil.copytree(narrow, diverged)
+    summary = json.loads((diverged / store.SUMMARY).read_text()) | {"status": "diverged", "reason": "loss is nan"}
+    (diverged / store.SUMMARY).write_text(json.dumps(summary))
+    assert sample.main([str(diverged), "--tokens", "5"]) == 0
+    assert "warning: this run is diverged (loss is nan)" in capsys.readouterr().err
