@@ -75,8 +75,8 @@ def plan(preset: str, seeds: Sequence[int], experiment_names: Sequence[str], res
                 cfg = by_hash.setdefault(cfg.hash, cfg)
                 member_of.setdefault(cfg.hash, []).append(definition.name)
                 runs.append({"seed": seed, "run_id": cfg.run_id})
-            adds = next(v.adds for v in definition.variants if v.name == variant)
-            variants.append({"name": variant, "adds": adds, "runs": runs})
+            spec = next(v for v in definition.variants if v.name == variant)
+            variants.append({"name": variant, "adds": spec.adds, "component": spec.component, "runs": runs})
         entries.append({"name": definition.name, "job_type": definition.job_type,
                         "description": definition.description, "compare": definition.compare,
                         "variants": variants})

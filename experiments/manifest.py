@@ -7,11 +7,12 @@ failed or never started, without importing torch or the definitions. Written ato
 
     {"name": "tutorial", "preset": "tutorial", "seeds": [0, 1, 2], "overrides": {...},
      "experiments": [{"name": "ladder", "job_type": "ladder", "description": "...", "compare": "previous",
-                      "variants": [{"name": "bigram", "adds": "...",
+                      "variants": [{"name": "bigram", "adds": "...", "component": "bigram table",
                                     "runs": [{"seed": 0, "run_id": "bigram-s0-1a2b3c4d"}, ...]}, ...]}, ...]}
 
 `compare` is "previous" (each row against the row above: the ladder) or a variant name (each row
-against that variant: leave-one-out against "full").
+against that variant: leave-one-out against "full"). `component` (possibly "") names the model part a
+variant is about; analysis colours it by that, so a rung and its leave-one-out row share a colour.
 """
 
 from __future__ import annotations

@@ -41,6 +41,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         ),
         "variants": {},
     },
+    # The modern-components experiments (modern, modern_leave_one_out, norms): a 64-character context, long enough
+    # for positions to matter, at a width and length where 3 seeds of the 7-rung modern ladder take about
+    # 15 min on 2 CPU cores (2 jobs x 1 thread; 1 run ~ SECONDS s). fp32: bf16 is emulated on AVX2-only CPUs.
+    # The full model is GPT-2's block (pre-LayerNorm, GELU, learned positions, biases, tied embeddings).
+    "modern": {
+        "settings": dict(
+            batch_size=16, block_size=64, n_embd=64, n_head=4, n_layer=4, dropout=0.0,
+            lr=1e-2, lr_schedule="cosine", warmup_iters=50, min_lr=1e-3, lr_decay_iters=1000,
+            max_iters=1000, eval_interval=250, eval_iters=20, beta2=0.99, weight_decay=0.1,
+            grad_clip=1.0, activation="gelu", bias=True, weight_tying=True, scaled_residual_init=True,
+        ),
+        "variants": {},
+    },
     # Seconds, for tests: a tiny model that still has every component.
     "smoke": {
         "settings": dict(

@@ -35,6 +35,7 @@ class Variant:
     adds: str
     set: dict[str, Any]
     only_if: str | None = None  # a setting that must be truthy in the preset for this variant to run
+    component: str = ""  # the model component it is about: analysis colours variants by it
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Experiment:
     compare: str  # "previous" (ladder) or a variant name (leave-one-out compares with "full")
     variants: tuple[Variant, ...]
     path: Path
+    preset: str | None = None  # the preset it runs on unless one is given
 
     def variant_names(self, preset_settings: dict[str, Any]) -> list[str]:
         """The variants that apply to a preset (e.g. no `no_dropout` where there is no dropout)."""
@@ -90,7 +92,8 @@ def _parse(path: Path) -> Experiment:
         unknown = sorted(set(settings) - set(_FIELDS))
         if unknown:
             raise DefinitionError(f"{path}: variant '{item['name']}' sets unknown setting(s) {', '.join(unknown)}")
-        variants.append(Variant(str(item["name"]), str(item.get("adds", "")), settings, item.get("only_if")))
+        variants.append(Variant(str(item["name"]), str(item.get("adds", "")), settings, item.get("only_if"),
+                                str(item.get("component", ""))))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise DefinitionError(f"{path}: variant names repeat: {', '.join(sorted(names))}")
@@ -100,7 +103,7 @@ def _parse(path: Path) -> Experiment:
     return Experiment(
         name=str(raw.get("name", path.stem)), job_type=str(raw.get("job_type", path.stem)),
         description=str(raw.get("description", "")), cumulative=bool(raw.get("cumulative", False)),
-        compare=compare, variants=tuple(variants), path=path,
+        compare=compare, variants=tuple(variants), path=path, preset=raw.get("preset"),
     )
 
 
