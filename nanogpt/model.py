@@ -188,13 +188,17 @@ class SwiGLU(nn.Module):
 
 
 def mlp_hidden(cfg: ModelConfig) -> int:
-    """Hidden width: 4 * n_embd, or for SwiGLU round(8 * n_embd / 3).
+    """Hidden width: 4 * n_embd, or for SwiGLU the width whose parameters match that 4x MLP.
 
-    SwiGLU has three n_embd x hidden matrices (gate, up, down) where the 4x MLP has two, so
-    hidden = 8/3 n_embd matches its 8 n_embd^2 weights; rounding moves 3 * n_embd * hidden by at
-    most n_embd, under 1% of 8 n_embd^2 from n_embd = 13 on (Llama rounds up to 256s instead).
+    SwiGLU has three n_embd x hidden matrices (gate, up, down) where the 4x MLP has two, so with
+    c = n_embd and b = 1 if biases else 0, it solves 3*c*h + 2*b*h = 8*c*c + 4*b*c (both share the
+    down projection's bias c): h = 8/3 c without biases. Rounding to whole units moves the count by
+    at most (3c + 2) / 2, under 1% from n_embd = 19 on (Llama rounds h up to a multiple of 256 instead).
     """
-    return round(8 * cfg.n_embd / 3) if cfg.activation == "swiglu" else 4 * cfg.n_embd
+    if cfg.activation != "swiglu":
+        return 4 * cfg.n_embd
+    c, b = cfg.n_embd, int(cfg.bias)
+    return round((8 * c * c + 4 * b * c) / (3 * c + 2 * b))
 
 
 class MLP(nn.Module):
