@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from experiments.definitions import experiments, get_experiment
+from experiments.presets import PRESETS
 from tests.conftest import run_module
 
 MY_EXPERIMENT = """\
@@ -59,3 +61,10 @@ def test_a_broken_definition_is_named_with_its_problem(tmp_path, tiny_corpus, te
     assert out.returncode == 2
     assert str(bad) in out.stderr and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_built_in_definitions_name_their_preset_and_each_variants_component():
+    for experiment in experiments().values():
+        assert experiment.preset in PRESETS, experiment.name
+        assert all(v.component for v in experiment.variants), experiment.name
+    assert get_experiment("modern").preset == "modern" and get_experiment("ladder").preset == "tutorial"
