@@ -93,7 +93,8 @@ class ModelConfig:
 
 
 def make_norm(cfg: ModelConfig, size: int) -> nn.Module:
-    """LayerNorm re-centres and re-scales (GPT-2); RMSNorm only re-scales, has no bias, and is cheaper (Llama)."""
+    """LayerNorm re-centres and re-scales (GPT-2); RMSNorm only re-scales and has no bias (Llama): re-centring
+    turned out not to matter (Zhang & Sennrich 2019), and one statistic fewer is one reduction fewer."""
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(size, eps=1e-5)
     return nn.LayerNorm(size, bias=cfg.bias)
@@ -162,7 +163,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.sizes = (cfg.n_embd, n_kv_head * cfg.head_size, n_kv_head * cfg.head_size)  # q, k, v
         self.qkv = nn.Linear(cfg.n_embd, sum(self.sizes), bias=cfg.bias)
-        # QK-norm bounds the logits, so no head's softmax saturates early in training (OLMo 2, Qwen 3).
+        # QK-norm keeps the attention logits from growing until a softmax saturates, an instability seen
+        # when training large models (ViT-22B, OLMo 2); Qwen 3 and Gemma 3 normalise q and k per head too.
         self.q_norm = make_norm(cfg, cfg.head_size) if cfg.qk_norm else nn.Identity()
         self.k_norm = make_norm(cfg, cfg.head_size) if cfg.qk_norm else nn.Identity()
         self.rotary = Rotary(cfg.head_size, cfg.block_size) if cfg.rope else nn.Identity()
