@@ -1,5 +1,5 @@
 """The progression figures, drawn for a README: labelled axes with units, rung order kept, one colour
-per component (analysis.palette), saved as PNG and SVG by `show`."""
+per component (analysis.palette, from the tables' `component` column), saved as PNG and SVG by `show`."""
 
 from __future__ import annotations
 
@@ -40,11 +40,12 @@ def show(fig: Figure, name: str, out_dir: Path | str) -> None:
     display(Image(filename=str(png)), metadata={"filename": png.name})
 
 
-def loss_curves(evals: pd.DataFrame, order: list[str], title: str) -> Figure:
-    """Train and val loss against step, one line per rung, the 95% CI over seeds as a band."""
+def loss_curves(evals: pd.DataFrame, table: pd.DataFrame, title: str) -> Figure:
+    """Train and val loss against step, one line per rung (in `table`'s order), the 95% CI over seeds as a band."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    order = list(table["variant"])
     for ax, split in zip(axes, ("train", "val"), strict=True):
-        sns.lineplot(data=evals, x="step", y=f"{split}_loss", hue="variant", hue_order=order, palette=colours(order),
+        sns.lineplot(data=evals, x="step", y=f"{split}_loss", hue="variant", hue_order=order, palette=colours(table),
                      errorbar=t_interval, ax=ax, legend=split == "val")
         ax.set(xlabel="training step", ylabel=LOSS_UNIT, title=f"{split} loss")
     sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), title="rung (in order)", frameon=False)
@@ -55,7 +56,7 @@ def loss_curves(evals: pd.DataFrame, order: list[str], title: str) -> Figure:
 def final_loss(table: pd.DataFrame, title: str) -> Figure:
     """Final val loss per variant, mean and 95% CI over seeds, in table order from the top."""
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.4))
-    palette = colours(table["variant"])
+    palette = colours(table)
     for i, row in enumerate(table.itertuples()):
         if pd.notna(row.final_val_loss_mean):
             ax.errorbar(row.final_val_loss_mean, i, xerr=_xerr(row, "final_val_loss"), fmt="o", ms=7, capsize=4,
@@ -69,7 +70,7 @@ def final_loss(table: pd.DataFrame, title: str) -> Figure:
 def delta(table: pd.DataFrame, baseline: str, title: str) -> Figure:
     """Each variant's final val loss minus the baseline's (paired by seed), with 95% CIs."""
     rows = table[table["variant"] != baseline].reset_index(drop=True)
-    palette = colours(rows["variant"])
+    palette = colours(rows)
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
     for i, row in enumerate(rows.itertuples()):
         if pd.notna(row.delta_val_mean):
@@ -84,7 +85,7 @@ def delta(table: pd.DataFrame, baseline: str, title: str) -> Figure:
 def loss_vs_cost(table: pd.DataFrame, title: str) -> Figure:
     """Final val loss against parameters and against training compute, the rungs joined in order."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    palette = colours(table["variant"])
+    palette = colours(table)
     done = table.dropna(subset=["final_val_loss_mean"])
     for ax, x, label in ((axes[0], "params", "parameters"),
                          (axes[1], "train_flops", "training compute (FLOPs, forward + backward)")):

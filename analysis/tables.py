@@ -29,11 +29,12 @@ EXPLANATION = (
 
 
 def membership(manifest: dict[str, Any]) -> pd.DataFrame:
-    """One row per planned run of each experiment definition: definition, order, variant, adds, seed, run_id."""
+    """One row per planned run of each definition: definition, order, variant, adds, component, seed, run_id."""
     rows = [{"definition": e["name"], "compare": e.get("compare", "previous"), "order": i, "variant": v["name"],
-             "adds": v.get("adds", ""), "seed": r["seed"], "run_id": r["run_id"]}
+             "adds": v.get("adds", ""), "component": v.get("component", ""), "seed": r["seed"], "run_id": r["run_id"]}
             for e in manifest["experiments"] for i, v in enumerate(e["variants"]) for r in v["runs"]]
-    return pd.DataFrame(rows, columns=["definition", "compare", "order", "variant", "adds", "seed", "run_id"])
+    return pd.DataFrame(rows, columns=["definition", "compare", "order", "variant", "adds", "component", "seed",
+                                       "run_id"])
 
 
 def planned_runs(manifest: dict[str, Any], runs: pd.DataFrame, folder: Path) -> pd.DataFrame:
@@ -61,8 +62,8 @@ def comparison(planned: pd.DataFrame, definition: str) -> pd.DataFrame:
             baseline = variants[i - 1] if i else None
         else:
             baseline = compare if variant != compare else None
-        row: dict[str, Any] = {"variant": variant, "adds": runs["adds"].iloc[0], "params": _first(runs, "params"),
-                               "flops_per_token": _first(runs, "flops_per_token")}
+        row: dict[str, Any] = {"variant": variant, "adds": runs["adds"].iloc[0], "component": runs["component"].iloc[0],
+                               "params": _first(runs, "params"), "flops_per_token": _first(runs, "flops_per_token")}
         for loss in LOSSES:
             row[f"{loss}_mean"], row[f"{loss}_low"], row[f"{loss}_high"] = mean_ci(done[loss])
         delta = paired_delta(val_by_seed[variant], val_by_seed[baseline]) if baseline else (math.nan,) * 3

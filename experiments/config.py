@@ -34,6 +34,9 @@ from nanogpt.train import TrainConfig
 LABELS = ("experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type", "tags",
           "dtype_reason")
 MAX_SEED = 2**63 - 1  # torch's generators take at most 64 bits; keep it a positive int64
+# Settings added after config format 1, each with its neutral value (what every earlier run did). The hash leaves a
+# setting out while it holds that value, so a config that does not use it keeps the hash (and run folder) it had.
+ADDED_FIELDS: dict[str, Any] = {"norm": "layernorm", "rope": False, "qk_norm": False, "n_kv_head": 0}
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class RunConfig:
     @functools.cached_property  # a frozen config's hash never changes; plans of many seeds ask often
     def hash(self) -> str:
         """sha256 over everything that changes the numbers; stable across machines and orders."""
-        semantic = {k: v for k, v in self.flat().items() if k not in LABELS}
+        semantic = {k: v for k, v in self.flat().items()
+                    if k not in LABELS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
         return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -75,6 +79,7 @@ class RunConfig:
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> RunConfig:
+        flat = ADDED_FIELDS | flat  # a config.json written before a setting existed ran with its neutral value
         model = ModelConfig(**{f.name: flat[f.name] for f in fields(ModelConfig)})
         train = TrainConfig(**{f.name: flat[f.name] for f in fields(TrainConfig)})
         top = {f.name: flat[f.name] for f in fields(cls) if f.name not in ("model", "train") and f.name in flat}

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
+
+# Before blocks had named parts (ln_1, attn, ln_2, mlp), a parameter's name depended on the norm and residual
+# switches (blocks.0.0.fn.1.qkv.weight); such checkpoints cannot be loaded into today's model.
+OLD_BLOCK_LAYOUT = re.compile(r"blocks\.\d+\.\d+\.")
 
 
 class CheckpointError(Exception):
@@ -35,4 +40,7 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         ) from None
     if not isinstance(state, dict) or not {"model", "step"} <= state.keys():
         raise CheckpointError(f"checkpoint {path} lacks model/step entries; delete it and rerun with --force")
+    old = next((name for name in state["model"] if OLD_BLOCK_LAYOUT.match(name)), None)
+    if old:
+        raise CheckpointError(f"checkpoint {path} predates named block parts ({old}); retrain the run with --force")
     return state

@@ -1,19 +1,28 @@
 """One character-level GPT whose components are switches in `ModelConfig`.
 
-All switches on gives a plain pre-LN GPT (the lecture's final model, nanoGPT's architecture).
+All classic switches on gives a plain pre-LN GPT (the lecture's final model, nanoGPT's architecture).
 All switches off gives the lecture's bigram model: next-character logits read straight from a
 vocab x vocab table. Everything in between is a rung of the ablation ladder.
 
+The modern switches turn that GPT-2 block into a Llama-style one, one component at a time:
+- `norm`: LayerNorm (GPT-2) or RMSNorm (Llama); where norms sit stays `layernorm` (none/pre/post);
+- `activation`: the 4x MLP with ReLU or GELU, or SwiGLU (gated, hidden size matched in parameters);
+- positions: learned absolute (`pos_emb`), rotary on q and k (`rope`), both, or neither (NoPE);
+- `qk_norm`: normalise each head's q and k before the dot product (OLMo 2, Qwen 3, Gemma 3);
+- `n_kv_head`: grouped-query attention, n_head query heads sharing n_kv_head key/value heads.
+
 A switched-off component is simply not built: it owns no parameters and costs nothing at run
 time. `forward` therefore has no branches on the config; the choices are made once, in
-`__init__`, by composing small modules (`nn.Identity` where something is absent).
+`__init__` (`nn.Identity` where something is absent), and parameter names never depend on
+unrelated switches (`blocks.0.attn.qkv.weight` whatever the norm placement or residual).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args, get_origin, get_type_hints
 
 import torch
 import torch.nn as nn
@@ -30,20 +39,29 @@ class ModelConfig:
     lm_head: bool = True  # token embedding of width n_embd + linear head; off = bigram table
     pos_emb: bool = True  # learned absolute position embeddings
     attention: bool = True  # causal self-attention sub-layer in each block
-    mlp: bool = True  # feed-forward sub-layer (4x width) in each block
-    activation: Literal["relu", "gelu"] = "relu"
+    mlp: bool = True  # feed-forward sub-layer in each block
+    activation: Literal["relu", "gelu", "swiglu"] = "relu"  # MLP kind: 4x width with ReLU/GELU, or SwiGLU
     residual: bool = True  # x + f(x) around each sub-layer
-    layernorm: Literal["none", "pre", "post"] = "pre"
+    layernorm: Literal["none", "pre", "post"] = "pre"  # where the norms sit (their kind is `norm`)
     init: Literal["default", "gpt2"] = "gpt2"  # PyTorch defaults or normal(0, 0.02)
     scaled_residual_init: bool = False  # GPT-2: residual projections get std 0.02/sqrt(2*n_layer)
     dropout: float = 0.0
     bias: bool = True
     weight_tying: bool = False  # share the token embedding with the LM head
+    # Added after config format 1: experiments.config.ADDED_FIELDS keeps them out of the hash at these defaults.
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    rope: bool = False  # rotary position embedding of q and k in every attention layer
+    qk_norm: bool = False  # normalise each head's q and k (kind: `norm`) before the dot product
+    n_kv_head: int = 0  # key/value heads shared by the n_head query heads; 0 = n_head, 1 = multi-query
 
     @property
     def width(self) -> int:
         """Width of the residual stream: n_embd, or the vocab for the bigram table."""
         return self.n_embd if self.lm_head else self.vocab_size
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
 
     def validate(self) -> None:
         """Raise ValueError with a message a person can act on."""
@@ -54,12 +72,9 @@ class ModelConfig:
             raise ValueError(f"n_layer must be 0 or more, got {self.n_layer}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in ("relu", "gelu"):
-            raise ValueError(f"activation must be 'relu' or 'gelu', got {self.activation!r}")
-        if self.layernorm not in ("none", "pre", "post"):
-            raise ValueError(f"layernorm must be 'none', 'pre' or 'post', got {self.layernorm!r}")
-        if self.init not in ("default", "gpt2"):
-            raise ValueError(f"init must be 'default' or 'gpt2', got {self.init!r}")
+        for name, hint in get_type_hints(ModelConfig).items():
+            if get_origin(hint) is Literal and getattr(self, name) not in get_args(hint):
+                raise ValueError(f"{name} must be one of {', '.join(get_args(hint))}, got {getattr(self, name)!r}")
         if not self.lm_head and (self.attention or self.mlp or self.weight_tying):
             raise ValueError(
                 "attention, mlp and weight_tying need lm_head=true: the bigram table has no hidden width"
@@ -69,84 +84,20 @@ class ModelConfig:
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 "pick n_head among the divisors of n_embd"
             )
+        if self.n_kv_head < 0 or (self.n_kv_head and self.n_head % self.n_kv_head):
+            raise ValueError(
+                f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}); 0 means n_head, 1 multi-query"
+            )
+        if self.rope and self.attention and self.head_size % 2:
+            raise ValueError(f"rope rotates pairs of channels: head size n_embd/n_head ({self.head_size}) must be even")
 
 
-def _sublayer(fn: nn.Module, cfg: ModelConfig) -> nn.Module:
-    """Wrap one sub-layer with the configured normalisation and residual path.
-
-    pre-LN:  x + f(LN(x))   (GPT-2, the lecture)      post-LN: LN(x + f(x))   (original transformer)
-    """
-    if cfg.layernorm == "pre":
-        fn = nn.Sequential(nn.LayerNorm(cfg.width, bias=cfg.bias), fn)
-    if cfg.residual:
-        fn = Residual(fn)
-    if cfg.layernorm == "post":
-        fn = nn.Sequential(fn, nn.LayerNorm(cfg.width, bias=cfg.bias))
-    return fn
-
-
-class Residual(nn.Module):
-    def __init__(self, fn: nn.Module):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fn(x)
-
-
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
-    """Fused causal attention (flash / memory-efficient kernels); scales by 1/sqrt(head size).
-
-    On CPU, PyTorch's fp32 flash kernel runs forward+backward 3-8x faster than its bf16 one (see
-    docs/benchmarks.md), so CPU attention runs in fp32 even under bf16 autocast; GPUs keep bf16.
-    """
-    if q.device.type == "cpu":
-        with torch.autocast("cpu", enabled=False):
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, dropout_p=dropout_p)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-
-
-class CausalSelfAttention(nn.Module):
-    """n_head heads of size n_embd // n_head; n_head=1 is the lecture's single head."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.n_head = cfg.n_head
-        self.dropout = cfg.dropout
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.proj.is_residual_projection = True
-        self.resid_dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
-        y = causal_attention(q, k, v, self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.proj(y))
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.act = nn.ReLU() if cfg.activation == "relu" else nn.GELU()
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.proj.is_residual_projection = True
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(self.act(self.fc(x))))
-
-
-def _block(cfg: ModelConfig) -> nn.Sequential:
-    """A transformer block: the enabled sub-layers, in order (communicate, then compute)."""
-    parts = []
-    if cfg.attention:
-        parts.append(_sublayer(CausalSelfAttention(cfg), cfg))
-    if cfg.mlp:
-        parts.append(_sublayer(MLP(cfg), cfg))
-    return nn.Sequential(*parts)
+def make_norm(cfg: ModelConfig, size: int) -> nn.Module:
+    """LayerNorm re-centres and re-scales (GPT-2); RMSNorm only re-scales and has no bias (Llama): re-centring
+    turned out not to matter (Zhang & Sennrich 2019), and one statistic fewer is one reduction fewer."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=1e-5)
+    return nn.LayerNorm(size, bias=cfg.bias)
 
 
 class PositionEmbedding(nn.Module):
@@ -160,6 +111,152 @@ class PositionEmbedding(nn.Module):
         return x + self.wpe(torch.arange(x.size(1), device=x.device))
 
 
+class Rotary(nn.Module):
+    """RoPE (Su et al. 2021): rotate channel pair i of a query or key at position m by angle m * base^(-2i/d).
+
+    Rotations compose, so the score q_m . k_n depends on m - n only: attention sees relative
+    positions, with no parameters. Channel i pairs with i + d/2 (the GPT-NeoX/Llama layout).
+    """
+
+    def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+        angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (T, d/2)
+        # Recomputable, so not saved: checkpoints hold the same names with rope on or off.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, heads, T, head_size), positions 0..T-1."""
+        cos, sin = self.cos[: x.size(-2)], self.sin[: x.size(-2)]
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,
+                     enable_gqa: bool = False) -> torch.Tensor:
+    """Fused causal attention (flash / memory-efficient kernels); scales by 1/sqrt(head size).
+
+    On CPU, PyTorch's fp32 flash kernel runs forward+backward 3-8x faster than its bf16 one (see
+    docs/benchmarks.md), so CPU attention runs in fp32 even under bf16 autocast; GPUs keep bf16.
+    `enable_gqa` lets k and v have fewer heads than q (each shared by n_head / n_kv_head queries).
+    """
+    if q.device.type == "cpu":
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True,
+                                                  dropout_p=dropout_p, enable_gqa=enable_gqa)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p, enable_gqa=enable_gqa)
+
+
+class CausalSelfAttention(nn.Module):
+    """n_head query heads of size n_embd // n_head; n_head=1 is the lecture's single head.
+
+    Grouped-query attention (Ainslie et al. 2023): the n_head queries share n_kv_head key/value heads,
+    shrinking the k/v projection (and an inference KV cache) by n_head / n_kv_head.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.head_size = cfg.n_head, cfg.head_size
+        n_kv_head = cfg.n_kv_head or cfg.n_head
+        self.gqa = n_kv_head != cfg.n_head
+        self.dropout = cfg.dropout
+        self.sizes = (cfg.n_embd, n_kv_head * cfg.head_size, n_kv_head * cfg.head_size)  # q, k, v
+        self.qkv = nn.Linear(cfg.n_embd, sum(self.sizes), bias=cfg.bias)
+        # QK-norm keeps the attention logits from growing until a softmax saturates, an instability seen
+        # when training large models (ViT-22B, OLMo 2); Qwen 3 and Gemma 3 normalise q and k per head too.
+        self.q_norm = make_norm(cfg, cfg.head_size) if cfg.qk_norm else nn.Identity()
+        self.k_norm = make_norm(cfg, cfg.head_size) if cfg.qk_norm else nn.Identity()
+        self.rotary = Rotary(cfg.head_size, cfg.block_size) if cfg.rope else nn.Identity()
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.proj.is_residual_projection = True
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, -1, self.head_size).transpose(1, 2) for t in self.qkv(x).split(self.sizes, dim=-1))
+        q, k = self.rotary(self.q_norm(q)), self.rotary(self.k_norm(k))
+        y = causal_attention(q, k, v, self.dropout if self.training else 0.0, self.gqa)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class SwiGLU(nn.Module):
+    """silu(a) * b over the two halves of its input: a gate that scales each hidden unit (Shazeer 2020)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=-1)
+        return F.silu(a) * b
+
+
+def mlp_hidden(cfg: ModelConfig) -> int:
+    """Hidden width: 4 * n_embd, or for SwiGLU the width whose parameters match that 4x MLP.
+
+    SwiGLU has three n_embd x hidden matrices (gate, up, down) where the 4x MLP has two, so with
+    c = n_embd and b = 1 if biases else 0, it solves 3*c*h + 2*b*h = 8*c*c + 4*b*c (both share the
+    down projection's bias c): h = 8/3 c without biases. Rounding to whole units moves the count by
+    at most (3c + 2) / 2, under 1% from n_embd = 19 on (Llama rounds h up to a multiple of 256 instead).
+    """
+    if cfg.activation != "swiglu":
+        return 4 * cfg.n_embd
+    c, b = cfg.n_embd, int(cfg.bias)
+    return round((8 * c * c + 4 * b * c) / (3 * c + 2 * b))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = mlp_hidden(cfg)
+        act = {"relu": nn.ReLU, "gelu": nn.GELU, "swiglu": SwiGLU}[cfg.activation]
+        # SwiGLU's gate and up projections are one matrix, split in half by the activation.
+        self.fc = nn.Linear(cfg.n_embd, (2 if act is SwiGLU else 1) * hidden, bias=cfg.bias)
+        self.act = act()
+        self.proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+        self.proj.is_residual_projection = True
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(self.act(self.fc(x))))
+
+
+# How a sub-layer f meets the residual stream x, by (norm placement, residual). No norm is pre with Identity.
+Wiring = Callable[[torch.Tensor, nn.Module, nn.Module], torch.Tensor]
+WIRING: dict[tuple[str, bool], Wiring] = {
+    ("pre", True): lambda x, norm, f: x + f(norm(x)),  # GPT-2, Llama: the residual stream itself is never normed
+    ("post", True): lambda x, norm, f: norm(x + f(x)),  # the original transformer
+    ("pre", False): lambda x, norm, f: f(norm(x)),
+    ("post", False): lambda x, norm, f: norm(f(x)),
+}
+
+
+def skip(x: torch.Tensor, norm: nn.Module, f: nn.Module) -> torch.Tensor:
+    """The wiring of an absent sub-layer: the stream passes unchanged."""
+    return x
+
+
+class Block(nn.Module):
+    """A transformer block: communicate (attention), then compute (MLP).
+
+    Pre-norm with residuals, it computes x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)). Other
+    placements and residual off choose another WIRING here, in __init__; forward is the same.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        wiring = WIRING["post" if cfg.layernorm == "post" else "pre", cfg.residual]
+        normed = cfg.layernorm != "none"
+        self.ln_1 = make_norm(cfg, cfg.n_embd) if cfg.attention and normed else nn.Identity()
+        self.attn = CausalSelfAttention(cfg) if cfg.attention else nn.Identity()
+        self.ln_2 = make_norm(cfg, cfg.n_embd) if cfg.mlp and normed else nn.Identity()
+        self.mlp = MLP(cfg) if cfg.mlp else nn.Identity()
+        self.attn_wiring = wiring if cfg.attention else skip
+        self.mlp_wiring = wiring if cfg.mlp else skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attn_wiring(x, self.ln_1, self.attn)
+        return self.mlp_wiring(x, self.ln_2, self.mlp)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -169,10 +266,10 @@ class GPT(nn.Module):
         self.add_positions = PositionEmbedding(cfg) if cfg.pos_emb else nn.Identity()
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         has_blocks = cfg.attention or cfg.mlp
-        self.blocks = nn.Sequential(*(_block(cfg) for _ in range(cfg.n_layer if has_blocks else 0)))
-        # Pre-LN leaves the residual stream un-normalised, so GPT-2 adds one final LayerNorm;
-        # post-LN already ends every sub-layer with one.
-        self.ln_f = nn.LayerNorm(cfg.width, bias=cfg.bias) if cfg.layernorm == "pre" else nn.Identity()
+        self.blocks = nn.Sequential(*(Block(cfg) for _ in range(cfg.n_layer if has_blocks else 0)))
+        # Pre-norm leaves the residual stream un-normalised, so GPT-2 adds one final norm;
+        # post-norm already ends every sub-layer with one.
+        self.ln_f = make_norm(cfg, cfg.width) if cfg.layernorm == "pre" else nn.Identity()
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if cfg.lm_head else nn.Identity()
         if cfg.weight_tying:
             self.lm_head.weight = self.wte.weight
@@ -208,8 +305,9 @@ class GPT(nn.Module):
         """Exact forward FLOPs per token at full context (a multiply-add counts 2).
 
         Every matmul is a Linear (2 * in * out) plus, per attention layer, the scores and the
-        weighted sum over block_size keys (2 * 2 * T * n_embd). Embedding lookups, norms and
-        activations are not matmuls and are left out, as in the PaLM/nanoGPT accounting; so the
+        weighted sum over block_size keys (2 * 2 * T * n_embd: every query head attends, however few
+        key/value heads it shares). Embedding lookups, norms, activations (SwiGLU's gate too) and
+        rotations are not matmuls and are left out, as in the PaLM/nanoGPT accounting; so the
         bigram table costs 0. Training (forward + backward) costs 3x this.
         """
         linear = sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))

@@ -11,7 +11,7 @@ import nbformat
 import optuna
 import pytest
 
-from tests.analysis_fixtures import STUDY
+from tests.analysis_fixtures import ENV, STUDY
 from tests.conftest import ROOT, run_module
 
 # Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
@@ -122,3 +122,20 @@ def test_a_relative_storage_path_still_resolves_from_the_notebooks_folder(tmp_pa
     assert storage.absolute("sqlite:///results/s/optuna.db") == f"sqlite:///{tmp_path}/results/s/optuna.db"
     assert storage.absolute("s.journal") == str(tmp_path / "s.journal")
     assert storage.absolute("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_modern_experiments_get_their_own_figures_coloured_by_component(tmp_path):
+    """Any definition gets figures without code changes: one set per cumulative definition, a Δ figure per baseline."""
+    out = run_module("experiments.ablate", "--preset", "smoke", "--seeds", "1", "--results", tmp_path,
+                     "--experiments", "modern", "modern_leave_one_out", "--set", "max_iters=10", env=ENV)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads((tmp_path / "smoke" / "experiment.json").read_text())
+    components = {v["name"]: v["component"] for e in plan["experiments"] for v in e["variants"]}
+    assert components["rope"] == components["llama_learned_pos"] == "RoPE"
+
+    out = run_module("analysis.report", tmp_path / "smoke", env=ENV)
+
+    assert out.returncode == 0, out.stderr
+    assert_figures(tmp_path / "smoke" / "report" / "figures", ("modern_loss_curves", "modern_final_val_loss",
+                                                               "modern_loss_vs_cost", "modern_leave_one_out_delta"))
+    assert_clean_run(tmp_path / "smoke" / "report" / "progression.ipynb")

@@ -7,6 +7,8 @@ import json
 import pytest
 
 from experiments import ablate
+from experiments.definitions import experiments, get_experiment
+from experiments.presets import PRESETS
 from tests.conftest import run_module
 
 MY_EXPERIMENT = """\
@@ -74,3 +76,10 @@ def test_a_broken_definition_is_named_with_its_problem(tmp_path, tiny_corpus, mo
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
     assert str(bad) in lines[0] and message in lines[0], lines
     assert not (tmp_path / "r").exists()
+
+
+def test_built_in_definitions_name_their_preset_and_each_variants_component():
+    for experiment in experiments().values():
+        assert experiment.preset in PRESETS, experiment.name
+        assert all(v.component for v in experiment.variants), experiment.name
+    assert get_experiment("modern").preset == "modern" and get_experiment("ladder").preset == "tutorial"

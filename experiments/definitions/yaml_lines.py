@@ -20,12 +20,17 @@ class DuplicateKeyError(ValueError):
 
 class _LineLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LinedDict:
+        explicit = sum(key.tag != "tag:yaml.org,2002:merge" for key, _ in node.value)
+        self.flatten_mapping(node)  # merge keys (`<<: *base`) become ordinary pairs, placed first
+        merged = len(node.value) - explicit
         mapping = LinedDict()
         mapping.lines = {}
-        for key_node, value_node in node.value:
+        inherited: set[Any] = set()  # keys a merge gave, which the mapping's own keys may override
+        for i, (key_node, value_node) in enumerate(node.value):
             key = self.construct_object(key_node, deep=deep)
-            if key in mapping:  # PyYAML would keep the last one silently
+            if key in mapping and key not in inherited:  # PyYAML would keep the last one silently
                 raise DuplicateKeyError(f"line {key_node.start_mark.line + 1}: key '{key}' given twice")
+            (inherited.add if i < merged else inherited.discard)(key)
             mapping[key] = self.construct_object(value_node, deep=deep)
             mapping.lines[key] = key_node.start_mark.line + 1
         return mapping
