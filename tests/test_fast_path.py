@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from experiments.config import resolve
-from nanogpt.checkpoint import deserialize, serialize
 from nanogpt.data import Batches, Corpus
 from nanogpt.model import GPT, causal_attention
-from nanogpt.train import Callback, Trainer
+from nanogpt.train import Trainer
+from tests.exact_resume import assert_resumes_exactly
 
 
 def test_many_batches_at_once_are_the_batches_drawn_one_by_one():
@@ -68,28 +68,5 @@ def test_bf16_autocast_training_follows_fp32(tiny_corpus):
 
 
 def test_bf16_fused_run_resumed_from_a_checkpoint_is_bit_exact(tiny_corpus):
-    cfg = resolve("smoke", overrides={"dtype": "bfloat16", "max_iters": 20, "data": str(tiny_corpus),
-                                      "grad_clip": 1.0, "dropout": 0.1})
-    corpus = Corpus.load(cfg.data)
-    model_cfg = dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size)
-
-    class Keep(Callback):
-        def __init__(self):
-            self.metrics, self.checkpoints = [], {}
-
-        def on_eval(self, metrics, checkpoint):
-            self.metrics.append({k: metrics[k] for k in ("step", "train_loss", "val_loss")})
-            self.checkpoints[metrics["step"]] = serialize(checkpoint())
-
-    def trainer() -> Trainer:
-        torch.manual_seed(0)
-        return Trainer(GPT(model_cfg), corpus, cfg.train, seed=0, device=torch.device("cpu"))
-
-    whole, first = Keep(), trainer()
-    first.run([whole])
-    resumed, second = Keep(), trainer()
-    second.restore(deserialize(whole.checkpoints[10]))
-    second.run([resumed])
-    assert resumed.metrics == whole.metrics[2:]  # step 20, equal to the bit (step 10 is not re-evaluated)
-    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
-                                                 second.model.state_dict().values(), strict=True))
+    assert_resumes_exactly({"dtype": "bfloat16", "max_iters": 20, "data": str(tiny_corpus), "grad_clip": 1.0,
+                            "dropout": 0.1}, resume_at=10)

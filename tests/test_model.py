@@ -12,10 +12,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from experiments.config import ADDED_FIELDS, resolve, with_corpus
 from experiments.definitions import Experiment, get_experiment
 from experiments.presets import PRESETS
-from nanogpt.checkpoint import CheckpointError, deserialize, load, serialize
-from nanogpt.data import TINY_SHAKESPEARE_SHA256, Corpus
+from nanogpt.checkpoint import CheckpointError, load
+from nanogpt.data import TINY_SHAKESPEARE_SHA256
 from nanogpt.model import GPT, MLP, CausalSelfAttention, ModelConfig, Rotary
-from nanogpt.train import Callback, Trainer
+from tests.exact_resume import assert_resumes_exactly
 
 TUTORIAL = resolve("tutorial").model
 
@@ -181,31 +181,8 @@ def test_flops_per_token_is_exact_for_every_modern_combination(change):
 
 @pytest.mark.parametrize("change", MODERN, ids=MODERN_IDS)
 def test_every_modern_combination_trains_and_resumes_exactly(change, tiny_corpus):
-    cfg = resolve("smoke", overrides={"max_iters": 4, "eval_interval": 2, "eval_iters": 1, "data": str(tiny_corpus),
-                                      **change})
-    corpus = Corpus.load(cfg.data)
-    model_cfg = dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size)
-
-    class Keep(Callback):
-        def __init__(self):
-            self.metrics, self.checkpoints = [], {}
-
-        def on_eval(self, metrics, checkpoint):
-            self.metrics.append((metrics["step"], metrics["train_loss"], metrics["val_loss"]))
-            self.checkpoints[metrics["step"]] = serialize(checkpoint())
-
-    def trainer() -> Trainer:
-        torch.manual_seed(0)
-        return Trainer(GPT(model_cfg), corpus, cfg.train, seed=0, device=torch.device("cpu"))
-
-    whole, first = Keep(), trainer()
-    assert first.run([whole]).status == "completed"
-    resumed, second = Keep(), trainer()
-    second.restore(deserialize(whole.checkpoints[2]))
-    second.run([resumed])
-    assert resumed.metrics == whole.metrics[2:]
-    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
-                                                 second.model.state_dict().values(), strict=True))
+    assert_resumes_exactly({"max_iters": 4, "eval_interval": 2, "eval_iters": 1, "data": str(tiny_corpus), **change},
+                           resume_at=2)
 
 
 HS = C // TUTORIAL.n_head  # head size
