@@ -43,7 +43,7 @@ lint: setup  ## ruff
 	$(PY) -m ruff check .
 
 reliability: setup  ## the fault-injection, bad-input and security tests; writes docs/reliability.md from their results
-	$(PY) -m pytest -q -m reliability --reliability-report docs/reliability.md tests
+	$(PY) -m pytest -q -n auto --dist loadgroup -m reliability --reliability-report docs/reliability.md tests
 
 ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable; then the tables and the report (DRY_RUN=1: the plan only)
 ifdef DRY_RUN

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 KINDS = ("fault", "bad input", "security")
+_rows: defaultdict[tuple[str, str], dict] = defaultdict(lambda: {"cases": 0, "passed": 0, "checked": ""})
 HEADINGS = {"fault": "Faults injected", "bad input": "Bad inputs", "security": "Security"}
 
 
@@ -25,7 +26,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "reliability(kind, what): a fault-injection, bad-input or security test")
-    config._reliability = defaultdict(lambda: {"cases": 0, "passed": 0, "checked": ""})  # type: ignore[attr-defined]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,22 +37,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Where the test runs (an xdist worker, or this process): label its report with what it checked."""
     outcome = yield
     report = outcome.get_result()
     mark = item.get_closest_marker("reliability")
-    if mark is None or report.when != "call":
-        return
-    row = item.config._reliability[(mark.args[0], mark.args[1])]  # type: ignore[attr-defined]
-    row["cases"] += 1
-    row["passed"] += report.passed
-    doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
-    row["checked"] = row["checked"] or (doc[0] if doc else item.name)
+    if mark is not None and report.when == "call":
+        doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
+        report.user_properties.append(("reliability", (mark.args[0], mark.args[1], doc[0] if doc else item.name)))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Where the results meet (the xdist controller, or this process): count each labelled report."""
+    for name, (kind, what, checked) in report.user_properties:
+        if name != "reliability":
+            continue
+        row = _rows[(kind, what)]
+        row["cases"] += 1
+        row["passed"] += report.passed
+        row["checked"] = row["checked"] or checked
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     path = session.config.getoption("--reliability-report")
-    rows = session.config._reliability  # type: ignore[attr-defined]
-    if not path or not rows:
+    rows = _rows
+    if not path or not rows or hasattr(session.config, "workerinput"):  # an xdist worker: the controller writes
         return
     lines = [
         "# Reliability: faults injected and bad inputs tried",
