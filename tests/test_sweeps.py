@@ -254,8 +254,10 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_
     """Ctrl-C a worker mid-trial; running the sweep again re-enqueues that trial and resumes its run."""
     journal = str(tmp_path / "study.journal")  # no heartbeats here: re-creating is the way back
     args = ["--study", "stop", "--results", str(tmp_path), "--storage", journal]
+    # Trials of 2000 steps (~2 s each): long enough that the trial caught mid-way is still running when
+    # the SIGINT lands, even on a loaded machine (300-step trials could all finish first).
     assert sweeps_cli.main(["create", *args, "--grid", tiny_grid, "--seeds", "1",
-                            *smoke(tiny_corpus, 300, 30)]) == 0
+                            *smoke(tiny_corpus, 2000, 100)]) == 0
     worker = start_worker("stop", tmp_path, journal, tmp_path / "worker.log")
     study = load(journal, "stop")
     try:
@@ -268,12 +270,12 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_
     assert study.trials[stopped].state == TrialState.FAIL and "outcome" not in study.trials[stopped].user_attrs
     assert store.RunStore(tmp_path).read(tmp_path / "stop" / run_id).summary["reason"] == "interrupted"
     capsys.readouterr()
-    assert sweeps_cli.main(["create", *args, "--grid", tiny_grid, "--seeds", "1", *smoke(tiny_corpus, 300, 30)]) == 0
+    assert sweeps_cli.main(["create", *args, "--grid", tiny_grid, "--seeds", "1", *smoke(tiny_corpus, 2000, 100)]) == 0
     assert "1 enqueued now" in capsys.readouterr().err
     assert sweeps_cli.main(["worker", *args, "--threads", "1", "--quiet"]) == 0
     assert_grid_done_once(load(journal, "stop"), points=3)
     run = store.RunStore(tmp_path).read(tmp_path / "stop" / run_id)
-    assert run.status == "completed" and run.summary["resumes"] == 1 and run.summary["resumed_from_step"] >= 30
+    assert run.status == "completed" and run.summary["resumes"] == 1 and run.summary["resumed_from_step"] >= 100
 
 
 def test_every_trial_is_mirrored_to_wandb_under_the_study(tiny_corpus, tiny_grid, tmp_path, monkeypatch):
