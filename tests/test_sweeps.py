@@ -63,9 +63,12 @@ def cli(*args: str, spec: str | None = None, timeout: float = 120) -> subprocess
 def start_worker(study: str, results: Path, spec: str, log: Path, *extra: str) -> subprocess.Popen:
     env = os.environ | {storage.STORAGE_ENV: spec}
     with log.open("w") as out:
+        # Ctrl-C at its default, as in a terminal: a disposition inherited from the test process (an ignored
+        # SIGINT survives exec) must not decide whether the worker can be interrupted.
         return subprocess.Popen([sys.executable, "-m", "sweeps.optuna", "worker", "--study", study, "--results",
                                  str(results), "--threads", "1", "--quiet", *extra], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def load(spec: str, study: str) -> optuna.Study:
@@ -262,8 +265,10 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_
     study = load(journal, "stop")
     try:
         stopped = _wait_for_checkpointed_trial(study, tmp_path / "stop", f"{HOST}:{worker.pid}", worker)
+        signals = {line.split(":")[0]: line.split()[1] for line in Path(f"/proc/{worker.pid}/status").read_text()
+                   .splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt"))}
         worker.send_signal(signal.SIGINT)
-        assert worker.wait(timeout=60) == 130
+        assert worker.wait(timeout=60) == 130, f"the worker's signal masks when interrupted: {signals}"
     finally:
         worker.kill()
     run_id = study.trials[stopped].user_attrs["run_id"]
