@@ -24,7 +24,8 @@ from experiments import store
 
 IDENTITY = ("source", "experiment", "run_id", "variant", "seed", "preset", "status")
 # What the training loop records at each evaluation (metrics.jsonl, W&B history).
-METRICS = ("step", "tokens", "train_loss", "val_loss", "lr", "tokens_per_sec", "elapsed_sec")
+METRICS = ("step", "tokens", "train_loss", "val_loss", "lr", "tokens_per_sec", "elapsed_sec", "max_attn_logit",
+           "max_output_logit", "train_z_loss", "val_z_loss")
 SUMMARY = (
     "evals", "last_step", "initial_train_loss", "initial_val_loss", "final_train_loss", "final_val_loss",
     "best_val_loss", "best_val_step", "tokens", "wall_time_sec", "tokens_per_sec", "params", "flops_per_token",

@@ -36,7 +36,7 @@ LABELS = ("experiment", "preset", "variant", "device", "compile", "trial", "stud
 MAX_SEED = 2**63 - 1  # torch's generators take at most 64 bits; keep it a positive int64
 # Settings added after config format 1, each with its neutral value (what every earlier run did). The hash leaves a
 # setting out while it holds that value, so a config that does not use it keeps the hash (and run folder) it had.
-ADDED_FIELDS: dict[str, Any] = {"norm": "layernorm", "rope": False, "qk_norm": False, "n_kv_head": 0}
+ADDED_FIELDS: dict[str, Any] = {"norm": "layernorm", "rope": False, "qk_norm": False, "n_kv_head": 0, "z_loss": 0.0}
 
 
 @dataclass(frozen=True)

@@ -172,13 +172,30 @@ class CausalSelfAttention(nn.Module):
         self.proj.is_residual_projection = True
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v as (B, heads, T, head_size), q and k normed and rotated: what the dot products see."""
+        B, T, _ = x.shape
         q, k, v = (t.view(B, T, -1, self.head_size).transpose(1, 2) for t in self.qkv(x).split(self.sizes, dim=-1))
-        q, k = self.rotary(self.q_norm(q)), self.rotary(self.k_norm(k))
+        return self.rotary(self.q_norm(q)), self.rotary(self.k_norm(k)), v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.heads(x)
         y = causal_attention(q, k, v, self.dropout if self.training else 0.0, self.gqa)
-        y = y.transpose(1, 2).reshape(B, T, C)
+        y = y.transpose(1, 2).reshape(x.shape)
         return self.resid_dropout(self.proj(y))
+
+    def max_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """The largest attention logit q.k/sqrt(d) any head gives a key it may attend to (j <= i).
+
+        Its growth until the softmax saturates is the instability QK-norm removes (Dehghani et al. 2023,
+        Wortsman et al. 2023). Materialises the scores, so it is for evaluation, never the training step.
+        """
+        q, k, _ = (t.float() for t in self.heads(x))
+        k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)  # GQA: each kv head serves its group of queries
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)
+        T = x.size(1)
+        allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        return scores.masked_fill(~allowed, -math.inf).amax()
 
 
 class SwiGLU(nn.Module):
@@ -296,6 +313,21 @@ class GPT(nn.Module):
             return logits, None
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
+
+    @torch.inference_mode()
+    def logit_stats(self, idx: torch.Tensor) -> dict[str, float | None]:
+        """The largest attention logit (over layers, heads and allowed positions) and the largest output logit
+        on one batch, in fp32: the two quantities whose growth marks the instabilities of high learning rates."""
+        inputs: list[tuple[CausalSelfAttention, torch.Tensor]] = []
+        hooks = [m.register_forward_pre_hook(lambda m, args: inputs.append((m, args[0])))
+                 for m in self.modules() if isinstance(m, CausalSelfAttention)]
+        try:
+            logits, _ = self(idx)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        attn = max((m.max_logit(x.float()).item() for m, x in inputs), default=None)
+        return {"max_attn_logit": attn, "max_output_logit": logits.float().amax().item()}
 
     def num_params(self) -> int:
         """Trainable parameters, each shared tensor counted once."""

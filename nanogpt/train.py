@@ -46,12 +46,15 @@ class TrainConfig:
     # Autocast dtype for matmuls; auto = bf16 where the device computes it natively (nanogpt.precision).
     dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     log_interval: int = 100
+    # PaLM's auxiliary z-loss, coefficient x log^2 Z of the output softmax's normaliser: it keeps the output logits
+    # from drifting (Chowdhery et al. 2022; Wortsman et al. 2023 use 1e-4). 0 = off; losses recorded stay plain CE.
+    z_loss: float = 0.0
 
     def validate(self) -> None:
         for name in ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "z_loss"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -76,6 +79,11 @@ class TrainConfig:
             return self.min_lr
         progress = (step - self.warmup_iters) / max(1, decay_iters - self.warmup_iters)
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
+
+
+def log_z_squared(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of (log Z)^2, Z = sum of exp(logits): what the z-loss penalises."""
+    return torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
 
 
 class Callback:
@@ -217,13 +225,26 @@ class Trainer:
             x, y = self.batches[f"eval_{split}"].next(self.cfg.eval_iters)
             rows = max(self.cfg.batch_size, EVAL_TOKENS // x.size(1))
             chunks = math.ceil(len(x) / rows)
-            loss_sum = torch.zeros((), device=self.device)
+            loss_sum, z_sum = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
             for xc, yc in zip(x.tensor_split(chunks), y.tensor_split(chunks), strict=True):
                 with self.autocast:
-                    loss_sum += self.forward_eval(xc, yc)[1].float() * len(xc)
+                    logits, loss = self.forward_eval(xc, yc)
+                loss_sum += loss.float() * len(xc)
+                if self.cfg.z_loss:
+                    z_sum += log_z_squared(logits) * len(xc)
             out[f"{split}_loss"] = (self.world.sum(loss_sum) / rows_total).item()
+            if self.cfg.z_loss:  # the auxiliary term, apart from the cross-entropy it is added to
+                out[f"{split}_z_loss"] = self.cfg.z_loss * (self.world.sum(z_sum) / rows_total).item()
+        # One batch of validation text, in fp32 and eager: evaluation only, off the training step's path.
+        out |= self.model.logit_stats(x[: self.cfg.batch_size])
         self.model.train()
         return out
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the step minimises, and the plain cross-entropy (what is logged): equal unless z_loss is on."""
+        with self.autocast:
+            logits, loss = self.forward(x, y)
+        return (loss + self.cfg.z_loss * log_z_squared(logits) if self.cfg.z_loss else loss), loss
 
     def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
         cfg, model, opt, world = self.cfg, self.model, self.optimizer, self.world
@@ -270,14 +291,13 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
             x, y = self.batches["train"].next()
-            with self.autocast:
-                _, loss = self.forward(x, y)
+            objective, loss = self.objective(x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            first_bad = torch.where(torch.isfinite(loss) | (first_bad <= step), first_bad, step)
+            first_bad = torch.where(torch.isfinite(objective) | (first_bad <= step), first_bad, step)
             self.step += 1
             self.tokens_seen += tokens_per_step
             window_tokens += tokens_per_step

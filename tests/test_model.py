@@ -15,6 +15,7 @@ from experiments.presets import PRESETS
 from nanogpt.checkpoint import CheckpointError, load
 from nanogpt.data import TINY_SHAKESPEARE_SHA256
 from nanogpt.model import GPT, MLP, CausalSelfAttention, ModelConfig, Rotary
+from nanogpt.train import TrainConfig
 from tests.exact_resume import assert_resumes_exactly
 
 TUTORIAL = resolve("tutorial").model
@@ -312,7 +313,7 @@ def test_configs_from_before_the_modern_switches_keep_their_hash(preset, variant
 
 
 def test_added_settings_are_left_out_of_the_hash_only_at_their_neutral_value():
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig) + dataclasses.fields(TrainConfig)}
     assert all(defaults[name] == neutral for name, neutral in ADDED_FIELDS.items())
     base = resolve("tutorial")
     assert resolve("tutorial", overrides={"rope": True}).hash != base.hash
