@@ -40,16 +40,17 @@ def cli_seconds(mode: str, seed: int, results: Path) -> tuple[float, float]:
 
 def in_process_seconds(runs: int, results: Path) -> dict[str, list[float]]:
     from experiments.config import resolve
-    from experiments.runner import prepare, train_run
+    from experiments.machine import prepare
+    from experiments.runner import train_run
     from experiments.wandb_mirror import WandbSettings
 
     train_run(resolve("smoke"), results / "warmup", quiet=True)  # torch's one-time costs stay out of both columns
     times: dict[str, list[float]] = {"off": [], "offline": []}
     for seed in range(1, runs + 1):
         for mode in times:
-            prepared = prepare(resolve("smoke", seed=seed))
+            ready = prepare(resolve("smoke", seed=seed))
             start = time.perf_counter()
-            train_run(prepared[0], results / mode, quiet=True, prepared=prepared, wandb=WandbSettings(mode))
+            train_run(ready.cfg, results / mode, quiet=True, prepared=ready, wandb=WandbSettings(mode))
             times[mode].append(time.perf_counter() - start)
     return times
 

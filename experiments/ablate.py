@@ -34,9 +34,10 @@ from tqdm import tqdm
 from experiments import cli, manifest, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
 from experiments.definitions import get_experiment
+from experiments.machine import check_results, default_jobs
 from experiments.plan import Plan, default_preset, describe, plan
 from experiments.presets import PRESETS
-from experiments.runner import USER_ERRORS, check_results, disk_error, train_run
+from experiments.runner import USER_ERRORS, disk_error, train_run
 from experiments.wandb_mirror import WandbSettings
 
 DEFAULT_EXPERIMENTS = ("ladder", "leave_one_out")
@@ -70,10 +71,6 @@ def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings)
     except Exception as e:  # noqa: BLE001 - one broken run must not stop the others; it is recorded
         return {"run_id": cfg.run_id, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
     return summary | {"seconds": time.perf_counter() - started}
-
-
-def default_jobs() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def execute(p: Plan, results: Path, jobs: int, force: bool = False,

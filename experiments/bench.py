@@ -41,8 +41,8 @@ import torch
 from experiments import store
 from experiments.config import ConfigError, resolve
 from experiments.interleave import RUN_KEYS, interleave, spec_settings
+from experiments.machine import resolve_device
 from experiments.recorder import PROJECT_ROOT
-from experiments.runner import pick_device
 from nanogpt import precision
 
 # PRESET/VARIANT[:SPEC]. cpu/full is nanoGPT's CPU recipe (nanoGPT itself: ~35 ms/iter, val 1.886 on
@@ -110,12 +110,12 @@ def run_case(case: str, spec: dict[str, str], results: Path, jobs: int = 1) -> l
     procs = [subprocess.Popen([*args, "--results", str(s)], cwd=code, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for s in stores]
     rows = []
-    for proc, run_store in zip(procs, stores, strict=True):
+    for proc in procs:
         out, err = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"error: {case} {spec} failed (exit {proc.returncode}):\n{err[-2000:]}")
         run_dir = Path(out.rsplit("-> ", 1)[-1].strip())
-        row = measure(store.RunStore(run_store).read(run_dir), case, spec, time.perf_counter() - start) | {"jobs": jobs}
+        row = measure(store.read_run(run_dir), case, spec, time.perf_counter() - start) | {"jobs": jobs}
         print(f"{case} {row['spec']}: {row['ms_per_iter']:.2f} ms/iter, {row['tokens_per_sec']:,.0f} tokens/s, "
               f"val {row['final_val_loss']:.4f} ({run_dir})", file=sys.stderr, flush=True)
         rows.append(row)
@@ -286,7 +286,7 @@ def check(case: str, specs: Sequence[dict[str, str]], allow_emulated: bool = Fal
         raise ConfigError(f"case '{case}' must be PRESET/VARIANT, e.g. cpu/full")
     for spec in specs:
         cfg = resolve(*case.split("/", 1), 0, spec_settings(spec))
-        choice = precision.choose(cfg.train.dtype, pick_device(cfg.device))
+        choice = precision.choose(cfg.train.dtype, resolve_device(cfg.device))
         if choice.warning and not allow_emulated:
             raise ConfigError(f"{case} {_spec_text(spec)}: {choice.reason}, so this case would run for minutes; "
                               "pass --allow-emulated to time the emulation anyway")

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from experiments.config import parse_setting, resolve
-from experiments.runner import make_trainer, prepare
+from experiments.machine import prepare
+from experiments.runner import make_trainer
 from nanogpt.train import Callback, Trainer
 
 
@@ -40,9 +41,9 @@ def spec_settings(spec: dict[str, str]) -> dict[str, Any]:
 
 def _trainer(case: str, spec: dict[str, str]) -> tuple[Trainer, int]:
     preset, variant = case.split("/", 1)
-    cfg, corpus = prepare(resolve(preset, variant, 0, spec_settings(spec) | {"eval_iters": 1}))
+    ready = prepare(resolve(preset, variant, 0, spec_settings(spec) | {"eval_iters": 1}))
     threads = int(spec.get("threads", torch.get_num_threads()))
-    return make_trainer(cfg, corpus), threads
+    return make_trainer(ready), threads
 
 
 def interleave(case: str, spec_a: dict[str, str], spec_b: dict[str, str], turns: int, chunk: int) -> dict[str, Any]:

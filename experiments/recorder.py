@@ -63,7 +63,7 @@ class RunRecorder(Callback):
         """An interrupted run folder: drop evaluations past the checkpoint, mark it running again."""
         store.remove_partial_writes(run_dir)
         store.truncate_metrics(run_dir / store.METRICS, resumed_from)
-        summary = store.RunStore(run_dir.parent.parent).read(run_dir).summary
+        summary = store.read_run(run_dir).summary
         summary |= {"status": "running", "resumed_from_step": resumed_from,
                     "resumes": summary.get("resumes", 0) + 1}
         store.write_json(run_dir / store.SUMMARY, summary)

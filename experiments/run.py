@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments import cli, store
-from experiments.config import SETTING_DEFAULTS, ConfigError, RunConfig, parse_assignments, resolve, with_flag
+from experiments.config import ConfigError, RunConfig, parse_assignments, resolve, with_flag
 from experiments.definitions import experiments
+from experiments.machine import check_results, prepare
 from experiments.presets import PRESETS
-from experiments.runner import USER_ERRORS, check_results, disk_error, prepare, train_run
+from experiments.runner import USER_ERRORS, disk_error, train_run
+from experiments.settings import DEFAULTS
 from nanogpt import distributed
 
 
@@ -72,7 +74,7 @@ def config_from_args(args: argparse.Namespace, extras: Sequence[str]) -> RunConf
 
 def _print_lists(args: argparse.Namespace) -> None:
     if args.list_settings:
-        for key, default in SETTING_DEFAULTS.items():
+        for key, default in DEFAULTS.items():
             print(f"{key:22} default {default!r}")
     if args.list_variants:
         for name, exp in experiments().items():
@@ -93,14 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.list_settings or args.list_variants:
             _print_lists(args)
             return 0
-        cfg, corpus = prepare(config_from_args(args, extras))
+        ready = prepare(config_from_args(args, extras))
+        cfg = ready.cfg
         check_results(results)
         if args.dry_run:
             print(cfg.to_json())
             print(f"run folder: {store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)}", file=sys.stderr)
             return 0
         summary = train_run(cfg, results, resume=args.resume, force=args.force, quiet=args.quiet,
-                            prepared=(cfg, corpus), wandb=cli.wandb_settings(args))
+                            prepared=ready, wandb=cli.wandb_settings(args))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

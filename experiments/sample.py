@@ -48,7 +48,7 @@ def load_model(run_dir: Path) -> tuple[GPT, CharTokenizer, dict]:
     if not (run_dir / store.CHECKPOINT).is_file():
         raise ConfigError(f"{run_dir} has no checkpoint yet: the run saves one at its first evaluation; "
                           "train it (python -m experiments.run ... --resume) first")
-    record = store.RunStore(run_dir.parent.parent).read(run_dir)
+    record = store.read_run(run_dir)
     try:
         tokenizer = CharTokenizer.from_json((run_dir / store.VOCAB).read_text(encoding="utf-8"))
         cfg = RunConfig.from_flat(record.config)

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments import cli, store
-from experiments.ablate import default_jobs
 from experiments.config import NAME_PATTERN, ConfigError, parse_assignments, with_flag
 from experiments.definitions import DefinitionError, get_experiment
+from experiments.machine import check_results, default_jobs
 from experiments.plan import default_preset
 from experiments.presets import PRESETS
-from experiments.runner import USER_ERRORS, check_results, disk_error
+from experiments.runner import USER_ERRORS, disk_error
 from sweeps import best, kinds, space, storage, study
 from sweeps.objective import Objective
 from sweeps.worker import work

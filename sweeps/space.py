@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from experiments.config import SETTINGS, ConfigError, base_model, find_variant, fixed_settings, parse_setting, resolve
+from experiments.config import SETTINGS, ConfigError, base_model, find_variant, owned_settings, parse_setting, resolve
 
 if TYPE_CHECKING:
     import optuna
@@ -190,7 +190,7 @@ def _check_searchable(space: SearchSpace, source: str) -> None:
     valid model with no choice of the other parameters (a head count that divides no width)."""
     base = base_model(space.preset, space.set)
     experiment, variant = find_variant(space.preset, space.variant, base)
-    fixed = fixed_settings(space.preset, experiment, variant)
+    fixed = owned_settings(space.preset, experiment, variant)
     for name in space.params:
         if name in fixed:
             raise SpaceError(f"{source}: param '{name}': variant {space.variant} sets {name} itself, so searching "

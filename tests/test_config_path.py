@@ -9,8 +9,8 @@ import pytest
 from experiments import ablate
 from experiments.config import parse_assignments, resolve
 from experiments.definitions import experiments
+from experiments.machine import prepare
 from experiments.plan import plan
-from experiments.runner import prepare
 from experiments.settings import MODEL_AND_TRAIN, ConfigError, coerce
 
 # Hashes recorded before the config path was rebuilt: existing run folders must keep their names.
@@ -22,7 +22,7 @@ PINNED = [("tutorial", "full", "4aac79c56b71d7e6922a5a0294f296864fc51d295575ad4b
 
 @pytest.mark.parametrize(("preset", "variant", "expected"), PINNED)
 def test_existing_configs_keep_their_hashes(shakespeare, preset, variant, expected):
-    cfg, _ = prepare(resolve(preset, variant, 2))  # the default corpus: the local copy of Tiny Shakespeare
+    cfg = prepare(resolve(preset, variant, 2)).cfg  # the default corpus: the local copy of Tiny Shakespeare
     assert cfg.hash == expected
 
 
@@ -92,7 +92,7 @@ def test_a_yaml_definition_plans_the_hashes_of_its_command_line_twin(user_defini
     from_yaml = next(c for c in p.runs if c.variant == "yaml_typed")
     typed = parse_assignments(["lr=3e-4", "dropout=0", "batch_size=32"])
     from_cli = resolve("tutorial", "ladder/full", 0, typed | data, experiment="tutorial")
-    assert from_yaml.hash == prepare(from_cli)[0].hash
+    assert from_yaml.hash == prepare(from_cli).cfg.hash
     [entry] = p.manifest["experiments"]
     assert entry["variants"][0]["component"] == "training"
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from experiments.config import ADDED_FIELDS, resolve, with_corpus
+from experiments.config import resolve, with_corpus
 from experiments.definitions import Experiment, get_experiment
 from experiments.presets import PRESETS
+from experiments.settings import FORMAT_1_HASHED, LABELS, REGISTRY
 from nanogpt.checkpoint import CheckpointError, load
 from nanogpt.data import TINY_SHAKESPEARE_SHA256
 from nanogpt.model import GPT, MLP, CausalSelfAttention, ModelConfig, Rotary
@@ -312,8 +313,10 @@ def test_configs_from_before_the_modern_switches_keep_their_hash(preset, variant
 
 
 def test_added_settings_are_left_out_of_the_hash_only_at_their_neutral_value():
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    assert all(defaults[name] == neutral for name, neutral in ADDED_FIELDS.items())
+    added = {s.name for s in REGISTRY.values() if not s.label and s.hash_key not in FORMAT_1_HASHED}
+    assert added == {"norm", "rope", "qk_norm", "n_kv_head"}
+    assert {"experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type",
+                      "tags", "dtype_reason"} == LABELS
     base = resolve("tutorial")
     assert resolve("tutorial", overrides={"rope": True}).hash != base.hash
     assert resolve("tutorial", overrides={"n_kv_head": 0}).hash == base.hash
