@@ -98,11 +98,11 @@ dashboard: setup  ## optuna-dashboard on 127.0.0.1 for a study: make dashboard S
 	@$(SWEEP_ENV) $(PY) -m sweeps.dashboard --study $(SWEEP_STUDY) --port $(PORT) --results $(RESULTS)
 
 bench-sweep: setup  ## sweep throughput, trials/min with 1 and 2 workers (docs/benchmarks.md; ~5 min)
-	$(PY) -m sweeps.bench --trials 4 --max-iters 500 --repeats 2
+	$(PY) -m benchmarks.sweep_throughput --trials 4 --max-iters 500 --repeats 2
 # <<< sweeps <<<
 
-# >>> speed: training-speed benchmark (experiments/bench.py) >>>
+# >>> speed: training-speed benchmark (benchmarks/train_speed.py) >>>
 .PHONY: bench
 bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs/benchmarks.md; A/B: make bench ARGS="--compare cpu/full dtype=float32 dtype=bfloat16"
-	$(PY) -m experiments.bench $(ARGS)
+	$(PY) -m benchmarks.train_speed $(ARGS)
 # <<< speed <<<

@@ -1,6 +1,6 @@
 """What the W&B mirror costs per run, in offline mode, on smoke-preset runs (whose training is ~0.1 s).
 
-    OMP_NUM_THREADS=1 python benchmarks/wandb_overhead.py [--runs 6]
+    OMP_NUM_THREADS=1 python -m benchmarks.wandb_overhead [--runs 6]
 
 - one process per run (the CLI): wall time of `python -m experiments.run` with --wandb offline vs off;
 - many runs in one process (a worker calling train_run): the first offline run pays the import
@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from experiments import PROJECT_ROOT
 
 
 def cpu_of_children() -> float:
@@ -34,7 +33,7 @@ def cli_seconds(mode: str, seed: int, results: Path) -> tuple[float, float]:
     """Wall and CPU seconds of one `python -m experiments.run` process."""
     start, cpu = time.perf_counter(), cpu_of_children()
     subprocess.run([sys.executable, "-m", "experiments.run", "--preset", "smoke", "--seed", str(seed), "--quiet",
-                    "--results", str(results), "--wandb", mode], cwd=ROOT, check=True, capture_output=True)
+                    "--results", str(results), "--wandb", mode], cwd=PROJECT_ROOT, check=True, capture_output=True)
     return time.perf_counter() - start, cpu_of_children() - cpu
 
 

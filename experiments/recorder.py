@@ -12,12 +12,10 @@ from typing import Any
 
 import torch
 
-from experiments import store
+from experiments import PROJECT_ROOT, store
 from experiments.config import RunConfig
 from nanogpt import checkpoint, precision
 from nanogpt.train import Callback
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> str | None:

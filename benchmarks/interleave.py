@@ -1,6 +1,6 @@
 """A/B speed inside one process: two `Trainer`s take turns, `chunk` training steps each.
 
-Process-level alternation (`experiments.bench --compare`) sees a machine whose load changes
+Process-level alternation (`benchmarks.train_speed --compare`) sees a machine whose load changes
 over minutes; on a shared machine load changes by the second, and two configurations trained
 in turns of a few hundred milliseconds see the same load. Each turn is timed by the loop
 itself (the `tokens_per_sec` of its evaluation window, which excludes evaluation time).

@@ -1,4 +1,4 @@
-"""Training speed: `python -m experiments.bench` (`make bench`).
+"""Training speed: `python -m benchmarks.train_speed` (`make bench`).
 
 Every measurement is one real run, `python -m experiments.run` in a fresh process, read back
 from its run folder: the path users train on, not a copy of the loop. Per case it reports
@@ -10,9 +10,9 @@ final val loss and the time to reach a target val loss.
 On a shared machine absolute numbers drift, so `--compare` judges a change by a ratio: it runs
 two configurations alternately (A B A B ...) and reports B/A per pair.
 
-    python -m experiments.bench                                  # table of the default cases
-    python -m experiments.bench --compare cpu/full dtype=float32 dtype=bfloat16 --rounds 3
-    python -m experiments.bench --compare cpu/full code=/path/to/old/checkout code=.  # before/after a change
+    python -m benchmarks.train_speed                                  # table of the default cases
+    python -m benchmarks.train_speed --compare cpu/full dtype=float32 dtype=bfloat16 --rounds 3
+    python -m benchmarks.train_speed --compare cpu/full code=/path/to/old/checkout code=.  # before/after a change
 
 A spec is comma-separated KEY=VALUE: any run setting (see `python -m experiments.run
 --list-settings`; compile=true|false and device=D among them), plus threads=N (OMP_NUM_THREADS of the run),
@@ -38,11 +38,10 @@ from typing import Any
 
 import torch
 
-from experiments import store
+from benchmarks.interleave import RUN_KEYS, interleave, spec_settings
+from experiments import PROJECT_ROOT, store
 from experiments.config import ConfigError, resolve
-from experiments.interleave import RUN_KEYS, interleave, spec_settings
 from experiments.machine import resolve_device
-from experiments.recorder import PROJECT_ROOT
 from nanogpt import precision
 
 # PRESET/VARIANT[:SPEC]. cpu/full is nanoGPT's CPU recipe (nanoGPT itself: ~35 ms/iter, val 1.886 on
@@ -253,7 +252,7 @@ def write_section(name: str, body: str, doc: Path = DOC) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[2:]))
     p.add_argument("--case", action="append", metavar="PRESET/VARIANT[:SPEC]",
@@ -267,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in --compare, run each side as this many concurrent processes (parallel ablations)")
     p.add_argument("--interleave", type=int, metavar="STEPS",
                    help="in --compare, train A and B in one process in turns of STEPS steps (--rounds turns): "
-                        "robust to a shared machine's second-by-second load; see experiments/interleave.py")
+                        "robust to a shared machine's second-by-second load; see benchmarks/interleave.py")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run setting for every run (e.g. max_iters=300 for a quick comparison)")
     p.add_argument("--section", help="name of the docs section to write (default: table, or compare-<B spec>)")
@@ -312,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    command = "python -m experiments.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.train_speed " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         results = args.results or Path(tmp)
         if args.compare and args.interleave:
