@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from benchmarks.interleave import RUN_KEYS, interleave, spec_settings
-from experiments import PROJECT_ROOT, store
+from experiments import PROJECT_ROOT, exits, store
 from experiments.config import ConfigError, resolve
 from experiments.machine import resolve_device
 from nanogpt import precision
@@ -309,8 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for case, spec in cases:
                 check(case, [spec], args.allow_emulated)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exits.error(str(e))
     command = "python -m benchmarks.train_speed " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         results = args.results or Path(tmp)

@@ -25,11 +25,11 @@ from experiments.settings import (
     DEFAULTS,
     MODEL_AND_TRAIN,
     MODEL_FIELDS,
-    NAME_PATTERN,
     RUN_SETTINGS,
     SETTINGS,
     ConfigError,
     RunConfig,
+    check_name,
     coerce,
 )
 from nanogpt import precision
@@ -119,8 +119,8 @@ def build(preset: str, variant: str, seed: int, settings: dict[str, Any], labels
             raise ConfigError(f"{key} is given twice ({top[key]!r} by --set, {value!r} by the command); "
                               "give it once")
     top |= labels
-    if "experiment" in top and not NAME_PATTERN.match(str(top["experiment"])):
-        raise ConfigError(f"experiment '{top['experiment']}' must be letters, digits, '_', '-', '.' (no paths)")
+    if "experiment" in top:
+        check_name("experiment", str(top["experiment"]))
     try:
         model = ModelConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS})
         train = TrainConfig(**{k: v for k, v in settings.items() if k not in MODEL_FIELDS})

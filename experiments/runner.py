@@ -146,9 +146,3 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
     mirror.finish(summary, samples)
     return summary
 
-
-def disk_error(e: OSError) -> str:
-    """A failed write as one line: which file, why, and what to do."""
-    where = e.filename or "the results folder"
-    return (f"cannot write {where} ({e.strerror or e}); free disk space or choose a writable --results folder, "
-            "then rerun with --resume: nothing written so far is marked complete")

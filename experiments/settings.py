@@ -139,6 +139,13 @@ class ConfigError(ValueError):
     """A config a person asked for that cannot run; the message says why and what to do."""
 
 
+def check_name(what: str, name: Any, error: type[ValueError] = ConfigError) -> str:
+    """`name` if it can name a folder (an experiment, a variant, a study); else `error` saying so, one wording."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise error(f"{what} '{name}' must be letters, digits, '_', '-', '.' (it names a folder, so no paths)")
+    return name
+
+
 def choices(hint: Any) -> tuple[Any, ...]:
     """The values a Literal[...] setting accepts; () for any other type."""
     return get_args(hint) if get_origin(hint) is Literal else ()

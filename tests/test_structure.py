@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from experiments import config, machine
+import pytest
+
+from experiments import config, exits, machine
 from experiments.config import resolve
+from experiments.definitions import DefinitionError, _parse
 from experiments.runner import train_run
+from experiments.settings import ConfigError
+from sweeps import dashboard
 from tests.conftest import ROOT
 
 CLI_MODULES = {"experiments.run", "experiments.ablate", "experiments.sample", "sweeps.optuna", "sweeps.dashboard",
@@ -64,3 +70,34 @@ def test_no_library_room_imports_a_command_line_module():
         if found:
             reaching[module] = sorted(found)
     assert reaching == {}
+
+
+def _raises(error: BaseException):
+    def body() -> int:
+        raise error
+    return body
+
+
+def test_every_command_line_ends_the_same_way(capsys):
+    cases = [(ConfigError("bad --seeds"), 2, "error: bad --seeds"),
+             (exits.CommandFailed("a worker died"), 1, "error: a worker died"),
+             (OSError(28, "No space left on device", "/r/x.json"), 1, "error: cannot write /r/x.json (No space left"),
+             (KeyboardInterrupt(), 130, "interrupted: finished runs are kept")]
+    for error, code, says in cases:
+        assert exits.run_command(_raises(error), (ConfigError,), "finished runs are kept") == code
+        err = capsys.readouterr().err
+        assert err.startswith(says) and len(err.splitlines()) == 1, err
+    assert exits.run_command(lambda: 0, (ConfigError,), "") == 0
+
+
+def test_a_name_that_names_a_folder_is_checked_once_with_one_wording(tmp_path, capsys):
+    wording = "must be letters, digits, '_', '-', '.' (it names a folder, so no paths)"
+    with pytest.raises(ConfigError, match=re.escape(f"experiment '../x' {wording}")):
+        resolve("smoke", experiment="../x")
+    assert dashboard.main(["--study", "../x", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: study '../x' {wording}\n"
+    definitions = tmp_path / "defs"
+    definitions.mkdir()
+    (definitions / "bad.yaml").write_text("name: x\nvariants:\n  - {name: ../a}\n")
+    with pytest.raises(DefinitionError, match=re.escape(f"line 3: name '../a' {wording}")):
+        _parse(definitions / "bad.yaml")

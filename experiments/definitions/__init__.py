@@ -23,7 +23,7 @@ import yaml
 
 from experiments.definitions.yaml_lines import DuplicateKeyError, line_of, load, one_line
 from experiments.presets import PRESETS
-from experiments.settings import MODEL_AND_TRAIN, NAME_PATTERN, ConfigError, coerce
+from experiments.settings import MODEL_AND_TRAIN, ConfigError, check_name, coerce
 
 HERE = Path(__file__).parent
 USER_DIR_ENV = "NANOGPT_EXPERIMENTS"
@@ -89,10 +89,7 @@ def _text(raw: dict, key: str, path: Path, default: str | None = None) -> str | 
 
 def _name(raw: dict, path: Path, default: str | None = None) -> str:
     """An experiment's or a variant's name: it names run folders, so no paths."""
-    name = _text(raw, "name", path, default)
-    if not NAME_PATTERN.match(name or ""):
-        raise DefinitionError(f"{path}{line_of(raw, 'name')}: name '{name}' must be letters, digits, '_', '-', '.'")
-    return name
+    return check_name(f"{path}{line_of(raw, 'name')}: name", _text(raw, "name", path, default), DefinitionError)
 
 
 def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
