@@ -29,6 +29,7 @@ from experiments.settings import (
     SETTINGS,
     ConfigError,
     RunConfig,
+    canonical,
     check_name,
     coerce,
 )
@@ -43,12 +44,18 @@ MAX_SEED = 2**63 - 1  # torch's generators take at most 64 bits; keep it a posit
 
 
 def parse_setting(key: str, value: Any) -> Any:
-    """`value` as setting `key`'s type; ConfigError naming the setting if it is unknown or cannot be."""
-    if key not in SETTINGS:
+    """`value` as setting `key`'s type (key: its name or an earlier one); ConfigError naming the setting if it is
+    unknown or the value cannot be that type."""
+    if canonical(key) not in SETTINGS:
         close = [k for k in SETTINGS if k.startswith(key[:3])]
         hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
         raise ConfigError(f"unknown setting '{key}'{hint}; see --list-settings for all settings")
-    return coerce(key, value, SETTINGS[key])
+    return coerce(key, value, SETTINGS[canonical(key)])
+
+
+def parse_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """Each setting by its name now, its value parsed to its type."""
+    return {canonical(k): parse_setting(k, v) for k, v in given.items()}
 
 
 def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
@@ -58,13 +65,13 @@ def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict[str, An
         key, eq, value = item.partition("=")
         if not eq:
             raise ConfigError(f"{flag} {item}: expected KEY=VALUE, e.g. {flag} lr=3e-4")
-        overrides[key.strip()] = parse_setting(key.strip(), value)
+        overrides |= parse_settings({key.strip(): value})
     return overrides
 
 
 def with_flag(overrides: dict[str, Any], key: str, value: Any, flag: str) -> dict[str, Any]:
     """A setting that also has a flag of its own (--data): given both ways, the two must agree."""
-    parsed = parse_setting(key, value)
+    key, parsed = canonical(key), parse_setting(key, value)
     if key in overrides and overrides[key] != parsed:
         raise ConfigError(f"{key} is given twice ({overrides[key]!r} by --set, {parsed!r} by {flag}); give it once")
     return overrides | {key: parsed}
@@ -79,13 +86,13 @@ def _preset(preset: str) -> dict[str, Any]:
 def base_model(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every setting of the experiment's base model: the preset with the overrides applied."""
     given = _preset(preset)["settings"] | (overrides or {})
-    return {k: DEFAULTS[k] for k in MODEL_AND_TRAIN} | {k: parse_setting(k, v) for k, v in given.items()}
+    return {k: DEFAULTS[k] for k in MODEL_AND_TRAIN} | parse_settings(given)
 
 
 def _preset_training(preset: str, experiment: Experiment, variant: Variant) -> dict[str, Any]:
     """The preset's own training for one variant (the tutorial trains its bigram with a larger LR)."""
     training = _preset(preset)["variants"].get(f"{experiment.name}/{variant.name}", {})
-    return {k: parse_setting(k, v) for k, v in training.items()}
+    return parse_settings(training)
 
 
 def variant_settings(preset: str, experiment: Experiment, variant: Variant, base: dict[str, Any]) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class RunConfig:
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> RunConfig:
         """A config.json's settings; one written before a setting existed ran with that setting's default."""
-        flat = DEFAULTS | flat
+        flat = DEFAULTS | {canonical(k): v for k, v in flat.items()}
         model = ModelConfig(**{f.name: flat[f.name] for f in fields(ModelConfig)})
         train = TrainConfig(**{f.name: flat[f.name] for f in fields(TrainConfig)})
         top = {f.name: flat[f.name] for f in fields(cls) if f.name not in ("model", "train") and f.name in flat}
@@ -102,6 +102,17 @@ class Setting:
     hash_key: str  # its name in the hash (the name it had when it was first hashed)
 
 
+# A setting's earlier name -> its name now. The earlier name is still accepted everywhere a setting is named
+# (YAML, --set, a search space, an old config.json) and stays its name in the hash, so run ids never change.
+RENAMED = {"layernorm": "norm_position"}  # `layernorm` read as the norm's kind; it is where the norms sit
+_HASH_KEYS = {new: old for old, new in RENAMED.items()}
+
+
+def canonical(key: str) -> str:
+    """A setting's name now, for its name now or any earlier one."""
+    return RENAMED.get(key, key)
+
+
 def _registry() -> dict[str, Setting]:
     out: dict[str, Setting] = {}
     for scope, cls in (("model", ModelConfig), ("train", TrainConfig), ("run", RunConfig)):
@@ -110,7 +121,8 @@ def _registry() -> dict[str, Setting]:
             if f.name in ("model", "train"):
                 continue
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            out[f.name] = Setting(f.name, hints[f.name], default, scope, f.metadata.get("label", False), f.name)
+            out[f.name] = Setting(f.name, hints[f.name], default, scope, f.metadata.get("label", False),
+                                  _HASH_KEYS.get(f.name, f.name))
     return out
 
 

@@ -5,7 +5,7 @@ All switches off gives the lecture's bigram model: next-character logits read st
 vocab x vocab table. Everything in between is a rung of the ablation ladder.
 
 The modern switches turn that GPT-2 block into a Llama-style one, one component at a time:
-- `norm`: LayerNorm (GPT-2) or RMSNorm (Llama); where norms sit stays `layernorm` (none/pre/post);
+- `norm`: LayerNorm (GPT-2) or RMSNorm (Llama); where the norms sit is `norm_position` (none/pre/post);
 - `activation`: the 4x MLP with ReLU or GELU, or SwiGLU (gated, hidden size matched in parameters);
 - positions: learned absolute (`pos_emb`), rotary on q and k (`rope`), both, or neither (NoPE);
 - `qk_norm`: normalise each head's q and k before the dot product (OLMo 2, Qwen 3, Gemma 3);
@@ -42,13 +42,13 @@ class ModelConfig:
     mlp: bool = True  # feed-forward sub-layer in each block
     activation: Literal["relu", "gelu", "swiglu"] = "relu"  # MLP kind: 4x width with ReLU/GELU, or SwiGLU
     residual: bool = True  # x + f(x) around each sub-layer
-    layernorm: Literal["none", "pre", "post"] = "pre"  # where the norms sit (their kind is `norm`)
+    norm_position: Literal["none", "pre", "post"] = "pre"  # where the norms sit (their kind is `norm`)
     init: Literal["default", "gpt2"] = "gpt2"  # PyTorch defaults or normal(0, 0.02)
     scaled_residual_init: bool = False  # GPT-2: residual projections get std 0.02/sqrt(2*n_layer)
     dropout: float = 0.0
     bias: bool = True
     weight_tying: bool = False  # share the token embedding with the LM head
-    # Added after config format 1: experiments.config.ADDED_FIELDS keeps them out of the hash at these defaults.
+    # Added after config format 1: the run's hash leaves them out at these defaults (experiments.settings).
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     rope: bool = False  # rotary position embedding of q and k in every attention layer
     qk_norm: bool = False  # normalise each head's q and k (kind: `norm`) before the dot product
@@ -243,8 +243,8 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        wiring = WIRING["post" if cfg.layernorm == "post" else "pre", cfg.residual]
-        normed = cfg.layernorm != "none"
+        wiring = WIRING["post" if cfg.norm_position == "post" else "pre", cfg.residual]
+        normed = cfg.norm_position != "none"
         self.ln_1 = make_norm(cfg, cfg.n_embd) if cfg.attention and normed else nn.Identity()
         self.attn = CausalSelfAttention(cfg) if cfg.attention else nn.Identity()
         self.ln_2 = make_norm(cfg, cfg.n_embd) if cfg.mlp and normed else nn.Identity()
@@ -269,7 +269,7 @@ class GPT(nn.Module):
         self.blocks = nn.Sequential(*(Block(cfg) for _ in range(cfg.n_layer if has_blocks else 0)))
         # Pre-norm leaves the residual stream un-normalised, so GPT-2 adds one final norm;
         # post-norm already ends every sub-layer with one.
-        self.ln_f = make_norm(cfg, cfg.width) if cfg.layernorm == "pre" else nn.Identity()
+        self.ln_f = make_norm(cfg, cfg.width) if cfg.norm_position == "pre" else nn.Identity()
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if cfg.lm_head else nn.Identity()
         if cfg.weight_tying:
             self.lm_head.weight = self.wte.weight

@@ -31,7 +31,7 @@ def test_existing_configs_keep_their_hashes(shakespeare, preset, variant, expect
     ("lr", ("3e-4", 3e-4, "0.0003"), 3e-4),
     ("batch_size", (32, 32.0, "32", "32.0"), 32),
     ("mlp", (True, "true", "on", "1", 1), True),
-    ("layernorm", ("post", " post"), "post"),
+    ("norm_position", ("post", " post"), "post"),
 ])
 def test_every_spelling_of_a_value_is_one_canonical_value(key, values, canonical):
     parsed = [coerce(key, v, MODEL_AND_TRAIN[key]) for v in values]
@@ -39,7 +39,7 @@ def test_every_spelling_of_a_value_is_one_canonical_value(key, values, canonical
 
 
 @pytest.mark.parametrize(("key", "value"), [("dropout", "x"), ("batch_size", 32.5), ("batch_size", True),
-                                            ("mlp", 2), ("lr", float("inf")), ("layernorm", "sideways"),
+                                            ("mlp", 2), ("lr", float("inf")), ("norm_position", "sideways"),
                                             ("n_layer", None), ("lr", [1])])
 def test_a_value_that_cannot_be_the_settings_type_is_refused_by_name(key, value):
     with pytest.raises(ConfigError, match=rf"^{key}="):
