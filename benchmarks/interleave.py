@@ -26,7 +26,7 @@ class _Rates(Callback):
     def __init__(self) -> None:
         self.rates: list[float] = []
 
-    def on_eval(self, metrics: dict[str, Any], checkpoint) -> None:
+    def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
         if metrics["tokens_per_sec"]:
             self.rates.append(metrics["tokens_per_sec"])
 

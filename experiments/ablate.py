@@ -35,7 +35,7 @@ from experiments import cli, exits, manifest, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
 from experiments.definitions import get_experiment
 from experiments.machine import check_results, default_jobs
-from experiments.plan import Plan, default_preset, describe, plan
+from experiments.plan import Plan, default_preset, describe_plan, plan
 from experiments.presets import PRESETS
 from experiments.runner import USER_ERRORS, train_run
 from experiments.wandb_mirror import WandbSettings
@@ -174,7 +174,7 @@ def _ablate(args: argparse.Namespace) -> int:
     p, _ = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides)
     check_results(results)
     if args.dry_run:
-        print(describe(p, results))
+        print(describe_plan(p, results))
         return 0
     manifest.write(p.folder, p.manifest)
     try:

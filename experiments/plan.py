@@ -119,7 +119,7 @@ def _entry(definition: Experiment, planned: list[PlannedVariant]) -> dict[str, A
             "compare": definition.compare, "variants": variants}
 
 
-def describe(p: Plan, results: Path) -> str:
+def describe_plan(p: Plan, results: Path) -> str:
     """The plan as a person reads it: every run with its hash, what it changes, cached or shared."""
     runs = store.RunStore(results)
     doc = p.manifest

@@ -137,12 +137,12 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
         # On a full or read-only disk even this may fail: the summary then still says 'running', never
         # 'completed', and the checkpoint of the last evaluation is intact for --resume.
         with contextlib.suppress(OSError):
-            mirror.finish(recorder.finish(status, reason))
+            mirror.close(recorder.finish(status, reason))
         raise
     finally:
         progress.close()
     samples = sample_text(model, corpus, cfg.seed) if result.status == "completed" else None
     summary = recorder.finish(result.status, result.reason, samples)
-    mirror.finish(summary, samples)
+    mirror.close(summary, samples)
     return summary
 

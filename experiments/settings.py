@@ -163,12 +163,12 @@ def choices(hint: Any) -> tuple[Any, ...]:
     return get_args(hint) if get_origin(hint) is Literal else ()
 
 
-def describe(hint: Any) -> str:
+def describe_type(hint: Any) -> str:
     """A type as a person reads it: 'a float', 'one of none, pre, post'."""
     if choices(hint):
         return "one of " + ", ".join(map(str, choices(hint)))
     if _optional(hint):
-        return f"{describe(_optional(hint))} or none"
+        return f"{describe_type(_optional(hint))} or none"
     return {bool: "true or false", int: "a whole number", float: "a finite number", str: "text"}.get(hint, str(hint))
 
 
@@ -185,7 +185,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     try:
         return _coerce(value, hint)
     except (ValueError, TypeError):
-        raise ConfigError(f"{key}={value}: expected {describe(hint)}") from None
+        raise ConfigError(f"{key}={value}: expected {describe_type(hint)}") from None
 
 
 def _coerce(value: Any, hint: Any) -> Any:

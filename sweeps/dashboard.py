@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         opened = storage.open_existing(spec)
     except FileNotFoundError as e:
         raise ConfigError(f"{e}; run a sweep first (make sweep) or pass --storage") from None
-    print(f"optuna-dashboard for {storage.describe(spec)} at http://{HOST}:{args.port}/dashboard "
+    print(f"optuna-dashboard for {storage.display_name(spec)} at http://{HOST}:{args.port}/dashboard "
           "(Ctrl-C stops it)", file=sys.stderr, flush=True)
     try:
         run_server(opened, host=HOST, port=args.port)

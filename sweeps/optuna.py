@@ -105,7 +105,7 @@ def create(args: argparse.Namespace, spec: str, results: Path) -> None:
     sweep = sweep_from_args(args)
     points = sweep.points(args.study, results)  # a grid plans (and so validates) every run before any storage
     made, enqueued = study.create(storage.open_storage(spec), args.study, sweep, points)
-    print(f"study '{args.study}' ({sweep.kind}) in {storage.describe(spec)}: {len(made.trials)} trials, "
+    print(f"study '{args.study}' ({sweep.kind}) in {storage.display_name(spec)}: {len(made.trials)} trials, "
           f"{enqueued} enqueued now", file=sys.stderr, flush=True)
 
 
@@ -176,7 +176,7 @@ def _sweep(args: argparse.Namespace, spec: list[str]) -> int:
         else:
             return run(args, spec[0], results)
     except sqlalchemy.exc.SQLAlchemyError as e:  # the database went away mid-study
-        raise exits.CommandFailed(f"storage {storage.describe(spec[0])}: {str(e).splitlines()[0]}") from None
+        raise exits.CommandFailed(f"storage {storage.display_name(spec[0])}: {str(e).splitlines()[0]}") from None
     return 0
 
 

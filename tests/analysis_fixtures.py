@@ -79,5 +79,5 @@ def mirror_offline(run_dirs: list[Path]) -> None:
     for run_dir in run_dirs:
         run = read_run(run_dir)
         mirror = WandbMirror.start(WandbSettings("offline"), run_dir, RunConfig.from_flat(run.config))
-        mirror.finish(run.summary, run.samples or None)
+        mirror.close(run.summary, run.samples or None)
     wandb.teardown()  # stop wandb's service process: no test leaves one running
