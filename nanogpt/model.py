@@ -137,8 +137,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
                      enable_gqa: bool = False) -> torch.Tensor:
     """Fused causal attention (flash / memory-efficient kernels); scales by 1/sqrt(head size).
 
-    On CPU, PyTorch's fp32 flash kernel runs forward+backward 3-8x faster than its bf16 one (see
-    docs/benchmarks.md), so CPU attention runs in fp32 even under bf16 autocast; GPUs keep bf16.
+    On CPU, PyTorch's flash kernel is slower in bf16 than in fp32 at these shapes, so CPU attention runs
+    in fp32 even under bf16 autocast; GPUs keep bf16.
     `enable_gqa` lets k and v have fewer heads than q (each shared by n_head / n_kv_head queries).
     """
     if q.device.type == "cpu":
