@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -27,14 +28,26 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+# The libraries whose versions change a run's numbers or its record; requirements.lock pins them all.
+RECORDED_LIBRARIES = ("numpy", "wandb", "optuna")
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     return {
-        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+        "torch": torch.__version__, **{name: _version(name) for name in RECORDED_LIBRARIES},
+        "python": platform.python_version(), "platform": platform.platform(),
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(), "cpu_isa": precision.cpu_isa(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "git_commit": git_commit(),
     }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class RunRecorder(Callback):

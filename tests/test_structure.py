@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -39,6 +40,8 @@ def test_a_run_resolves_its_device_and_dtype_once(tmp_path, tiny_corpus, monkeyp
     summary = train_run(cfg, tmp_path, quiet=True)
     assert summary["status"] == "completed"
     assert calls == {"resolve_device": 1, "with_device": 1}
+    versions = {name: summary["environment"][name] for name in ("torch", "numpy", "wandb", "optuna")}
+    assert versions == {name: importlib.metadata.version(name) for name in versions}
     assert machine.with_device is not config.with_device  # the counter really sat on the path
 
 
