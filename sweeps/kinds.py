@@ -1,6 +1,7 @@
 """The two kinds of study, and which run each of their trials trains.
 
-- `GridSweep`: an ablation grid, every (variant, seed) of some experiment definitions exactly once.
+- `GridSweep`: an ablation grid, every (variant, seed) of some experiment definitions exactly once,
+  and with a learning-rate axis (`--lrs`, or a definition's `lrs:`) every (variant, lr, seed).
   The runs come from `experiments.ablate.plan`, so the study reproduces `make ablate` (same run ids,
   same manifest). Every point is enqueued up front and workers only take enqueued trials: a shared
   GridSampler would run about N-1 duplicates with N workers. No pruner: a pruned point is never rerun.
@@ -52,7 +53,12 @@ class GridSweep:
     experiments: tuple[str, ...]
     seeds: tuple[int, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
+    lrs: tuple[float, ...] = ()  # the learning-rate axis (empty: the definitions' own, if any)
     kind = "grid"  # a class attribute, not a field
+
+    def plan(self, study: str, results: Path) -> tuple[ablate.Plan, Corpus]:
+        return ablate.plan(self.preset, self.seeds, self.experiments, results, study, self.overrides,
+                           self.lrs or None)
 
     def sampler(self) -> optuna.samplers.BaseSampler:
         import optuna
@@ -66,35 +72,49 @@ class GridSweep:
 
     def points(self, study: str, results: Path) -> list[tuple[dict[str, Any], str]]:
         """(params, run_id) of every grid point, in training order."""
-        plan, _ = ablate.plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
-        return [({"variant": c.variant, "seed": c.seed}, c.run_id) for c in plan.runs]
+        plan, _ = self.plan(study, results)
+        with_lr = _has_axis(plan)
+        return [(_params(c, with_lr), c.run_id) for c in plan.runs]
 
     def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:
         return 0  # a grid only runs what was enqueued
 
     def bind(self, study: str, results: Path) -> BoundGrid:
-        plan, corpus = ablate.plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
+        plan, corpus = self.plan(study, results)
         manifest.write(plan.folder, plan.manifest)  # analysis reads the study like a `make ablate` folder
-        return BoundGrid(self, study, {(c.variant, c.seed): c for c in plan.runs}, corpus)
+        with_lr = _has_axis(plan)
+        return BoundGrid(self, study, {tuple(_params(c, with_lr).values()): c for c in plan.runs}, corpus)
 
     def command(self, params: dict[str, Any]) -> str:
-        return run_command(self.preset, params["variant"], params["seed"], self.overrides)
+        lr = {"lr": params["lr"]} if "lr" in params else {}
+        return run_command(self.preset, params["variant"], params["seed"], self.overrides | lr)
+
+
+def _has_axis(plan: ablate.Plan) -> bool:
+    return any(v.lr is not None for v in plan.variants)
+
+
+def _params(cfg: RunConfig, with_lr: bool) -> dict[str, Any]:
+    """A grid point's trial params; with an LR axis, the lr the run trains at tells its points apart."""
+    return {"variant": cfg.variant, "seed": cfg.seed, **({"lr": cfg.train.lr} if with_lr else {})}
 
 
 @dataclass(frozen=True)
 class BoundGrid:
     sweep: GridSweep
     study: str
-    runs: dict[tuple[str, int], RunConfig]
+    runs: dict[tuple[Any, ...], RunConfig]  # keyed by the trial params' values (variant, seed[, lr])
     corpus: Corpus  # loaded once by the plan, shared by every trial
 
     def config(self, trial: optuna.Trial) -> RunConfig:
         if "run_id" not in trial.user_attrs:
             raise NotAGridPoint(f"trial {trial.number} is not an enqueued grid point")
-        variants = list(dict.fromkeys(variant for variant, _ in self.runs))
-        variant = trial.suggest_categorical("variant", variants)
-        seed = trial.suggest_categorical("seed", list(self.sweep.seeds))
-        return dataclasses.replace(self.runs[(variant, seed)], **_labels(self.study, trial.number))
+        variants = list(dict.fromkeys(key[0] for key in self.runs))
+        seeds = list(self.sweep.seeds)
+        key = (trial.suggest_categorical("variant", variants), trial.suggest_categorical("seed", seeds))
+        if len(next(iter(self.runs))) == 3:
+            key += (trial.suggest_categorical("lr", sorted({k[2] for k in self.runs})),)
+        return dataclasses.replace(self.runs[key], **_labels(self.study, trial.number))
 
 
 @dataclass(frozen=True)
@@ -149,11 +169,13 @@ Sweep = GridSweep | SearchSweep
 def to_attr(sweep: Sweep) -> dict[str, Any]:
     if isinstance(sweep, GridSweep):
         return {"kind": "grid", "preset": sweep.preset, "experiments": list(sweep.experiments),
-                "seeds": list(sweep.seeds), "overrides": sweep.overrides}
+                "seeds": list(sweep.seeds), "overrides": sweep.overrides,
+                **({"lrs": list(sweep.lrs)} if sweep.lrs else {})}
     return {"kind": "search", "space": sweep.space.to_dict()}
 
 
 def from_attr(attr: dict[str, Any], study: str) -> Sweep:
     if attr.get("kind") == "grid":
-        return GridSweep(attr["preset"], tuple(attr["experiments"]), tuple(attr["seeds"]), attr["overrides"])
+        return GridSweep(attr["preset"], tuple(attr["experiments"]), tuple(attr["seeds"]), attr["overrides"],
+                         tuple(attr.get("lrs", ())))
     return SearchSweep(parse(attr["space"], f"study {study}"))
