@@ -156,8 +156,8 @@ def describe(p: Plan, results: Path) -> str:
     sets = " ".join(f"{k}={v}" for k, v in doc["overrides"].items()) or "none"
     seeds = f"seeds {doc['seeds'][0]}..{doc['seeds'][-1]}" if len(doc["seeds"]) > 1 else f"seed {doc['seeds'][0]}"
     lines = [f"plan '{doc['name']}': preset {doc['preset']}, set {sets}, {seeds} -> {p.folder}"]
-    lines += [f"{e['name']}: learning-rate axis {' '.join(f'{lr:g}' for lr in e['lrs'])}, each lr as --set lr= "
-              "sets it" for e in doc["experiments"] if "lrs" in e]
+    lines += [f"{e['name']}: learning-rate axis {' '.join(f'{lr:g}' for lr in e['lrs'])} (every variant at each lr, "
+              "as --set lr=LR sets it)" for e in doc["experiments"] if "lrs" in e]
     for v in p.variants:
         differs = " ".join(f"{k}={val}" for k, val in v.differs.items()) or "(the base model)"
         at = "" if v.lr is None else f" @ lr {v.lr:g}"

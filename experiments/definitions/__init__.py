@@ -118,7 +118,10 @@ def parse_lrs(values: Any, where: str) -> tuple[float, ...]:
     """A learning-rate grid: distinct positive lr values (typed like the `lr` setting), in ascending order."""
     if not isinstance(values, list | tuple) or not values:
         raise ConfigError(f"{where}: the learning rates must be a non-empty list, e.g. [1e-3, 2e-3, 5e-3]")
-    lrs = [coerce("lr", v, MODEL_AND_TRAIN["lr"]) for v in values]
+    try:
+        lrs = [coerce("lr", v, MODEL_AND_TRAIN["lr"]) for v in values]
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
     bad = [v for v in lrs if not math.isfinite(v) or v <= 0]
     if bad:
         raise ConfigError(f"{where}: learning rate {bad[0]} must be a finite number > 0")
