@@ -24,6 +24,7 @@ from experiments import ablate, manifest, store
 from sweeps import optuna as sweeps_cli
 from sweeps import storage
 from tests.conftest import ROOT, run_module
+from tests.wandb_records import of_type, records
 
 # What `make ablate` planned before the LR axis existed (main at 7f86f7c: tutorial preset, Tiny Shakespeare,
 # ladder + leave_one_out, seeds 0..2), in training order.
@@ -231,12 +232,15 @@ def test_lr_fair_tables_and_figure_equal_a_hand_computation_from_the_runs(pair, 
     assert "pair_lr_curves.png" in (folder / "report" / "progression.md").read_text()
 
 
-def test_an_optuna_grid_study_takes_the_same_axis(pair, tmp_path, tiny_corpus, capsys):
+def test_an_optuna_grid_study_takes_the_same_axis_and_mirrors_lr_to_wandb(pair, tmp_path, tiny_corpus, capsys,
+                                                                          monkeypatch):
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
     args = ["--study", "lrgrid", "--grid", "pair", "--seeds", "1", "--lrs", "3e-3", "1e-2", "--results",
             str(tmp_path), "--preset", "smoke", "--data", str(tiny_corpus), "--set", "max_iters=10"]
     assert sweeps_cli.main(["create", *args]) == 0
     assert sweeps_cli.main(["worker", "--study", "lrgrid", "--results", str(tmp_path), "--threads", "1",
-                            "--quiet"]) == 0
+                            "--quiet", "--wandb", "offline", "--wandb-project", "lr-axis"]) == 0
     capsys.readouterr()
     study = optuna.load_study(study_name="lrgrid", storage=storage.default_storage(tmp_path / "lrgrid"))
     trials = study.get_trials()
@@ -247,3 +251,6 @@ def test_an_optuna_grid_study_takes_the_same_axis(pair, tmp_path, tiny_corpus, c
         (v, lr) for v in ("base", "narrow") for lr in (3e-3, 1e-2)}
     assert all(t.state.name == "COMPLETE" for t in trials)
     assert manifest.read(tmp_path / "lrgrid")["experiments"][0]["lrs"] == [3e-3, 1e-2]
+    for t in trials:  # each grid point's W&B run shows the lr it trained at
+        (header,) = of_type(records(tmp_path / "lrgrid" / t.user_attrs["run_id"] / "wandb"), "run")
+        assert header["config"]["update"]["lr"] == t.params["lr"]
