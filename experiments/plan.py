@@ -19,14 +19,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments import store
-from experiments.config import RunConfig, base_model, build, fixed_settings, variant_settings
+from experiments.config import RunConfig, base_model, build, owned_settings, variant_settings
 from experiments.definitions import Experiment, get_experiment
-from experiments.runner import prepare
+from experiments.machine import prepare
 from experiments.settings import ConfigError
 from nanogpt.data import Corpus
+
+if TYPE_CHECKING:
+    import torch
 
 FALLBACK_PRESET = "tutorial"  # for definitions that name no preset of their own
 MAX_SEEDS = 10_000
@@ -50,6 +53,7 @@ class Plan:
     manifest: dict[str, Any]
     runs: tuple[RunConfig, ...]  # unique by config hash, in training order (seed-major)
     variants: tuple[PlannedVariant, ...]
+    device: torch.device  # the device its runs were prepared for (their dtypes are resolved for it)
 
 
 def default_preset(definitions: Sequence[Experiment]) -> str:
@@ -83,6 +87,7 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
                           f"{', '.join(with_axis)} (--lrs, LRS= or its lrs:); give one")
     base = base_model(preset, overrides)
     corpus: Corpus | None = None
+    device: torch.device | None = None
     planned: list[PlannedVariant] = []
     owner: dict[str, PlannedVariant] = {}  # config hash (first seed) -> the first variant that has it
     for definition in definitions:
@@ -90,12 +95,14 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
             at = base if lr is None else base_model(preset, overrides | {"lr": lr})  # what --set lr=X does
             for variant in definition.applicable(at):
                 changes = variant_settings(preset, definition, variant, at)
+                owns = owned_settings(preset, definition, variant)
                 own_lr = None
-                if lr is not None and "lr" in fixed_settings(preset, definition, variant):
+                if lr is not None and "lr" in owns:
                     own_lr = changes["lr"]
                     changes["lr"] = scaled_lr(own_lr, lr, base["lr"])
                 labels = {"experiment": name, "group": definition.name, "job_type": definition.job_type}
-                first, corpus = prepare(build(preset, variant.name, seeds[0], at | changes, labels), corpus)
+                ready = prepare(build(preset, variant.name, seeds[0], at | changes, labels), corpus)
+                first, corpus, device = ready.cfg, ready.corpus, ready.device
                 earlier = owner.get(first.hash)
                 if earlier and earlier.experiment == definition.name:
                     raise ConfigError(f"{definition.path}: variants {earlier.experiment}/{earlier.name} and "
@@ -103,16 +110,16 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
                                       "model; change the --set that makes them equal, or one of the variants")
                 this = PlannedVariant(
                     definition.name, variant.name, {k: v for k, v in changes.items() if base[k] != v},
-                    {k: changes[k] for k in overrides if k in changes and changes[k] != base[k]},
+                    {k: changes[k] for k in overrides if k in owns and changes[k] != base[k]},
                     earlier.runs if earlier else tuple(replace(first, seed=s) for s in seeds),
                     f"{earlier.experiment}/{earlier.name}" if earlier else None, lr, own_lr)
                 owner.setdefault(first.hash, this)
                 planned.append(this)
-    assert corpus is not None  # every definition has at least one variant
+    assert corpus is not None and device is not None  # every definition has at least one variant
     runs = _unique_runs(planned, len(seeds))
     doc = {"name": name, "preset": preset, "seeds": seeds, "overrides": overrides, "data": runs[0].data,
            "experiments": [_entry(d, planned, grids[d.name]) for d in definitions]}
-    return Plan(store.RunStore(results).experiment_dir(name), doc, runs, tuple(planned)), corpus
+    return Plan(store.RunStore(results).experiment_dir(name), doc, runs, tuple(planned), device), corpus
 
 
 def scaled_lr(own: float, grid: float, base: float) -> float:
@@ -149,7 +156,7 @@ def _entry(definition: Experiment, planned: list[PlannedVariant], lrs: tuple[flo
             "compare": definition.compare, **({"lrs": list(lrs)} if lrs else {}), "variants": list(variants.values())}
 
 
-def describe(p: Plan, results: Path) -> str:
+def describe_plan(p: Plan, results: Path) -> str:
     """The plan as a person reads it: every run with its hash, what it changes, cached or shared."""
     runs = store.RunStore(results)
     doc = p.manifest

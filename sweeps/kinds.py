@@ -2,7 +2,7 @@
 
 - `GridSweep`: an ablation grid, every (variant, seed) of some experiment definitions exactly once,
   and with a learning-rate axis (`--lrs`, or a definition's `lrs:`) every (variant, lr, seed).
-  The runs come from `experiments.ablate.plan`, so the study reproduces `make ablate` (same run ids,
+  The runs come from `experiments.plan.plan`, so the study reproduces `make ablate` (same run ids,
   same manifest). Every point is enqueued up front and workers only take enqueued trials: a shared
   GridSampler would run about N-1 duplicates with N workers. No pruner: a pruned point is never rerun.
 - `SearchSweep`: TPE over a declared search space, pruned on the val loss reported at every eval.
@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments import ablate, manifest
+from experiments import manifest
 from experiments.config import RunConfig, resolve
-from experiments.runner import prepare
+from experiments.machine import Prepared, prepare
+from experiments.plan import Plan, plan
 from sweeps.space import SearchSpace, parse
 
 if TYPE_CHECKING:
     import optuna
+    import torch
 
     from nanogpt.data import Corpus
 
@@ -56,8 +58,8 @@ class GridSweep:
     lrs: tuple[float, ...] = ()  # the learning-rate axis (empty: the definitions' own, if any)
     kind = "grid"  # a class attribute, not a field
 
-    def plan(self, study: str, results: Path) -> tuple[ablate.Plan, Corpus]:
-        return ablate.plan(self.preset, self.seeds, self.experiments, results, study, self.overrides,
+    def grid(self, study: str, results: Path) -> tuple[Plan, Corpus]:
+        return plan(self.preset, self.seeds, self.experiments, results, study, self.overrides,
                            self.lrs or None)
 
     def sampler(self) -> optuna.samplers.BaseSampler:
@@ -72,26 +74,26 @@ class GridSweep:
 
     def points(self, study: str, results: Path) -> list[tuple[dict[str, Any], str]]:
         """(params, run_id) of every grid point, in training order."""
-        plan, _ = self.plan(study, results)
-        with_lr = _has_axis(plan)
-        return [(_params(c, with_lr), c.run_id) for c in plan.runs]
+        grid, _ = self.grid(study, results)
+        with_lr = _has_axis(grid)
+        return [(_params(c, with_lr), c.run_id) for c in grid.runs]
 
     def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:
         return 0  # a grid only runs what was enqueued
 
     def bind(self, study: str, results: Path) -> BoundGrid:
-        plan, corpus = self.plan(study, results)
-        manifest.write(plan.folder, plan.manifest)  # analysis reads the study like a `make ablate` folder
-        with_lr = _has_axis(plan)
-        return BoundGrid(self, study, {tuple(_params(c, with_lr).values()): c for c in plan.runs}, corpus)
+        grid, corpus = self.grid(study, results)
+        manifest.write(grid.folder, grid.manifest)  # analysis reads the study like a `make ablate` folder
+        with_lr = _has_axis(grid)
+        return BoundGrid(self, study, {tuple(_params(c, with_lr).values()): c for c in grid.runs}, corpus, grid.device)
 
     def command(self, params: dict[str, Any]) -> str:
         lr = {"lr": params["lr"]} if "lr" in params else {}
         return run_command(self.preset, params["variant"], params["seed"], self.overrides | lr)
 
 
-def _has_axis(plan: ablate.Plan) -> bool:
-    return any(v.lr is not None for v in plan.variants)
+def _has_axis(grid: Plan) -> bool:
+    return any(v.lr is not None for v in grid.variants)
 
 
 def _params(cfg: RunConfig, with_lr: bool) -> dict[str, Any]:
@@ -105,8 +107,9 @@ class BoundGrid:
     study: str
     runs: dict[tuple[Any, ...], RunConfig]  # keyed by the trial params' values (variant, seed[, lr])
     corpus: Corpus  # loaded once by the plan, shared by every trial
+    device: torch.device  # resolved once by the plan
 
-    def config(self, trial: optuna.Trial) -> RunConfig:
+    def config(self, trial: optuna.Trial) -> Prepared:
         if "run_id" not in trial.user_attrs:
             raise NotAGridPoint(f"trial {trial.number} is not an enqueued grid point")
         variants = list(dict.fromkeys(key[0] for key in self.runs))
@@ -114,7 +117,8 @@ class BoundGrid:
         key = (trial.suggest_categorical("variant", variants), trial.suggest_categorical("seed", seeds))
         if len(next(iter(self.runs))) == 3:
             key += (trial.suggest_categorical("lr", sorted({k[2] for k in self.runs})),)
-        return dataclasses.replace(self.runs[key], **_labels(self.study, trial.number))
+        cfg = dataclasses.replace(self.runs[key], **_labels(self.study, trial.number))
+        return Prepared(cfg, self.corpus, self.device)
 
 
 @dataclass(frozen=True)
@@ -155,12 +159,13 @@ class BoundSearch:
     study: str
     corpus: Corpus | None = None  # loaded by the first trial, reused by the rest
 
-    def config(self, trial: optuna.Trial) -> RunConfig:
+    def config(self, trial: optuna.Trial) -> Prepared:
         space = self.sweep.space
         params = space.suggest(trial)
         cfg = resolve(space.preset, space.variant, space.seed, space.set | params, **_labels(self.study, trial.number))
-        cfg, self.corpus = prepare(cfg, self.corpus)
-        return cfg
+        ready = prepare(cfg, self.corpus)
+        self.corpus = ready.corpus
+        return ready
 
 
 Sweep = GridSweep | SearchSweep

@@ -21,6 +21,7 @@ from analysis import lr_tables, tables
 from analysis.confidence import holm, mean_ci, paired_p
 from analysis.from_runstore import load_runstore
 from experiments import ablate, manifest, store
+from experiments.plan import describe_plan, plan
 from sweeps import optuna as sweeps_cli
 from sweeps import storage
 from tests.conftest import ROOT, run_module
@@ -69,7 +70,7 @@ def test_default_make_ablate_plans_exactly_todays_run_ids(tmp_path):
     shown = re.findall(r"^  seed \d+ +[0-9a-f]{16}  (\S+)", dry.stdout, re.M)  # per variant, shared ones twice
     assert set(shown) == set(TODAYS_RUN_IDS) and "45 runs: 0 cached, 45 to train" in dry.stdout
     assert "learning-rate axis" not in dry.stdout and "@ lr" not in dry.stdout
-    p, _ = ablate.plan(None, range(3), ablate.DEFAULT_EXPERIMENTS, tmp_path)
+    p, _ = plan(None, range(3), ablate.DEFAULT_EXPERIMENTS, tmp_path)
     assert tuple(c.run_id for c in p.runs) == TODAYS_RUN_IDS
     assert all("lrs" not in e for e in p.manifest["experiments"])
     assert all(set(r) == {"seed", "run_id"} for e in p.manifest["experiments"] for v in e["variants"]
@@ -79,7 +80,7 @@ def test_default_make_ablate_plans_exactly_todays_run_ids(tmp_path):
 def test_a_2_variant_3_lr_2_seed_grid_plans_12_runs_the_preset_lr_keeping_todays_ids(pair, tmp_path, tiny_corpus):
     data = {"data": str(tiny_corpus)}
     lrs = [3e-3, 1e-2, 3e-2]
-    p, _ = ablate.plan("smoke", range(2), ["pair"], tmp_path, overrides=data, lrs=lrs)
+    p, _ = plan("smoke", range(2), ["pair"], tmp_path, overrides=data, lrs=lrs)
     assert len(p.runs) == len({c.run_id for c in p.runs}) == 12
     (entry,) = p.manifest["experiments"]
     assert entry["lrs"] == lrs
@@ -87,13 +88,13 @@ def test_a_2_variant_3_lr_2_seed_grid_plans_12_runs_the_preset_lr_keeping_todays
     assert sorted((v, lr, s) for v, lr, s, _ in planned) == sorted(
         (v, lr, s) for v in ("base", "narrow") for lr in lrs for s in (0, 1))
     assert {r for *_, r in planned} == {c.run_id for c in p.runs}
-    today, _ = ablate.plan("smoke", range(2), ["pair"], tmp_path, overrides=data)
+    today, _ = plan("smoke", range(2), ["pair"], tmp_path, overrides=data)
     assert "lrs" not in today.manifest["experiments"][0]
     at_preset = {(v, s): r for v, lr, s, r in planned if lr == 1e-2}
     assert at_preset == {(v, s): r for v, _, s, r in run_ids(today.manifest)}
     # Every other point is the run `--set lr=X` trains.
     for lr in (3e-3, 3e-2):
-        set_lr, _ = ablate.plan("smoke", range(2), ["pair"], tmp_path, overrides=data | {"lr": lr})
+        set_lr, _ = plan("smoke", range(2), ["pair"], tmp_path, overrides=data | {"lr": lr})
         assert {(v, s): r for v, g, s, r in planned if g == lr} == {(v, s): r for v, _, s, r in
                                                                   run_ids(set_lr.manifest)}
     assert {c.train.lr for c in p.runs} == set(lrs)
@@ -137,13 +138,13 @@ def test_bad_lrs_on_the_command_line_exit_2_with_one_line(pair, tmp_path, tiny_c
 
 def test_a_variant_with_its_own_lr_moves_along_the_grid(tmp_path, shakespeare):
     """The tutorial's bigram trains at 10x the preset's lr; on the grid it keeps that ratio."""
-    p, _ = ablate.plan("tutorial", range(1), ["ladder"], tmp_path, lrs=[5e-4, 1e-3, 2e-3])
+    p, _ = plan("tutorial", range(1), ["ladder"], tmp_path, lrs=[5e-4, 1e-3, 2e-3])
     bigram = [v for v in p.variants if v.name == "bigram"]
     assert [(v.lr, v.own_lr, v.runs[0].train.lr) for v in bigram] == [(5e-4, 1e-2, 5e-3), (1e-3, 1e-2, 1e-2),
                                                                       (2e-3, 1e-2, 2e-2)]
-    today, _ = ablate.plan("tutorial", range(1), ["ladder"], tmp_path)
+    today, _ = plan("tutorial", range(1), ["ladder"], tmp_path)
     assert bigram[1].runs[0].run_id == today.variants[0].runs[0].run_id == "bigram-s0-16060bc9"
-    assert "fixes its own lr=0.01: scaled with the grid (x 0.002 / base lr), trains at lr=0.02" in ablate.describe(
+    assert "fixes its own lr=0.01: scaled with the grid (x 0.002 / base lr), trains at lr=0.02" in describe_plan(
         p, tmp_path)
 
 
@@ -244,7 +245,7 @@ def test_an_optuna_grid_study_takes_the_same_axis_and_mirrors_lr_to_wandb(pair, 
     capsys.readouterr()
     study = optuna.load_study(study_name="lrgrid", storage=storage.default_storage(tmp_path / "lrgrid"))
     trials = study.get_trials()
-    p, _ = ablate.plan("smoke", range(1), ["pair"], tmp_path, "lrgrid", {"data": str(tiny_corpus), "max_iters": 10},
+    p, _ = plan("smoke", range(1), ["pair"], tmp_path, "lrgrid", {"data": str(tiny_corpus), "max_iters": 10},
                        [3e-3, 1e-2])
     assert sorted(t.user_attrs["run_id"] for t in trials) == sorted(c.run_id for c in p.runs)
     assert {(t.params["variant"], t.params["lr"]) for t in trials} == {
