@@ -95,9 +95,10 @@ SWEEP_STUDY = $(or $(STUDY),$(if $(GRID),$(firstword $(GRID))-grid,search))
 SWEEP_ENV = $(if $(STORAGE),NANOGPT_SWEEP_STORAGE='$(STORAGE)')
 .PHONY: sweep sweep-worker dashboard bench-sweep
 
-sweep: setup  ## Optuna study on a local SQLite file: make sweep [SPACE=file | GRID=ladder SEEDS=3] [STUDY=name WORKERS=2]
+sweep: setup  ## Optuna study on a local SQLite file: make sweep [SPACE=file | GRID=ladder SEEDS=3 [LRS="1e-3 5e-3"]] [STUDY=name WORKERS=2]
 	@$(SWEEP_ENV) $(PY) -m sweeps.optuna run --study $(SWEEP_STUDY) \
-		$(if $(GRID),--grid $(GRID) --seeds $(SEEDS),--space $(SPACE)) $(if $(WORKERS),--workers $(WORKERS)) \
+		$(if $(GRID),--grid $(GRID) --seeds $(SEEDS) $(if $(LRS),--lrs $(LRS)),--space $(SPACE)) \
+		$(if $(WORKERS),--workers $(WORKERS)) \
 		--results $(RESULTS) --wandb $(WANDB)
 
 sweep-worker: setup  ## one more worker, any machine: make sweep-worker STORAGE=postgresql://USER@HOST/DB STUDY=name
@@ -115,3 +116,10 @@ bench-sweep: setup  ## sweep throughput, trials/min with 1 and 2 workers (docs/b
 bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs/benchmarks.md; A/B: make bench ARGS="--compare cpu/full dtype=float32 dtype=bfloat16"
 	$(PY) -m benchmarks.train_speed $(ARGS)
 # <<< speed <<<
+
+# >>> lr-axis: a learning-rate axis for `make ablate` and `make sweep GRID=` (experiments/plan.py, docs/lr-fair.md) >>>
+# make ablate EXPERIMENTS=norms LRS="1e-3 2e-3 5e-3 1e-2": every variant x seed at each lr; the tables then compare
+# each variant at its own best lr. Empty: a definition's own `lrs:` if it has one, else no axis (today's runs).
+LRS ?=
+ABLATE_ARGS += $(if $(LRS),--lrs $(LRS))
+# <<< lr-axis <<<

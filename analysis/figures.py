@@ -113,6 +113,29 @@ def loss_vs_cost(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def lr_curves(cells: pd.DataFrame, table: pd.DataFrame, title: str) -> Figure:
+    """Final val loss against learning rate (log x): one line per variant (analysis.lr_tables' grid), its 95% CI
+    over seeds as a band and its best lr (the LR-fair table's) as a star."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    palette = colours(table)
+    for row in table.itertuples():
+        line = cells[cells["variant"] == row.variant].sort_values("lr")
+        colour = palette[row.variant]
+        ax.plot(line["lr"], line["final_val_loss_mean"], "o-", color=colour, label=row.variant, ms=5)
+        band = line.dropna(subset=["final_val_loss_low"])
+        ax.fill_between(band["lr"], band["final_val_loss_low"], band["final_val_loss_high"], color=colour, alpha=0.2,
+                        lw=0)
+        if pd.notna(row.best_lr):
+            ax.plot(row.best_lr, row.final_val_loss_mean, "*", ms=16, color=colour, markeredgecolor="black", zorder=3)
+    ax.set_xscale("log")
+    lrs = sorted(cells["lr"].unique())
+    ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set(xlabel="learning rate (peak, log scale)", ylabel=f"final val {LOSS_UNIT}", title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="variant (★ its best lr)", frameon=False)
+    return fig
+
+
 def _xerr(row, name: str) -> list[list[float]] | None:
     mean, low, high = (getattr(row, f"{name}_{part}") for part in ("mean", "low", "high"))
     return None if pd.isna(low) else [[mean - low], [high - mean]]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.confidence import mean_ci, paired_delta
+from analysis.confidence import holm, mean_ci, paired_delta, paired_p
 
 LOSSES = ("initial_train_loss", "initial_val_loss", "final_train_loss", "final_val_loss")
 LOSS_HEADERS = {"initial_train_loss": "initial train", "initial_val_loss": "initial val",
@@ -23,18 +23,21 @@ SAMPLE_CHARS = 300
 STATUS_ORDER = ("completed", "diverged", "failed", "pruned", "running", "interrupted", "unreadable", "not started")
 EXPLANATION = (
     "Losses are cross-entropy in nats per character, mean ± 95% CI half-width (Student's t) over the completed "
-    "seeds; Δ val is the final val loss minus that of the row it is compared with, paired by seed. Runs that did "
-    "not complete are counted in `runs`, never averaged in."
+    "seeds; Δ val is the final val loss minus that of the row it is compared with, paired by seed, and p (Holm) its "
+    "paired t-test p-value, Holm–Bonferroni-adjusted over the table's rows. Runs that did not complete are counted "
+    "in `runs`, never averaged in."
 )
 
 
 def membership(manifest: dict[str, Any]) -> pd.DataFrame:
-    """One row per planned run of each definition: definition, order, variant, adds, component, seed, run_id."""
+    """One row per planned run of each definition: definition, order, variant, adds, component, seed, run_id,
+    and grid_lr, its point on the definition's learning-rate axis (NaN without one; analysis.lr_tables)."""
     rows = [{"definition": e["name"], "compare": e.get("compare", "previous"), "order": i, "variant": v["name"],
-             "adds": v.get("adds", ""), "component": v.get("component", ""), "seed": r["seed"], "run_id": r["run_id"]}
+             "adds": v.get("adds", ""), "component": v.get("component", ""), "seed": r["seed"], "run_id": r["run_id"],
+             "grid_lr": r.get("lr", math.nan)}
             for e in manifest["experiments"] for i, v in enumerate(e["variants"]) for r in v["runs"]]
     return pd.DataFrame(rows, columns=["definition", "compare", "order", "variant", "adds", "component", "seed",
-                                       "run_id"])
+                                       "run_id", "grid_lr"])
 
 
 def planned_runs(manifest: dict[str, Any], runs: pd.DataFrame, folder: Path) -> pd.DataFrame:
@@ -68,11 +71,14 @@ def comparison(planned: pd.DataFrame, definition: str) -> pd.DataFrame:
             row[f"{loss}_mean"], row[f"{loss}_low"], row[f"{loss}_high"] = mean_ci(done[loss])
         delta = paired_delta(val_by_seed[variant], val_by_seed[baseline]) if baseline else (math.nan,) * 3
         row["delta_val_mean"], row["delta_val_low"], row["delta_val_high"] = delta
+        row["delta_val_p"] = paired_p(val_by_seed[variant], val_by_seed[baseline]) if baseline else math.nan
         row |= {"compared_with": baseline, "tokens_per_sec": done["tokens_per_sec"].mean(),
                 "train_flops": done["train_flops"].mean(), "completed": len(done), "planned": len(runs),
-                "runs": _counts(runs["status"]), "run_ids": " ".join(runs["run_id"])}
+                "runs": status_counts(runs["status"]), "run_ids": " ".join(runs["run_id"])}
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table["delta_val_p_holm"] = holm(table["delta_val_p"])
+    return table
 
 
 def markdown(table: pd.DataFrame, compare: str) -> str:
@@ -82,8 +88,9 @@ def markdown(table: pd.DataFrame, compare: str) -> str:
     shown = pd.DataFrame({
         "variant": table["variant"], change: table["adds"],
         "params": table["params"].map(_count), "FLOPs/token": table["flops_per_token"].map(_count),
-        **{LOSS_HEADERS[loss]: [_loss(r, loss) for _, r in table.iterrows()] for loss in LOSSES},
-        delta: [_loss(r, "delta_val", signed=True) for _, r in table.iterrows()],
+        **{LOSS_HEADERS[loss]: [loss_cell(r, loss) for _, r in table.iterrows()] for loss in LOSSES},
+        delta: [loss_cell(r, "delta_val", signed=True) for _, r in table.iterrows()],
+        "p (Holm)": table["delta_val_p_holm"].map(p_cell),
         "tokens/s": table["tokens_per_sec"].map(_count), "runs": table["runs"],
     })
     return shown.to_markdown(index=False, disable_numparse=True)
@@ -121,9 +128,21 @@ def samples_section(manifest: dict[str, Any], planned: pd.DataFrame) -> str:
 
 
 def report(manifest: dict[str, Any], planned: pd.DataFrame) -> tuple[str, str, dict[str, pd.DataFrame]]:
-    """The Markdown of every table (what `make ablate` prints), of one sample per rung, and the numeric tables."""
-    numeric = {e["name"]: comparison(planned, e["name"]) for e in manifest["experiments"]}
-    parts = [title(manifest), EXPLANATION, *(section(e, numeric[e["name"]]) for e in manifest["experiments"])]
+    """The Markdown of every table (what `make ablate` prints), of one sample per rung, and the numeric tables:
+    `<definition>`, and for a definition with a learning-rate axis its LR-fair table and `<definition>_lr_grid`."""
+    from analysis import lr_tables  # it builds on this module's cells, so it imports this module first
+
+    numeric, sections = {}, []
+    for e in manifest["experiments"]:
+        name = e["name"]
+        if "lrs" in e:
+            numeric[name] = lr_tables.comparison(planned, name, e["lrs"])
+            numeric[f"{name}_lr_grid"] = lr_tables.grid(planned, name)
+            sections.append(lr_tables.section(e, planned, numeric[name]))
+        else:
+            numeric[name] = comparison(planned, name)
+            sections.append(section(e, numeric[name]))
+    parts = [title(manifest), EXPLANATION, *sections]
     return "\n\n".join(parts) + "\n", samples_section(manifest, planned), numeric
 
 
@@ -136,7 +155,7 @@ def _by_seed(runs: pd.DataFrame) -> dict[int, float]:
     return dict(zip(runs["seed"].astype(int), runs["final_val_loss"], strict=True))
 
 
-def _counts(statuses: pd.Series) -> str:
+def status_counts(statuses: pd.Series) -> str:
     """'2 completed, 1 diverged': completed first, then the others in STATUS_ORDER."""
     rank = {s: i for i, s in enumerate(STATUS_ORDER)}
     counted = sorted(Counter(statuses).items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
@@ -152,7 +171,11 @@ def _count(value: float) -> str:
     return "—" if pd.isna(value) else f"{value:,.0f}"
 
 
-def _loss(row: pd.Series, name: str, signed: bool = False) -> str:
+def p_cell(p: float) -> str:
+    return "—" if pd.isna(p) else f"{p:.3g}"
+
+
+def loss_cell(row: pd.Series, name: str, signed: bool = False) -> str:
     mean, high = row[f"{name}_mean"], row[f"{name}_high"]
     if pd.isna(mean):
         return "—"

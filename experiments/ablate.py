@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from experiments import cli, exits, manifest, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
-from experiments.definitions import get_experiment
+from experiments.definitions import get_experiment, parse_lrs
 from experiments.machine import check_results, default_jobs
 from experiments.plan import Plan, default_preset, describe_plan, plan
 from experiments.presets import PRESETS
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change the base model (the preset) before the variants apply; a setting a variant sets "
                    "itself keeps the variant's value")
+    p.add_argument("--lrs", nargs="+", metavar="LR",
+                   help="a learning-rate axis: train every variant at each of these lrs (each as --set lr=LR "
+                   "would; the point at the preset's lr is today's run); replaces a definition's own lrs:")
     cli.add_store_arguments(p)
     p.add_argument("--force", action="store_true", help="retrain runs that are already recorded")
     cli.add_wandb_arguments(p)
@@ -171,7 +174,8 @@ def _ablate(args: argparse.Namespace) -> int:
     overrides = parse_assignments(args.set)
     if args.data:
         overrides = with_flag(overrides, "data", args.data, "--data")
-    p, _ = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides)
+    lrs = parse_lrs(args.lrs, "--lrs") if args.lrs else None
+    p, _ = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides, lrs)
     check_results(results)
     if args.dry_run:
         print(describe_plan(p, results))

@@ -4,6 +4,14 @@ The base model is the preset with the --set / SET= overrides applied; each varia
 then apply on top (see experiments.config). Two variants of one experiment that resolve to the same
 config are an error; a config that two experiments share (the ladder's `full` is leave-one-out's
 `full`) is one run, listed in both and said so in the plan.
+
+A learning-rate axis (`--lrs`, LRS=, or a definition's own `lrs:`) plans every variant at every
+grid lr. A grid point's base model is the base model with `lr` replaced exactly as `--set lr=X`
+replaces it, so the point at the base model's lr is today's run (same config hash, same run id)
+and every other point is the run `--set lr=X` trains. A variant that fixes an lr of its own (the
+tutorial's bigram trains at 10x the preset's lr) keeps its ratio to the base model: it trains at
+its own lr x (grid lr / base lr), so it moves along the grid instead of training one config at
+every point. An experiment without an axis is planned exactly as before.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ class PlannedVariant:
     kept: dict[str, Any]  # overrides this variant sets itself: its own value wins
     runs: tuple[RunConfig, ...]  # one per seed
     shared_with: str | None = None  # the variant of another experiment it is the same run as
+    lr: float | None = None  # its point on the experiment's learning-rate axis (None: no axis)
+    own_lr: float | None = None  # the lr the variant fixes itself, before the grid scaled it
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,13 @@ def default_preset(definitions: Sequence[Experiment]) -> str:
 
 
 def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[str], results: Path,
-         name: str | None = None, overrides: dict[str, Any] | None = None) -> tuple[Plan, Corpus]:
-    """Resolve every run of the given experiments; validates everything, writes nothing."""
+         name: str | None = None, overrides: dict[str, Any] | None = None,
+         lrs: Sequence[float] | None = None) -> tuple[Plan, Corpus]:
+    """Resolve every run of the given experiments; validates everything, writes nothing.
+
+    `lrs` (already parsed, see definitions.parse_lrs) is the learning-rate axis of every experiment,
+    replacing a definition's own `lrs:`; without it, a definition's own grid (if any) applies.
+    """
     definitions = [get_experiment(e) for e in experiment_names]
     preset = preset or default_preset(definitions)
     seeds = list(seeds)
@@ -65,35 +80,55 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
         raise ConfigError(f"{len(seeds)} seeds: give --seeds N with 1 <= N <= {MAX_SEEDS}")
     name = name or preset
     overrides = overrides or {}
+    grids = {d.name: tuple(lrs) if lrs else d.lrs for d in definitions}
+    with_axis = [d for d, grid in grids.items() if grid]
+    if with_axis and "lr" in overrides:
+        raise ConfigError(f"lr is given twice: by --set lr={overrides['lr']} and by the learning-rate axis of "
+                          f"{', '.join(with_axis)} (--lrs, LRS= or its lrs:); give one")
     base = base_model(preset, overrides)
     corpus: Corpus | None = None
     device: torch.device | None = None
     planned: list[PlannedVariant] = []
     owner: dict[str, PlannedVariant] = {}  # config hash (first seed) -> the first variant that has it
     for definition in definitions:
-        for variant in definition.applicable(base):
-            changes = variant_settings(preset, definition, variant, base)
-            owns = owned_settings(preset, definition, variant)
-            labels = {"experiment": name, "group": definition.name, "job_type": definition.job_type}
-            ready = prepare(build(preset, variant.name, seeds[0], base | changes, labels), corpus)
-            first, corpus, device = ready.cfg, ready.corpus, ready.device
-            earlier = owner.get(first.hash)
-            if earlier and earlier.experiment == definition.name:
-                raise ConfigError(f"{definition.path}: variants {earlier.experiment}/{earlier.name} and "
-                                  f"{definition.name}/{variant.name} resolve to the same config on this base model; "
-                                  "change the --set that makes them equal, or one of the variants")
-            this = PlannedVariant(
-                definition.name, variant.name, {k: v for k, v in changes.items() if base[k] != v},
-                {k: changes[k] for k in overrides if k in owns and changes[k] != base[k]},
-                earlier.runs if earlier else tuple(replace(first, seed=s) for s in seeds),
-                f"{earlier.experiment}/{earlier.name}" if earlier else None)
-            owner.setdefault(first.hash, this)
-            planned.append(this)
+        for lr in grids[definition.name] or (None,):
+            at = base if lr is None else base_model(preset, overrides | {"lr": lr})  # what --set lr=X does
+            for variant in definition.applicable(at):
+                changes = variant_settings(preset, definition, variant, at)
+                owns = owned_settings(preset, definition, variant)
+                own_lr = None
+                if lr is not None and "lr" in owns:
+                    own_lr = changes["lr"]
+                    changes["lr"] = scaled_lr(own_lr, lr, base["lr"])
+                labels = {"experiment": name, "group": definition.name, "job_type": definition.job_type}
+                ready = prepare(build(preset, variant.name, seeds[0], at | changes, labels), corpus)
+                first, corpus, device = ready.cfg, ready.corpus, ready.device
+                earlier = owner.get(first.hash)
+                if earlier and earlier.experiment == definition.name:
+                    raise ConfigError(f"{definition.path}: variants {earlier.experiment}/{earlier.name} and "
+                                      f"{definition.name}/{variant.name} resolve to the same config on this base "
+                                      "model; change the --set that makes them equal, or one of the variants")
+                this = PlannedVariant(
+                    definition.name, variant.name, {k: v for k, v in changes.items() if base[k] != v},
+                    {k: changes[k] for k in overrides if k in owns and changes[k] != base[k]},
+                    earlier.runs if earlier else tuple(replace(first, seed=s) for s in seeds),
+                    f"{earlier.experiment}/{earlier.name}" if earlier else None, lr, own_lr)
+                owner.setdefault(first.hash, this)
+                planned.append(this)
     assert corpus is not None and device is not None  # every definition has at least one variant
     runs = _unique_runs(planned, len(seeds))
     doc = {"name": name, "preset": preset, "seeds": seeds, "overrides": overrides, "data": runs[0].data,
-           "experiments": [_entry(d, planned) for d in definitions]}
+           "experiments": [_entry(d, planned, grids[d.name]) for d in definitions]}
     return Plan(store.RunStore(results).experiment_dir(name), doc, runs, tuple(planned), device), corpus
+
+
+def scaled_lr(own: float, grid: float, base: float) -> float:
+    """A variant's own lr moved along the grid: own x grid / base, rounded to 12 significant digits so
+    that 1e-2 x 2e-3 / 1e-3 is 0.02, not 0.020000000000000004 (the hash sees the float's text)."""
+    if base <= 0:
+        raise ConfigError(f"the base model's lr is {base}: a variant's own lr cannot be scaled with the grid; "
+                          "give the base model an lr > 0")
+    return float(f"{own * grid / base:.12g}")
 
 
 def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[RunConfig, ...]:
@@ -108,15 +143,17 @@ def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[RunConfig
     return tuple(replace(cfg, tags=tuple(dict.fromkeys(member_of[run_id]))) for run_id, cfg in first.items())
 
 
-def _entry(definition: Experiment, planned: list[PlannedVariant]) -> dict[str, Any]:
-    variants = []
+def _entry(definition: Experiment, planned: list[PlannedVariant], lrs: tuple[float, ...]) -> dict[str, Any]:
+    """The manifest entry of one definition: each variant once, with its runs (per lr, then seed, on an axis)."""
+    variants: dict[str, dict[str, Any]] = {}
     for v in (v for v in planned if v.experiment == definition.name):
         component = definition.variant(v.name).component
-        variants.append({"name": v.name, "adds": definition.variant(v.name).adds,
-                         **({"component": component} if component else {}),
-                         "runs": [{"seed": c.seed, "run_id": c.run_id} for c in v.runs]})
+        entry = variants.setdefault(v.name, {"name": v.name, "adds": definition.variant(v.name).adds,
+                                             **({"component": component} if component else {}), "runs": []})
+        point = {} if v.lr is None else {"lr": v.lr}
+        entry["runs"] += [{"seed": c.seed, **point, "run_id": c.run_id} for c in v.runs]
     return {"name": definition.name, "job_type": definition.job_type, "description": definition.description,
-            "compare": definition.compare, "variants": variants}
+            "compare": definition.compare, **({"lrs": list(lrs)} if lrs else {}), "variants": list(variants.values())}
 
 
 def describe_plan(p: Plan, results: Path) -> str:
@@ -126,9 +163,15 @@ def describe_plan(p: Plan, results: Path) -> str:
     sets = " ".join(f"{k}={v}" for k, v in doc["overrides"].items()) or "none"
     seeds = f"seeds {doc['seeds'][0]}..{doc['seeds'][-1]}" if len(doc["seeds"]) > 1 else f"seed {doc['seeds'][0]}"
     lines = [f"plan '{doc['name']}': preset {doc['preset']}, set {sets}, {seeds} -> {p.folder}"]
+    lines += [f"{e['name']}: learning-rate axis {' '.join(f'{lr:g}' for lr in e['lrs'])} (every variant at each lr, "
+              "as --set lr=LR sets it)" for e in doc["experiments"] if "lrs" in e]
     for v in p.variants:
         differs = " ".join(f"{k}={val}" for k, val in v.differs.items()) or "(the base model)"
-        lines.append(f"{v.experiment}/{v.name}: {differs}")
+        at = "" if v.lr is None else f" @ lr {v.lr:g}"
+        lines.append(f"{v.experiment}/{v.name}{at}: {differs}")
+        if v.own_lr is not None:
+            lines.append(f"  fixes its own lr={v.own_lr:g}: scaled with the grid (x {v.lr:g} / base lr), "
+                         f"trains at lr={v.runs[0].train.lr:g}")
         for k, own in v.kept.items():
             lines.append(f"  keeps its own {k}={own}: the variant sets it, so --set {k}={doc['overrides'][k]} "
                          "does not apply here")

@@ -1,6 +1,7 @@
 """The two kinds of study, and which run each of their trials trains.
 
-- `GridSweep`: an ablation grid, every (variant, seed) of some experiment definitions exactly once.
+- `GridSweep`: an ablation grid, every (variant, seed) of some experiment definitions exactly once,
+  and with a learning-rate axis (`--lrs`, or a definition's `lrs:`) every (variant, lr, seed).
   The runs come from `experiments.plan.plan`, so the study reproduces `make ablate` (same run ids,
   same manifest). Every point is enqueued up front and workers only take enqueued trials: a shared
   GridSampler would run about N-1 duplicates with N workers. No pruner: a pruned point is never rerun.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from experiments import manifest
 from experiments.config import RunConfig, resolve
 from experiments.machine import Prepared, prepare
-from experiments.plan import plan
+from experiments.plan import Plan, plan
 from sweeps.space import SearchSpace, parse
 
 if TYPE_CHECKING:
@@ -54,7 +55,12 @@ class GridSweep:
     experiments: tuple[str, ...]
     seeds: tuple[int, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
+    lrs: tuple[float, ...] = ()  # the learning-rate axis (empty: the definitions' own, if any)
     kind = "grid"  # a class attribute, not a field
+
+    def grid(self, study: str, results: Path) -> tuple[Plan, Corpus]:
+        return plan(self.preset, self.seeds, self.experiments, results, study, self.overrides,
+                           self.lrs or None)
 
     def sampler(self) -> optuna.samplers.BaseSampler:
         import optuna
@@ -68,36 +74,50 @@ class GridSweep:
 
     def points(self, study: str, results: Path) -> list[tuple[dict[str, Any], str]]:
         """(params, run_id) of every grid point, in training order."""
-        grid, _ = plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
-        return [({"variant": c.variant, "seed": c.seed}, c.run_id) for c in grid.runs]
+        grid, _ = self.grid(study, results)
+        with_lr = _has_axis(grid)
+        return [(_params(c, with_lr), c.run_id) for c in grid.runs]
 
     def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:
         return 0  # a grid only runs what was enqueued
 
     def bind(self, study: str, results: Path) -> BoundGrid:
-        grid, corpus = plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
+        grid, corpus = self.grid(study, results)
         manifest.write(grid.folder, grid.manifest)  # analysis reads the study like a `make ablate` folder
-        return BoundGrid(self, study, {(c.variant, c.seed): c for c in grid.runs}, corpus, grid.device)
+        with_lr = _has_axis(grid)
+        return BoundGrid(self, study, {tuple(_params(c, with_lr).values()): c for c in grid.runs}, corpus, grid.device)
 
     def command(self, params: dict[str, Any]) -> str:
-        return run_command(self.preset, params["variant"], params["seed"], self.overrides)
+        lr = {"lr": params["lr"]} if "lr" in params else {}
+        return run_command(self.preset, params["variant"], params["seed"], self.overrides | lr)
+
+
+def _has_axis(grid: Plan) -> bool:
+    return any(v.lr is not None for v in grid.variants)
+
+
+def _params(cfg: RunConfig, with_lr: bool) -> dict[str, Any]:
+    """A grid point's trial params; with an LR axis, the lr the run trains at tells its points apart."""
+    return {"variant": cfg.variant, "seed": cfg.seed, **({"lr": cfg.train.lr} if with_lr else {})}
 
 
 @dataclass(frozen=True)
 class BoundGrid:
     sweep: GridSweep
     study: str
-    runs: dict[tuple[str, int], RunConfig]
+    runs: dict[tuple[Any, ...], RunConfig]  # keyed by the trial params' values (variant, seed[, lr])
     corpus: Corpus  # loaded once by the plan, shared by every trial
     device: torch.device  # resolved once by the plan
 
     def config(self, trial: optuna.Trial) -> Prepared:
         if "run_id" not in trial.user_attrs:
             raise NotAGridPoint(f"trial {trial.number} is not an enqueued grid point")
-        variants = list(dict.fromkeys(variant for variant, _ in self.runs))
-        variant = trial.suggest_categorical("variant", variants)
-        seed = trial.suggest_categorical("seed", list(self.sweep.seeds))
-        cfg = dataclasses.replace(self.runs[(variant, seed)], **_labels(self.study, trial.number))
+        variants = list(dict.fromkeys(key[0] for key in self.runs))
+        seeds = list(self.sweep.seeds)
+        key = (trial.suggest_categorical("variant", variants), trial.suggest_categorical("seed", seeds))
+        if len(next(iter(self.runs))) == 3:
+            key += (trial.suggest_categorical("lr", sorted({k[2] for k in self.runs})),)
+        cfg = dataclasses.replace(self.runs[key], **_labels(self.study, trial.number))
         return Prepared(cfg, self.corpus, self.device)
 
 
@@ -154,11 +174,13 @@ Sweep = GridSweep | SearchSweep
 def to_attr(sweep: Sweep) -> dict[str, Any]:
     if isinstance(sweep, GridSweep):
         return {"kind": "grid", "preset": sweep.preset, "experiments": list(sweep.experiments),
-                "seeds": list(sweep.seeds), "overrides": sweep.overrides}
+                "seeds": list(sweep.seeds), "overrides": sweep.overrides,
+                **({"lrs": list(sweep.lrs)} if sweep.lrs else {})}
     return {"kind": "search", "space": sweep.space.to_dict()}
 
 
 def from_attr(attr: dict[str, Any], study: str) -> Sweep:
     if attr.get("kind") == "grid":
-        return GridSweep(attr["preset"], tuple(attr["experiments"]), tuple(attr["seeds"]), attr["overrides"])
+        return GridSweep(attr["preset"], tuple(attr["experiments"]), tuple(attr["seeds"]), attr["overrides"],
+                         tuple(attr.get("lrs", ())))
     return SearchSweep(parse(attr["space"], f"study {study}"))
