@@ -79,12 +79,17 @@ def panels(entry: dict[str, Any], table: pd.DataFrame, lrs: bool) -> list[Any]:
     if lrs:  # an LR axis: every variant over the learning rates it was trained at
         made.append(wr.ScatterPlot(title=f"{name}: final val loss against the learning rate", x=wr.Config("lr"),
                                    y=wr.SummaryMetric("final_val_loss"), log_x=True))
-    made += [wr.MarkdownPanel(markdown=f"**{name}** ({delta_header(entry)}, the tables' numbers)\n\n"
-                              + tables.markdown(table, entry.get("compare", "previous"))),
-             wr.WeavePanelSummaryTable(table_name=SAMPLES)]
+    made.append(wr.MarkdownPanel(markdown=f"**{name}** ({delta_header(entry)}, the tables' numbers)\n\n"
+                                 + tables.markdown(table, entry.get("compare", "previous"))))
     for i, panel in enumerate(made):  # three panels a row, in the order above
         panel.layout = wr.Layout(x=(i % 3) * PANEL_W, y=(i // 3) * PANEL_H, w=PANEL_W, h=PANEL_H)
     return made
+
+
+def samples_table() -> wr.WeavePanelSummaryTable:
+    """The mirror's `samples` table of every run. Left at the library's default position: it does not
+    load a summary table's position back (0.4.13), so a grid of its own keeps the saved JSON equal on reload."""
+    return wr.WeavePanelSummaryTable(table_name=SAMPLES)
 
 
 def delta_header(entry: dict[str, Any]) -> str:
@@ -101,8 +106,9 @@ def workspace(plan: dict[str, Any], numeric: dict[str, pd.DataFrame], entity: st
     colours = {v: c for entry in plan["experiments"] for v, c in variant_colours(entry).items()}
     return ws.Workspace(
         entity=entity, project=project, name=f"{plan['name']}: ablation dashboard",
-        sections=[ws.Section(name=e["name"], panels=panels(e, numeric[e["name"]], "lrs" in e), is_open=True)
-                  for e in plan["experiments"]],
+        # Sections lay their panels out in flow order (three a row), so the samples table can come last.
+        sections=[ws.Section(name=e["name"], panels=[*panels(e, numeric[e["name"]], "lrs" in e), samples_table()],
+                             is_open=True) for e in plan["experiments"]],
         settings=ws.WorkspaceSettings(x_axis=STEP),
         runset_settings=ws.RunsetSettings(
             filters=folder_filter(plan["name"]), groupby=[ws.Config(VARIANT)], group_colors=colours,
@@ -122,11 +128,11 @@ def runset(plan: dict[str, Any], entry: dict[str, Any]) -> wr.Runset:
                         *(f"summary:{k}" for k in RUNS_COLUMNS if k not in CONFIG_COLUMNS)])
 
 
-def panel_grid(plan: dict[str, Any], entry: dict[str, Any], table: pd.DataFrame) -> wr.PanelGrid:
-    """One definition's panels over its own run set, each variant's group in its colour."""
+def panel_grid(plan: dict[str, Any], entry: dict[str, Any], shown: list[Any]) -> wr.PanelGrid:
+    """Panels over one definition's own run set, each variant's group in its colour."""
     group = {v: wr.RunsetGroup(runset_name=entry["name"], keys=(wr.RunsetGroupKey(key=wr.Config(VARIANT), value=v),))
              for v in variant_colours(entry)}
-    return wr.PanelGrid(runsets=[runset(plan, entry)], panels=panels(entry, table, "lrs" in entry),
+    return wr.PanelGrid(runsets=[runset(plan, entry)], panels=shown,
                         custom_run_colors={group[v]: c for v, c in variant_colours(entry).items()})
 
 
@@ -137,7 +143,8 @@ def report(plan: dict[str, Any], numeric: dict[str, pd.DataFrame], samples: str,
     for entry in plan["experiments"]:
         blocks += [wr.H2(entry["name"]), *([wr.P(entry["description"])] if entry.get("description") else []),
                    wr.MarkdownBlock(tables.markdown(numeric[entry["name"]], entry.get("compare", "previous"))),
-                   panel_grid(plan, entry, numeric[entry["name"]])]
+                   panel_grid(plan, entry, panels(entry, numeric[entry["name"]], "lrs" in entry)),
+                   panel_grid(plan, entry, [samples_table()])]
     if samples:
         blocks.append(wr.MarkdownBlock(samples))
     return wr.Report(entity=entity, project=project, title=tables.title(plan).removeprefix("# "),

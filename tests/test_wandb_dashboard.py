@@ -1,0 +1,274 @@
+"""W&B dashboards as code, checked against a real smoke ablation mirrored to W&B offline.
+
+The workspace and report JSON are loaded back through wandb-workspaces' own models, and every key a
+panel names is looked up in what the offline runs hold, read back with W&B's own `wandb leet inspect`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import wandb_workspaces.reports.v2 as wr
+import wandb_workspaces.workspaces as ws
+from matplotlib.colors import to_hex
+from wandb_workspaces.workspaces import internal as workspace_model
+
+from analysis import palette, wandb_dashboard
+from experiments import manifest
+from tests.analysis_fixtures import ENV, mirror_offline
+from tests.conftest import run_module
+from tests.wandb_records import of_type, records
+
+# Tests sharing the session's trained smoke ablation run on one xdist worker (make test -n).
+pytestmark = pytest.mark.xdist_group("analysis")
+
+PANELS = [(wr.LinePlot, "val_loss"), (wr.LinePlot, "train_loss"), (wr.BarPlot, "final_val_loss"),
+          (wr.BarPlot, "best_val_loss"), (wr.ScatterPlot, "params"), (wr.ScatterPlot, "flops_per_token"),
+          (wr.MarkdownPanel, None), (wr.WeavePanelSummaryTable, "samples")]
+OWN = """\
+name: depths
+job_type: depth-sweep
+description: The full model at three depths.
+compare: d2
+variants:
+  - {name: d1, component: shallow, adds: one block, set: {n_layer: 1}}
+  - {name: d2, component: middling, adds: two blocks, set: {n_layer: 2}}
+  - {name: d3, component: deep, adds: three blocks, set: {n_layer: 3}}
+"""
+
+
+@dataclass
+class Logged:
+    """What the offline W&B runs hold, by kind, as W&B's reader gives it back."""
+
+    projects: set[str] = field(default_factory=set)
+    config: set[str] = field(default_factory=set)
+    history: set[str] = field(default_factory=set)
+    summary: set[str] = field(default_factory=set)
+
+    def add(self, recs: list[dict]) -> None:
+        (run,) = of_type(recs, "run")
+        self.projects.add(run["project"])
+        self.config |= set(run["config"]["update"])
+        self.history |= {k for h in of_type(recs, "history") for k in h["item"]}
+        self.summary |= {k for s in of_type(recs, "summary") for k in s["update"]}
+
+
+@pytest.fixture(scope="module")
+def wandb_dirs(tmp_path_factory):
+    """W&B's config, cache and data in a temp folder; no API key, no service inherited."""
+    home = tmp_path_factory.mktemp("wandb-home")
+    with pytest.MonkeyPatch.context() as env:
+        for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+            env.setenv(var, str(home / var.lower()))
+        env.setenv("NETRC", str(home / "no-netrc"))
+        for var in ("WANDB_API_KEY", "WANDB_SERVICE"):
+            env.delenv(var, raising=False)
+        yield home
+
+
+@pytest.fixture(scope="module")
+def mirrored(smoke_results, wandb_dirs, tmp_path_factory) -> tuple[Path, Logged]:
+    """The session's smoke ablation (ladder + leave-one-out, 2 seeds), every run mirrored to W&B offline by the
+    real mirror in plan order, and what those runs hold, read back with `wandb leet inspect`."""
+    folder = tmp_path_factory.mktemp("mirrored") / "smoke"
+    shutil.copytree(smoke_results / "smoke", folder)
+    plan = manifest.read(folder)
+    run_ids = dict.fromkeys(r["run_id"] for e in plan["experiments"] for v in e["variants"] for r in v["runs"])
+    mirror_offline([folder / run_id for run_id in run_ids])
+    logged = Logged()
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each read is one `wandb leet` process
+        for recs in pool.map(records, [folder / run_id / "wandb" for run_id in run_ids]):
+            logged.add(recs)
+    return folder, logged
+
+
+@pytest.fixture(scope="module")
+def written(mirrored, tmp_path_factory) -> Path:
+    """`python -m analysis.wandb_dashboard <folder> --json DIR`, run as a real process."""
+    folder, _ = mirrored
+    out = tmp_path_factory.mktemp("dashboard") / "json"
+    done = run_module("analysis.wandb_dashboard", folder, "--json", out, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["workspace:", str(out / "workspace.json"), "report:", str(out / "report.json")]
+    return out
+
+
+def test_the_json_loads_back_into_an_equal_workspace_and_report(written, mirrored):
+    folder, logged = mirrored
+    text = (written / "workspace.json").read_text()
+    view = wandb_dashboard.load_workspace(text)
+    assert isinstance(view, ws.Workspace)
+    assert view._to_model() == workspace_model.View.model_validate_json(text)
+    assert wandb_dashboard.to_json(view) + "\n" == text  # the loaded workspace saves exactly what was written
+    text = (written / "report.json").read_text()
+    doc = wandb_dashboard.load_report(text)
+    assert isinstance(doc, wr.Report)
+    assert wandb_dashboard.to_json(doc) + "\n" == text
+    # The project is the one the runs were mirrored to; no login, so the offline entity.
+    assert {view.project} == {doc.project} == logged.projects
+    assert view.entity == doc.entity == wandb_dashboard.OFFLINE_ENTITY
+
+    # Built in this process (same panel ids), serialized and loaded back: the library's model is unchanged.
+    plan = manifest.read(folder)
+    built_view, built_doc = wandb_dashboard.build(folder, plan, "me", "p")
+    assert wandb_dashboard.load_workspace(wandb_dashboard.to_json(built_view))._to_model() == built_view._to_model()
+    assert wandb_dashboard.load_report(wandb_dashboard.to_json(built_doc))._to_model() == built_doc._to_model()
+
+
+def test_a_section_per_experiment_with_its_panels_in_variant_order(written, mirrored):
+    folder, _ = mirrored
+    plan = manifest.read(folder)
+    view = wandb_dashboard.load_workspace((written / "workspace.json").read_text())
+    assert [s.name for s in view.sections] == [e["name"] for e in plan["experiments"]] == ["ladder", "leave_one_out"]
+    for section, entry in zip(view.sections, plan["experiments"], strict=True):
+        assert [(type(p), named(p)) for p in section.panels] == PANELS
+        variants = [v["name"] for v in entry["variants"]]
+        rows = [line.split("|")[1].strip() for line in section.panels[6].markdown.splitlines() if line.startswith("|")]
+        assert rows[2:] == variants  # the table's rows (after header and rule), in the manifest's order
+    # The run set: this folder's runs only, grouped by variant in the figures' colours.
+    settings = view.runset_settings
+    assert settings.filters == "Config(\"experiment\") == 'smoke'"
+    assert [g.name for g in settings.groupby] == ["variant"]
+    components = {v["name"]: v["component"] for e in plan["experiments"] for v in e["variants"]}
+    assert settings.group_colors == {v: to_hex(palette.colour(c)) for v, c in components.items()}
+    assert settings.group_colors["no_mlp"] == settings.group_colors["mlp"]  # removing and adding a component match
+
+    doc = wandb_dashboard.load_report((written / "report.json").read_text())
+    assert [b.text for b in doc.blocks if isinstance(b, wr.H2)] == [e["name"] for e in plan["experiments"]]
+    grids = [b for b in doc.blocks if isinstance(b, wr.PanelGrid)]
+    for entry, (panels, samples) in zip(plan["experiments"], zip(grids[::2], grids[1::2], strict=True), strict=True):
+        assert [(type(p), named(p)) for p in panels.panels + samples.panels] == PANELS
+        (runset,) = panels.runsets
+        run_ids = [r["run_id"] for v in entry["variants"] for r in v["runs"]]
+        assert re.findall(r"'([^']+)'", runset.filters) == ["smoke", *run_ids]  # exactly this definition's runs
+
+
+def test_every_key_a_panel_names_is_logged_by_the_runs(written, mirrored):
+    _, logged = mirrored
+    view = wandb_dashboard.load_workspace((written / "workspace.json").read_text())
+    doc = wandb_dashboard.load_report((written / "report.json").read_text())
+    wanted = Logged()
+    for panel in [p for s in view.sections for p in s.panels] + [p for b in doc.blocks if isinstance(b, wr.PanelGrid)
+                                                                 for p in b.panels]:
+        keys_of(panel, wanted)
+    settings = view.runset_settings
+    wanted.config |= {g.name for g in settings.groupby} | filter_keys(settings.filters)
+    columns = [*settings.pinned_columns]
+    for grid in (b for b in doc.blocks if isinstance(b, wr.PanelGrid)):
+        for runset in grid.runsets:
+            wanted.config |= {g.removeprefix("config.").removesuffix(".value") for g in runset.groupby}
+            wanted.config |= filter_keys(runset.filters)
+            columns += runset.pinned_columns
+    for column in columns:
+        kind, _, key = column.partition(":")
+        if kind != "run":  # a run attribute (displayName) is W&B's own
+            getattr(wanted, {"config": "config", "summary": "summary"}[kind]).add(key.removesuffix(".value"))
+    assert wanted.history == {"step", "val_loss", "train_loss"}
+    assert {"final_val_loss", "best_val_loss", "params", "flops_per_token", "samples", "status"} <= wanted.summary
+    assert {"experiment", "run_id", "variant", "seed"} <= wanted.config
+    assert wanted.history - logged.history == set()
+    assert wanted.summary - logged.summary == set()
+    assert wanted.config - logged.config == set()
+
+
+def named(panel) -> str | None:
+    """The one key a panel is about (its y, metric or table)."""
+    if isinstance(panel, wr.LinePlot):
+        (y,) = panel.y
+        return y.name
+    if isinstance(panel, wr.BarPlot):
+        (metric,) = panel.metrics
+        return metric.name
+    if isinstance(panel, wr.ScatterPlot):
+        return panel.x.name
+    if isinstance(panel, wr.WeavePanelSummaryTable):
+        return panel.table_name
+    return None
+
+
+def keys_of(panel, into: Logged) -> None:
+    """Every key a panel reads, by kind; a panel type not listed here fails the test."""
+    def add(item) -> None:
+        target = {wr.Config: into.config, wr.SummaryMetric: into.summary, wr.Metric: into.history}[type(item)]
+        target.add(item.name)
+
+    if isinstance(panel, wr.LinePlot):
+        for item in (panel.x, *panel.y, panel.groupby):
+            add(item)
+    elif isinstance(panel, wr.BarPlot):
+        into.summary |= {m.name for m in panel.metrics}  # a bar is one value per run: its summary
+        add(panel.groupby)
+    elif isinstance(panel, wr.ScatterPlot):
+        add(panel.x)
+        add(panel.y)
+    elif isinstance(panel, wr.ParallelCoordinatesPlot):
+        for column in panel.columns:
+            add(column.metric)
+    elif isinstance(panel, wr.WeavePanelSummaryTable):
+        into.summary.add(panel.table_name)
+    else:
+        assert isinstance(panel, wr.MarkdownPanel), f"no key check for {type(panel).__name__}"
+
+
+def filter_keys(filters: str) -> set[str]:
+    keys = re.findall(r"Config\(\"([^\"]+)\"\)", filters)
+    assert keys and not re.search(r"(Summary|Metric)\w*\(", filters), filters
+    return set(keys)
+
+
+def test_a_definition_of_ones_own_gets_its_section(tmp_path, tiny_corpus, wandb_dirs):
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "depths.yaml").write_text(OWN)
+    env = {**ENV, "NANOGPT_EXPERIMENTS": str(tmp_path / "defs")}
+    trained = run_module("experiments.ablate", "--preset", "smoke", "--seeds", "1", "--experiments", "depths",
+                         "--data", tiny_corpus, "--results", tmp_path / "r", "--wandb", "offline", env=env)
+    assert trained.returncode == 0, trained.stderr
+    done = run_module("analysis.wandb_dashboard", tmp_path / "r" / "smoke", "--json", tmp_path / "json",
+                      "--entity", "me", env=env)
+    assert done.returncode == 0, done.stderr
+    view = wandb_dashboard.load_workspace((tmp_path / "json" / "workspace.json").read_text())
+    (section,) = view.sections
+    assert section.name == "depths" and [(type(p), named(p)) for p in section.panels] == PANELS
+    assert "Δ val vs d2" in section.panels[6].markdown
+    assert view.entity == "me" and view.project == "nanogpt-ablations"  # the mirror's default project
+    assert view.runset_settings.group_colors == {"d1": to_hex(palette.colour("shallow")),
+                                                 "d2": to_hex(palette.colour("middling")),
+                                                 "d3": to_hex(palette.colour("deep"))}
+    doc = wandb_dashboard.load_report((tmp_path / "json" / "report.json").read_text())
+    assert [b.text for b in doc.blocks if isinstance(b, wr.H2)] == ["depths"]
+
+
+def snapshot(folder: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.reliability("bad input", "W&B dashboards: no API key, no experiment folder, no W&B project")
+def test_saving_without_a_key_fails_with_one_line_and_writes_nothing(tmp_path, mirrored):
+    """Exit 2 and one line saying what to do (no key, no folder, no project); nothing written."""
+    folder, _ = mirrored
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**ENV, "HOME": str(home), "WANDB_CONFIG_DIR": str(home / ".config" / "wandb"),
+           "NETRC": str(home / ".netrc")}  # and no WANDB_API_KEY (the wandb_dirs fixture removed it)
+    before = snapshot(folder.parent)
+    done = run_module("analysis.wandb_dashboard", folder, env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: no W&B API key: run `wandb login`")
+    assert "--json DIR" in done.stderr
+    assert snapshot(folder.parent) == before
+
+    done = run_module("analysis.wandb_dashboard", tmp_path, "--json", tmp_path / "json", env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "experiment.json not found" in done.stderr
+    unmirrored = tmp_path / "unmirrored"
+    unmirrored.mkdir()
+    shutil.copy(folder / "experiment.json", unmirrored)
+    done = run_module("analysis.wandb_dashboard", unmirrored, "--json", tmp_path / "json", env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "W&B project" in done.stderr and "give --project" in done.stderr
+    assert not (tmp_path / "json").exists()
