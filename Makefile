@@ -106,3 +106,12 @@ bench-sweep: setup  ## sweep throughput, trials/min with 1 and 2 workers (docs/b
 bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs/benchmarks.md; A/B: make bench ARGS="--compare cpu/full dtype=float32 dtype=bfloat16"
 	$(PY) -m experiments.bench $(ARGS)
 # <<< speed <<<
+
+# >>> dashboard: W&B workspace and report built by code (analysis/wandb_dashboard.py, docs/wandb-dashboards.md) >>>
+# make wandb-dashboard NAME=tutorial [JSON=DIR] [WANDB_ENTITY=me WANDB_PROJECT=nanogpt-ablations]
+# Without WANDB_PROJECT, the project the runs were mirrored to (each run's wandb/mirror.json).
+.PHONY: wandb-dashboard
+wandb-dashboard: setup  ## W&B workspace + report of results/NAME, saved (needs `wandb login`) or written as JSON=DIR
+	$(PY) -m analysis.wandb_dashboard $(RESULTS)/$(or $(NAME),$(PRESET),tutorial) $(if $(JSON),--json $(JSON)) \
+		$(if $(WANDB_ENTITY),--entity $(WANDB_ENTITY)) $(if $(WANDB_PROJECT),--project $(WANDB_PROJECT))
+# <<< dashboard <<<

@@ -108,7 +108,8 @@ def workspace(plan: dict[str, Any], numeric: dict[str, pd.DataFrame], entity: st
         entity=entity, project=project, name=f"{plan['name']}: ablation dashboard",
         # Sections lay their panels out in flow order (three a row), so the samples table can come last.
         sections=[ws.Section(name=e["name"], panels=[*panels(e, numeric[e["name"]], "lrs" in e), samples_table()],
-                             is_open=True) for e in plan["experiments"]],
+                             is_open=True, layout_settings=ws.SectionLayoutSettings(columns=3, rows=3))
+                  for e in plan["experiments"]],
         settings=ws.WorkspaceSettings(x_axis=STEP),
         runset_settings=ws.RunsetSettings(
             filters=folder_filter(plan["name"]), groupby=[ws.Config(VARIANT)], group_colors=colours,

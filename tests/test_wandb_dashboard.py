@@ -272,3 +272,24 @@ def test_saving_without_a_key_fails_with_one_line_and_writes_nothing(tmp_path, m
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "W&B project" in done.stderr and "give --project" in done.stderr
     assert not (tmp_path / "json").exists()
+
+
+def test_an_lr_axis_adds_val_against_lr_and_lr_is_logged(mirrored):
+    folder, logged = mirrored
+    plan = manifest.read(folder)
+    plan["experiments"][1]["lrs"] = [0.003, 0.01]  # as the lr-axis manifest marks an experiment with an LR axis
+    view, _ = wandb_dashboard.build(folder, plan, "me", "p")
+    ladder, loo = (wandb_dashboard.load_workspace(wandb_dashboard.to_json(view)).sections)
+    assert [named(p) for p in ladder.panels] == [key for _, key in PANELS]
+    (lr_panel,) = [p for p in loo.panels if isinstance(p, wr.ScatterPlot) and isinstance(p.x, wr.Config)]
+    assert (lr_panel.x.name, lr_panel.y.name, lr_panel.log_x) == ("lr", "final_val_loss", True)
+    assert "lr" in logged.config and "final_val_loss" in logged.summary
+
+
+def test_the_layout_picture_is_drawn_from_the_json(written, tmp_path):
+    done = run_module("analysis.wandb_layout", written / "workspace.json", tmp_path / "layout.png")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "layout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    done = run_module("analysis.wandb_layout", written / "report.json", tmp_path / "no.png")
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert not (tmp_path / "no.png").exists()
