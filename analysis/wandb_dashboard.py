@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from wandb_workspaces.workspaces import internal as workspace_model
 from analysis import palette, tables
 from analysis.from_runstore import load_runstore
 from experiments import manifest, store
+from sweeps import storage
 
 WORKSPACE_JSON, REPORT_JSON = "workspace.json", "report.json"
 # Where experiments/wandb_mirror.py keeps a run's W&B identity: {"id", "project", "entity", "last_step"}.
@@ -49,6 +51,9 @@ COSTS = {"params": "parameters", "flops_per_token": "FLOPs per token"}
 RUNS_COLUMNS = ("variant", "seed", "status", "params", "flops_per_token", "tokens_per_sec", "final_val_loss",
                 "best_val_loss")
 CONFIG_COLUMNS = ("variant", "seed")
+# The runs table's pinned columns (a config key is `config:<key>.value` in W&B's runs table).
+PINNED = [*(f"config:{k}.value" for k in CONFIG_COLUMNS),
+          *(f"summary:{k}" for k in RUNS_COLUMNS if k not in CONFIG_COLUMNS)]
 SAMPLES = "samples"  # the mirror's summary table of generated text
 VARIANT = "variant"
 # The spread W&B draws around a group's mean: the lowest to the highest seed.
@@ -81,7 +86,11 @@ def panels(entry: dict[str, Any], table: pd.DataFrame, lrs: bool) -> list[Any]:
                                    y=wr.SummaryMetric("final_val_loss"), log_x=True))
     made.append(wr.MarkdownPanel(markdown=f"**{name}** ({delta_header(entry)}, the tables' numbers)\n\n"
                                  + tables.markdown(table, entry.get("compare", "previous"))))
-    for i, panel in enumerate(made):  # three panels a row, in the order above
+    return _in_rows(made)
+
+
+def _in_rows(made: list[Any]) -> list[Any]:
+    for i, panel in enumerate(made):  # three panels a row, in the order given
         panel.layout = wr.Layout(x=(i % 3) * PANEL_W, y=(i // 3) * PANEL_H, w=PANEL_W, h=PANEL_H)
     return made
 
@@ -101,22 +110,64 @@ def folder_filter(name: str) -> list[expr.FilterExpr]:
     return [expr.Config("experiment") == name]
 
 
-def workspace(plan: dict[str, Any], numeric: dict[str, pd.DataFrame], entity: str, project: str) -> ws.Workspace:
-    """The saved view: the folder's runs, grouped by variant, a section per definition."""
-    colours = {v: c for entry in plan["experiments"] for v, c in variant_colours(entry).items()}
+def workspace(label: str, plan: dict[str, Any] | None, numeric: dict[str, pd.DataFrame], searched: Searched | None,
+              entity: str, project: str) -> ws.Workspace:
+    """The saved view: the folder's runs, a section per definition (runs grouped by variant) and one for a search."""
+    # Sections lay their panels out in flow order (three a row), so the samples table can come last.
+    sections = [ws.Section(name=e["name"], panels=[*panels(e, numeric[e["name"]], "lrs" in e), samples_table()],
+                           is_open=True, layout_settings=ws.SectionLayoutSettings(columns=3, rows=3))
+                for e in (plan["experiments"] if plan else [])]
+    if searched:
+        sections.append(ws.Section(name=f"sweep: {searched.study}", panels=sweep_panels(searched), is_open=True,
+                                   layout_settings=ws.SectionLayoutSettings(columns=3, rows=3)))
+    # Trials of a search are runs of one variant: only a definition's variants are groups.
+    colours = {v: c for entry in (plan["experiments"] if plan else []) for v, c in variant_colours(entry).items()}
     return ws.Workspace(
-        entity=entity, project=project, name=f"{plan['name']}: ablation dashboard",
-        # Sections lay their panels out in flow order (three a row), so the samples table can come last.
-        sections=[ws.Section(name=e["name"], panels=[*panels(e, numeric[e["name"]], "lrs" in e), samples_table()],
-                             is_open=True, layout_settings=ws.SectionLayoutSettings(columns=3, rows=3))
-                  for e in plan["experiments"]],
+        entity=entity, project=project, name=f"{label}: ablation dashboard", sections=sections,
         settings=ws.WorkspaceSettings(x_axis=STEP),
         runset_settings=ws.RunsetSettings(
-            filters=folder_filter(plan["name"]), groupby=[ws.Config(VARIANT)], group_colors=colours,
+            filters=folder_filter(label), groupby=[ws.Config(VARIANT)] if plan else [], group_colors=colours,
             order=[expr.Ordering(expr.Metric(OLDEST_FIRST), ascending=True)],
-            pinned_columns=[*(f"config:{k}.value" for k in CONFIG_COLUMNS),
-                            *(f"summary:{k}" for k in RUNS_COLUMNS if k not in CONFIG_COLUMNS)]),
+            pinned_columns=[*PINNED, *(f"config:{p}.value" for p, _ in (searched.params if searched else ()))]),
     )
+
+
+@dataclass(frozen=True)
+class Searched:
+    """An Optuna search: its study and the settings it searched, (setting, on a log scale) in first-trial order."""
+
+    study: str
+    params: tuple[tuple[str, bool], ...]
+
+
+def searched_settings(storage_spec: str, study_name: str | None) -> Searched:
+    """The settings a study's trials searched; ValueError for a study that searched none (a grid: its manifest
+    already gives it an ablation section)."""
+    from analysis.from_optuna import load_study, open_storage
+
+    study = load_study(open_storage(storage_spec), study_name)
+    params: dict[str, bool] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, distribution in trial.distributions.items():
+            params.setdefault(name, bool(getattr(distribution, "log", False)))
+    if not params:
+        raise ValueError(f"study {study.study_name!r} searched no setting: a grid study's sections come from its "
+                         "experiment.json; leave out --study")
+    return Searched(study.study_name, tuple(params.items()))
+
+
+def sweep_panels(searched: Searched) -> list[Any]:
+    """Parallel coordinates over the searched settings and the final val loss, val loss against each setting, and
+    every trial's val loss curve."""
+    study, final = searched.study, wr.SummaryMetric("final_val_loss")
+    made: list[Any] = [
+        wr.ParallelCoordinatesPlot(title=f"{study}: searched settings and final val loss", columns=[
+            *(wr.ParallelCoordinatesPlotColumn(metric=wr.Config(p), log=log or None) for p, log in searched.params),
+            wr.ParallelCoordinatesPlotColumn(metric=final)]),
+        wr.LinePlot(title=f"{study}: val_loss per trial", x=STEP, y=["val_loss"], title_x=STEP, title_y="val_loss"),
+        *(wr.ScatterPlot(title=f"{study}: final val loss against {p}", x=wr.Config(p), y=final, log_x=log or None)
+          for p, log in searched.params)]
+    return _in_rows(made)
 
 
 def runset(plan: dict[str, Any], entry: dict[str, Any]) -> wr.Runset:
@@ -124,9 +175,7 @@ def runset(plan: dict[str, Any], entry: dict[str, Any]) -> wr.Runset:
     run_ids = [r["run_id"] for v in entry["variants"] for r in v["runs"]]
     return wr.Runset(
         name=entry["name"], filters=[*folder_filter(plan["name"]), expr.Config("run_id").isin(run_ids)],
-        groupby=[f"config.{VARIANT}"], order=[wr.OrderBy(OLDEST_FIRST, ascending=True)],
-        pinned_columns=[*(f"config:{k}.value" for k in CONFIG_COLUMNS),
-                        *(f"summary:{k}" for k in RUNS_COLUMNS if k not in CONFIG_COLUMNS)])
+        groupby=[f"config.{VARIANT}"], order=[wr.OrderBy(OLDEST_FIRST, ascending=True)], pinned_columns=PINNED)
 
 
 def panel_grid(plan: dict[str, Any], entry: dict[str, Any], shown: list[Any]) -> wr.PanelGrid:
@@ -137,28 +186,42 @@ def panel_grid(plan: dict[str, Any], entry: dict[str, Any], shown: list[Any]) ->
                         custom_run_colors={group[v]: c for v, c in variant_colours(entry).items()})
 
 
-def report(plan: dict[str, Any], numeric: dict[str, pd.DataFrame], samples: str, entity: str,
-           project: str) -> wr.Report:
-    """The progression report: title and explanation, per definition its heading, text, table and panels."""
-    blocks: list[Any] = [wr.P(tables.EXPLANATION)]
-    for entry in plan["experiments"]:
+def report(label: str, plan: dict[str, Any] | None, numeric: dict[str, pd.DataFrame], samples: str,
+           searched: Searched | None, entity: str, project: str) -> wr.Report:
+    """The progression report: title and explanation, per definition its heading, text, table and panels; then
+    the search, if any."""
+    blocks: list[Any] = [wr.P(tables.EXPLANATION)] if plan else []
+    for entry in plan["experiments"] if plan else []:
         blocks += [wr.H2(entry["name"]), *([wr.P(entry["description"])] if entry.get("description") else []),
                    wr.MarkdownBlock(tables.markdown(numeric[entry["name"]], entry.get("compare", "previous"))),
                    panel_grid(plan, entry, panels(entry, numeric[entry["name"]], "lrs" in entry)),
                    panel_grid(plan, entry, [samples_table()])]
     if samples:
         blocks.append(wr.MarkdownBlock(samples))
-    return wr.Report(entity=entity, project=project, title=tables.title(plan).removeprefix("# "),
-                     description=f"The W&B twin of {plan['name']}/report/progression.md", blocks=blocks)
+    if searched:
+        settings = ", ".join(f"{p} (log scale)" if log else p for p, log in searched.params)
+        blocks += [wr.H2(f"sweep: {searched.study}"),
+                   wr.P(f"The trials of the Optuna study {searched.study}, one run each; searched: {settings}."),
+                   wr.PanelGrid(runsets=[wr.Runset(name=searched.study, filters=folder_filter(label),
+                                                   pinned_columns=PINNED)], panels=sweep_panels(searched))]
+    title = tables.title(plan).removeprefix("# ") if plan else f"{label}: Optuna study {searched.study}"
+    return wr.Report(entity=entity, project=project, title=title,
+                     description=f"The W&B twin of {label}/report/progression.md", blocks=blocks)
 
 
-def build(folder: Path, plan: dict[str, Any], entity: str, project: str) -> tuple[ws.Workspace, wr.Report]:
+def build(folder: Path, plan: dict[str, Any] | None, searched: Searched | None, entity: str,
+          project: str) -> tuple[ws.Workspace, wr.Report]:
     """The workspace and the report of one experiment folder, with the tables' numbers from its run store."""
-    results = load_runstore(folder.parent, folder.name)
-    for problem in results.problems:
-        print(f"warning: {problem}", file=sys.stderr)
-    _, samples, numeric = tables.report(plan, tables.planned_runs(plan, results.runs, folder))
-    return workspace(plan, numeric, entity, project), report(plan, numeric, samples, entity, project)
+    numeric: dict[str, pd.DataFrame] = {}
+    samples = ""
+    if plan:
+        results = load_runstore(folder.parent, folder.name)
+        for problem in results.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        _, samples, numeric = tables.report(plan, tables.planned_runs(plan, results.runs, folder))
+    label = folder.name
+    return (workspace(label, plan, numeric, searched, entity, project),
+            report(label, plan, numeric, samples, searched, entity, project))
 
 
 def to_json(obj: ws.Workspace | wr.Report) -> str:
@@ -212,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"entity; '{OFFLINE_ENTITY}' with --json and no login)")
     p.add_argument("--project", help="W&B project (default: the one the runs were mirrored to, "
                    "recorded in each run's wandb/mirror.json)")
+    p.add_argument("--study", help="an Optuna search study whose trials are this folder's runs: adds its section "
+                   "(parallel coordinates over the searched settings)")
+    p.add_argument("--storage", help="the study's storage (default: <folder>/optuna.db or $NANOGPT_SWEEP_STORAGE, "
+                   "as `make report` finds it)")
     p.add_argument("--json", type=Path, metavar="DIR",
                    help=f"write DIR/{WORKSPACE_JSON} and DIR/{REPORT_JSON}; no key, no network")
     return p
@@ -226,10 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               "--json DIR (JSON=DIR) to write them as files", file=sys.stderr)
         return 2
     try:
-        plan = manifest.read(folder)
+        # A search study's folder has no manifest; any other folder must have one.
+        plan = manifest.read(folder) if not args.study or (folder / manifest.MANIFEST).exists() else None
+        searched = searched_settings(storage.absolute(storage.choose(args.storage, folder)),
+                                     args.study) if args.study else None
         entity, project = destination(folder, args.entity, args.project, offline)
-        view, doc = build(folder, plan, entity, project)
-    except ValueError as e:
+        view, doc = build(folder, plan, searched, entity, project)
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if offline:

@@ -20,7 +20,7 @@ from wandb_workspaces.workspaces import internal as workspace_model
 
 from analysis import palette, wandb_dashboard
 from experiments import manifest
-from tests.analysis_fixtures import ENV, mirror_offline
+from tests.analysis_fixtures import ENV, STUDY, mirror_offline
 from tests.conftest import run_module
 from tests.wandb_records import of_type, records
 
@@ -121,7 +121,7 @@ def test_the_json_loads_back_into_an_equal_workspace_and_report(written, mirrore
 
     # Built in this process (same panel ids), serialized and loaded back: the library's model is unchanged.
     plan = manifest.read(folder)
-    built_view, built_doc = wandb_dashboard.build(folder, plan, "me", "p")
+    built_view, built_doc = wandb_dashboard.build(folder, plan, None, "me", "p")
     assert wandb_dashboard.load_workspace(wandb_dashboard.to_json(built_view))._to_model() == built_view._to_model()
     assert wandb_dashboard.load_report(wandb_dashboard.to_json(built_doc))._to_model() == built_doc._to_model()
 
@@ -200,6 +200,8 @@ def named(panel) -> str | None:
 def keys_of(panel, into: Logged) -> None:
     """Every key a panel reads, by kind; a panel type not listed here fails the test."""
     def add(item) -> None:
+        if item is None:  # e.g. a line plot of single runs, grouped by nothing
+            return
         target = {wr.Config: into.config, wr.SummaryMetric: into.summary, wr.Metric: into.history}[type(item)]
         target.add(item.name)
 
@@ -283,7 +285,7 @@ def test_an_lr_axis_adds_val_against_lr_and_lr_is_logged(mirrored):
     folder, logged = mirrored
     plan = manifest.read(folder)
     plan["experiments"][1]["lrs"] = [0.003, 0.01]  # as the lr-axis manifest marks an experiment with an LR axis
-    view, _ = wandb_dashboard.build(folder, plan, "me", "p")
+    view, _ = wandb_dashboard.build(folder, plan, None, "me", "p")
     ladder, loo = (wandb_dashboard.load_workspace(wandb_dashboard.to_json(view)).sections)
     assert [named(p) for p in ladder.panels] == [key for _, key in PANELS]
     (lr_panel,) = [p for p in loo.panels if isinstance(p, wr.ScatterPlot) and isinstance(p.x, wr.Config)]
@@ -298,3 +300,35 @@ def test_the_layout_picture_is_drawn_from_the_json(written, tmp_path):
     done = run_module("analysis.wandb_layout", written / "report.json", tmp_path / "no.png")
     assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert not (tmp_path / "no.png").exists()
+
+
+def test_a_search_study_gets_parallel_coordinates_over_its_settings(sweep, wandb_dirs, tmp_path):
+    results, storage = sweep
+    folder = tmp_path / STUDY
+    shutil.copytree(results / STUDY, folder)
+    run_dirs = sorted(p for p in folder.iterdir() if (p / "summary.json").exists())
+    mirror_offline(run_dirs)
+    logged = Logged()
+    for run_dir in run_dirs:
+        logged.add(records(run_dir / "wandb"))
+    done = run_module("analysis.wandb_dashboard", folder, "--study", STUDY, "--storage", storage,
+                      "--json", tmp_path / "json", env=ENV)
+    assert done.returncode == 0, done.stderr
+    view = wandb_dashboard.load_workspace((tmp_path / "json" / "workspace.json").read_text())
+    (section,) = view.sections
+    assert section.name == f"sweep: {STUDY}"
+    coordinates = section.panels[0]
+    assert isinstance(coordinates, wr.ParallelCoordinatesPlot)
+    assert [(c.metric.name, c.log) for c in coordinates.columns] == [
+        ("lr", True), ("n_layer", None), ("n_head", None), ("final_val_loss", None)]
+    assert [p.x.name for p in section.panels if isinstance(p, wr.ScatterPlot)] == ["lr", "n_layer", "n_head"]
+    assert view.runset_settings.groupby == []  # each trial is its own line
+    doc = wandb_dashboard.load_report((tmp_path / "json" / "report.json").read_text())
+    assert [b.text for b in doc.blocks if isinstance(b, wr.H2)] == [f"sweep: {STUDY}"]
+    wanted = Logged(config=set(), history=set(), summary=set())
+    for panel in [*section.panels, *(p for b in doc.blocks if isinstance(b, wr.PanelGrid) for p in b.panels)]:
+        keys_of(panel, wanted)
+    wanted.config |= filter_keys(view.runset_settings.filters)
+    assert wanted.config == {"lr", "n_layer", "n_head", "experiment"} and wanted.config <= logged.config
+    assert wanted.summary == {"final_val_loss"} and wanted.summary <= logged.summary
+    assert wanted.history == {"step", "val_loss"} and wanted.history <= logged.history
