@@ -8,7 +8,8 @@ library, `wandb-workspaces` (pydantic models, no server needed to build them):
   one section per experiment definition with the loss curves, final and best val loss per variant, val
   loss against parameters and FLOPs/token, the comparison table (Δ vs the baseline) and the samples;
 - a report (`wandb_workspaces.reports.v2.Report`), the W&B twin of report/progression.md: the same
-  headings, text and tables, and per definition a panel grid whose run set is exactly its runs.
+  headings, text and tables, and per definition a panel grid whose run set is exactly its runs;
+- with `--study`, an Optuna search's section: parallel coordinates over its searched settings.
 
 `--json DIR` writes DIR/workspace.json and DIR/report.json as the library serializes them
 (`_to_model().model_dump_json(by_alias=True, exclude_none=True)`), with no key and no network.
@@ -238,16 +239,22 @@ def load_report(text: str) -> wr.Report:
 
 
 def logged_in() -> bool:
-    """An API key from `wandb login` or WANDB_API_KEY, found as the mirror finds it; asks no server."""
+    """An API key from `wandb login` or WANDB_API_KEY; asks no server."""
     import wandb
 
-    wandb.setup(settings=wandb.Settings(silent=True))
+    # Saving is always online: with WANDB_MODE=offline or disabled (the mirror's setting), login() says no key.
+    wandb.setup(settings=wandb.Settings(silent=True, mode="online"))
     return bool(wandb.login(prompt=False, verify=False))
 
 
 def mirrored_to(folder: Path) -> tuple[set[str], set[str]]:
     """The W&B projects and entities the folder's runs were mirrored to (empty: none was mirrored)."""
-    states = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob(f"*/{MIRROR_STATE}"))]
+    states = []
+    for path in sorted(folder.glob(f"*/{MIRROR_STATE}")):
+        try:
+            states.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} is unreadable ({e}); give --project and --entity") from None
     return {s["project"] for s in states}, {s["entity"] for s in states if s.get("entity")}
 
 
@@ -257,11 +264,11 @@ def destination(folder: Path, entity: str | None, project: str | None, offline: 
     if project is None:
         if len(projects) != 1:
             found = f"several ({', '.join(sorted(projects))})" if projects else "none (no */wandb/mirror.json)"
-            raise ValueError(f"the W&B project of {folder}'s runs is {found}: give --project (PROJECT=)")
+            raise ValueError(f"the W&B project of {folder}'s runs is {found}: give --project (WANDB_PROJECT= for make)")
         (project,) = projects
     if entity is None and len(entities) > 1:
         raise ValueError(f"{folder}'s runs went to several W&B entities ({', '.join(sorted(entities))}): "
-                         "give --entity (ENTITY=)")
+                         "give --entity (WANDB_ENTITY= for make)")
     entity = entity or next(iter(entities), None) or (OFFLINE_ENTITY if offline else _default_entity())
     return entity, project
 
@@ -309,7 +316,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             store.write_atomic(args.json / name, text + "\n")
         print(f"workspace: {args.json / WORKSPACE_JSON}\nreport: {args.json / REPORT_JSON}")
         return 0
-    print(f"workspace: {view.save().url}\nreport: {doc.save().url}")
+    try:
+        print(f"workspace: {view.save().url}", flush=True)
+        print(f"report: {doc.save().url}")
+    except Exception as e:  # noqa: BLE001 - the server's refusal or a lost network, said in one line
+        first_line = next(iter(str(e).splitlines()), "")
+        print(f"error: saving to W&B {entity}/{project} failed ({type(e).__name__}: {first_line}); "
+              "check `wandb login` and the network, or give --json DIR", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,3 +333,17 @@ def test_a_search_study_gets_parallel_coordinates_over_its_settings(sweep, wandb
     assert wanted.config == {"lr", "n_layer", "n_head", "experiment"} and wanted.config <= logged.config
     assert wanted.summary == {"final_val_loss"} and wanted.summary <= logged.summary
     assert wanted.history == {"step", "val_loss"} and wanted.history <= logged.history
+
+
+@pytest.mark.reliability("fault", "W&B dashboards: the W&B server unreachable while saving")
+def test_saving_to_an_unreachable_server_fails_with_one_line(tmp_path, mirrored):
+    """A key but no server (a closed local port): exit 1, one line naming the destination, no URL printed."""
+    folder, _ = mirrored
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**ENV, "HOME": str(tmp_path), "WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{port}"}
+    done = run_module("analysis.wandb_dashboard", folder, "--entity", "me", env=env, timeout=240)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: saving to W&B me/nanogpt-ablations failed (")
