@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from experiments import store
+from experiments import exits, store
 from experiments.config import ConfigError, RunConfig
 from experiments.runner import USER_ERRORS, load_weights
 from nanogpt import checkpoint
@@ -48,7 +48,7 @@ def load_model(run_dir: Path) -> tuple[GPT, CharTokenizer, dict]:
     if not (run_dir / store.CHECKPOINT).is_file():
         raise ConfigError(f"{run_dir} has no checkpoint yet: the run saves one at its first evaluation; "
                           "train it (python -m experiments.run ... --resume) first")
-    record = store.RunStore(run_dir.parent.parent).read(run_dir)
+    record = store.read_run(run_dir)
     try:
         tokenizer = CharTokenizer.from_json((run_dir / store.VOCAB).read_text(encoding="utf-8"))
         cfg = RunConfig.from_flat(record.config)
@@ -61,15 +61,15 @@ def load_model(run_dir: Path) -> tuple[GPT, CharTokenizer, dict]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        check_args(args)
-        model, tokenizer, summary = load_model(args.run_dir)
-        unknown = sorted(set(args.prompt) - set(tokenizer.chars))
-        if unknown:
-            raise ConfigError(f"prompt has characters outside the run's vocabulary: {''.join(unknown)!r}")
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exits.run_command(lambda: _sample(args), USER_ERRORS, "nothing was written")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    check_args(args)
+    model, tokenizer, summary = load_model(args.run_dir)
+    unknown = sorted(set(args.prompt) - set(tokenizer.chars))
+    if unknown:
+        raise ConfigError(f"prompt has characters outside the run's vocabulary: {''.join(unknown)!r}")
     if summary.get("status") != "completed":
         print(f"warning: this run is {summary.get('status', 'unknown')} ({summary.get('reason') or 'no reason'}); "
               f"the text comes from its checkpoint at step {summary.get('step', '?')}", file=sys.stderr)
