@@ -123,3 +123,14 @@ bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs
 LRS ?=
 ABLATE_ARGS += $(if $(LRS),--lrs $(LRS))
 # <<< lr-axis <<<
+
+# >>> dashboard: W&B workspace and report built by code (analysis/wandb_dashboard.py, docs/wandb-dashboards.md) >>>
+# make wandb-dashboard NAME=tutorial [JSON=DIR] [WANDB_ENTITY=me WANDB_PROJECT=nanogpt-ablations]
+#                      [STUDY=name [STORAGE=...]]   (an Optuna search: its section, as `make report` finds it)
+# Without WANDB_PROJECT, the project the runs were mirrored to (each run's wandb/mirror.json).
+.PHONY: wandb-dashboard
+wandb-dashboard: setup  ## W&B workspace + report of results/NAME, saved (needs `wandb login`) or written as JSON=DIR
+	$(PY) -m analysis.wandb_dashboard $(RESULTS)/$(or $(NAME),$(STUDY),$(PRESET),tutorial) $(if $(JSON),--json $(JSON)) \
+		$(if $(WANDB_ENTITY),--entity $(WANDB_ENTITY)) $(if $(WANDB_PROJECT),--project $(WANDB_PROJECT)) \
+		$(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage $(STORAGE))
+# <<< dashboard <<<

@@ -122,6 +122,7 @@ def test_a_missing_experiment_is_a_clear_error(tmp_path):
 
 def test_analysis_does_not_import_torch():
     code = ("import sys, analysis.report, analysis.figures, analysis.sweep_figures, analysis.from_wandb, "
-            "analysis.from_optuna, analysis.wandb_offline; assert 'torch' not in sys.modules, 'torch imported'")
+            "analysis.from_optuna, analysis.wandb_offline, analysis.wandb_dashboard, analysis.wandb_layout; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
