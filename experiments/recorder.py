@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -40,10 +41,14 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 class RunRecorder(Callback):
-    """Appends each evaluation to metrics.jsonl, then checkpoints; keeps summary.json current."""
+    """Appends each evaluation to metrics.jsonl, then checkpoints; keeps summary.json current.
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, summary: dict[str, Any]):
-        self.run_dir, self.cfg, self.summary = run_dir, cfg, summary
+    Besides the resume checkpoint (the last evaluation) it keeps `best.pt`, the checkpoint of the lowest
+    validation loss so far: what one samples from and quotes once a run starts to overfit.
+    """
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, summary: dict[str, Any], best_val: float = math.inf):
+        self.run_dir, self.cfg, self.summary, self.best_val = run_dir, cfg, summary, best_val
 
     @classmethod
     def create(cls, run_dir: Path, cfg: RunConfig, vocab_json: str, static: dict[str, Any]) -> RunRecorder:
@@ -67,18 +72,30 @@ class RunRecorder(Callback):
         summary |= {"status": "running", "resumed_from_step": resumed_from,
                     "resumes": summary.get("resumes", 0) + 1}
         store.write_json(run_dir / store.SUMMARY, summary)
-        return cls(run_dir, cfg, summary)
+        metrics, _ = store.read_jsonl(run_dir / store.METRICS)
+        best = store.loss_summary(metrics).get("best_val_loss")
+        return cls(run_dir, cfg, summary, best if isinstance(best, float) and math.isfinite(best) else math.inf)
 
     def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
         # Metrics first, checkpoint second: a kill in between leaves a line past the checkpoint,
         # which `reopen` drops and the resumed run writes again, identically.
         store.append_jsonl(self.run_dir / store.METRICS, metrics)
-        store.write_atomic(self.run_dir / store.CHECKPOINT, checkpoint.serialize(checkpoint_state()))
+        data = checkpoint.serialize(checkpoint_state())
+        if metrics["val_loss"] < self.best_val:  # False for NaN: a diverged evaluation is never the best
+            # The best first, then the resume checkpoint as a link to it: a kill in between leaves best.pt one
+            # evaluation ahead of ckpt.pt, and the resumed run repeats that evaluation and rewrites both.
+            store.write_atomic(self.run_dir / store.BEST_CHECKPOINT, data)
+            store.link_atomic(self.run_dir / store.BEST_CHECKPOINT, self.run_dir / store.CHECKPOINT)
+            self.best_val = metrics["val_loss"]
+        else:
+            store.write_atomic(self.run_dir / store.CHECKPOINT, data)
 
-    def finish(self, status: str, reason: str | None, samples: str | None = None) -> dict[str, Any]:
+    def finish(self, status: str, reason: str | None, samples: str | None = None, **extra: Any) -> dict[str, Any]:
+        """The final summary: status, losses (best_val_step names best.pt's step) and `extra` fields."""
         if samples is not None:
             store.write_atomic(self.run_dir / store.SAMPLES, samples)
         metrics, _ = store.read_jsonl(self.run_dir / store.METRICS)
-        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **store.loss_summary(metrics)}
+        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **store.loss_summary(metrics),
+                         **extra}
         store.write_json(self.run_dir / store.SUMMARY, self.summary)
         return self.summary

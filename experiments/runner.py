@@ -200,7 +200,7 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
     finally:
         progress.close()
     samples = sample_text(model, corpus, cfg.seed) if result.status == "completed" else None
-    summary = recorder.finish(result.status, result.reason, samples)
+    summary = recorder.finish(result.status, result.reason, samples, skipped_steps=result.skipped_steps)
     mirror.finish(summary, samples)
     return summary
 

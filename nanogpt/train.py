@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import resource
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -43,8 +44,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 0.0  # max grad norm; 0 = off
-    # Autocast dtype for matmuls; auto = bf16 where the device computes it natively (nanogpt.precision).
-    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
+    # Autocast dtype for matmuls; auto = bf16 where the device computes it natively, fp16 (with a gradient scaler)
+    # on CUDA GPUs that have fp16 tensor cores but no bf16 ones (nanogpt.precision).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     log_interval: int = 100
 
     def validate(self) -> None:
@@ -101,6 +103,7 @@ class TrainResult:
     status: str  # completed | diverged | or a StopTraining status
     step: int
     reason: str | None = None
+    skipped_steps: int = 0  # fp16: optimizer steps the gradient scaler skipped for inf/NaN gradients
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -118,6 +121,8 @@ def rng_state(batches: dict[str, Batches]) -> dict[str, Any]:
     state |= {f"batches_{name}": b.state() for name, b in batches.items()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():  # dropout on an Apple GPU draws from the MPS generator
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -128,6 +133,8 @@ def restore_rng(state: dict[str, Any], batches: dict[str, Batches]) -> None:
         b.restore(state[f"batches_{name}"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 def _as_tuple(x: Any) -> Any:
@@ -135,10 +142,13 @@ def _as_tuple(x: Any) -> Any:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: the CUDA allocator's high-water mark, or the process's peak RSS on CPU."""
+    """Peak memory so far: the CUDA allocator's high-water mark, MPS's driver allocation, or peak RSS on a CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux reports KiB
+    if device.type == "mps":  # MPS keeps no high-water mark: what the Metal driver holds for this process now
+        return torch.mps.driver_allocated_memory() / 2**20
+    # ru_maxrss is KiB on Linux but bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 class Trainer:
@@ -171,20 +181,32 @@ class Trainer:
         self.forward = self.world.wrap(self.forward_eval)  # DDP all-reduces the gradients in backward
         self.precision = precision.choose(cfg.dtype, device)
         self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if self.precision.dtype == "bfloat16" else nullcontext()
+            nullcontext() if self.precision.dtype == "float32"
+            else torch.autocast(device.type, dtype=getattr(torch, self.precision.dtype))
         )
+        # fp16 only: scale the loss so small gradients do not flush to zero; steps with inf/NaN gradients are
+        # skipped (and the scale halved). Disabled, every call passes through. Fused AdamW applies the scale
+        # itself, so this adds no device sync to the hot loop.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.grad_scaler)
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)  # counted on the device, read at log points
 
     def checkpoint(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        return {
+        state = {
             "step": self.step, "elapsed": self.elapsed, "tokens_seen": self.tokens_seen, "metrics": metrics,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(self.batches),
         }
+        if self.scaler.is_enabled():  # fp16: the loss scale it has learned, so a resumed run skips the same steps
+            state |= {"scaler": self.scaler.state_dict(), "skipped_steps": int(self.skipped)}
+        return state
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Load a checkpoint held on the CPU (RNG states must stay CPU tensors; weights are copied to the device)."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler.is_enabled() and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.skipped.fill_(ckpt["skipped_steps"])
         restore_rng(ckpt["rng"], self.batches)
         self.step, self.elapsed, self.tokens_seen = ckpt["step"], ckpt["elapsed"], ckpt["tokens_seen"]
         self.restored_step = self.step
@@ -225,6 +247,9 @@ class Trainer:
         self.model.train()
         return out
 
+    def _result(self, status: str, step: int, reason: str | None = None) -> TrainResult:
+        return TrainResult(status, step, reason, int(self.skipped))
+
     def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
         cfg, model, opt, world = self.cfg, self.model, self.optimizer, self.world
         model.train()
@@ -238,7 +263,7 @@ class Trainer:
             if step % cfg.log_interval == 0 or at_eval:
                 bad = int(world.min(first_bad.clone()).item())  # a log point: syncing here is fine
                 if bad <= cfg.max_iters:
-                    return TrainResult("diverged", bad, f"non-finite training loss at step {bad}")
+                    return self._result("diverged", bad, f"non-finite training loss at step {bad}")
             if at_eval and step != self.restored_step:
                 train_time = time.perf_counter() - window_start
                 self.elapsed += train_time
@@ -257,14 +282,14 @@ class Trainer:
                     stop = (e.status, e.reason)
                 stop = world.broadcast(stop)  # data-parallel: rank 0's callbacks decide for every rank
                 if stop is not None:
-                    return TrainResult(stop[0], step, stop[1])
+                    return self._result(stop[0], step, stop[1])
                 if not (math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])):
-                    return TrainResult("diverged", step, f"non-finite eval loss at step {step}")
+                    return self._result("diverged", step, f"non-finite eval loss at step {step}")
                 window_start, window_tokens = time.perf_counter(), 0
             if at_eval:
                 world.reseed(self.seed, step)
             if step >= cfg.max_iters:
-                return TrainResult("completed", step)
+                return self._result("completed", step)
 
             lr = cfg.lr_at(step)
             for group in opt.param_groups:
@@ -273,10 +298,17 @@ class Trainer:
             with self.autocast:
                 _, loss = self.forward(x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
+                self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            if self.scaler.is_enabled():
+                scale = self.scaler._scale.clone()  # the scale only drops when the step is skipped for inf grads
+                self.scaler.step(opt)
+                self.scaler.update()
+                self.skipped += self.scaler._scale < scale
+            else:
+                opt.step()
             first_bad = torch.where(torch.isfinite(loss) | (first_bad <= step), first_bad, step)
             self.step += 1
             self.tokens_seen += tokens_per_step
