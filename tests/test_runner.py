@@ -101,7 +101,7 @@ BAD_INPUTS = [
     (("--set", "data=/tmp/other.txt"), "data is given twice"),
     (("--data", "/nonexistent/corpus.txt"), "does not exist"),
     (("--data", "/tmp"), "is not a file"),
-    (("--device", "cuda:0"), "CUDA is not available"),
+    (("--device", "cuda:0"), "CUDA is not available"),  # a CPU test: conftest hides any GPU from it
     (("--device", "tpu"), "device 'tpu' is not a device name"),
     (HUGE, "needs about"),
     (("--lr=fast",), "lr=fast: expected a finite number"),
