@@ -145,7 +145,7 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak memory so far: the CUDA allocator's high-water mark, MPS's driver allocation, or peak RSS on a CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    if device.type == "mps":  # MPS keeps no high-water mark: what the Metal driver holds for this process now
+    if device.type == "mps":  # Metal keeps no high-water mark: what its driver holds for this process now
         return torch.mps.driver_allocated_memory() / 2**20
     # ru_maxrss is KiB on Linux but bytes on macOS
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
@@ -172,6 +172,7 @@ class Trainer:
             "eval_val": Batches(corpus.val, block, bs, seed + 2, device.type, shard),
         }
         self.step, self.elapsed, self.tokens_seen = 0, 0.0, 0
+        self.peak_mem_mb = 0.0  # the highest reading so far (on MPS, where each reading is only the current use)
         self.restored_step: int | None = None  # the checkpoint's step: its eval is already recorded
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (bf16 runs do not care)
@@ -247,6 +248,10 @@ class Trainer:
         self.model.train()
         return out
 
+    def _peak_memory_mb(self) -> float:
+        self.peak_mem_mb = max(self.peak_mem_mb, peak_memory_mb(self.device))
+        return self.peak_mem_mb
+
     def _result(self, status: str, step: int, reason: str | None = None) -> TrainResult:
         return TrainResult(status, step, reason, int(self.skipped))
 
@@ -271,7 +276,7 @@ class Trainer:
                 metrics = {"step": step, **self.estimate_loss(), "lr": cfg.lr_at(max(step - 1, 0)),
                            "tokens": self.tokens_seen,
                            "tokens_per_sec": window_tokens / train_time if window_tokens else None,
-                           "peak_mem_mb": peak_memory_mb(self.device)}
+                           "peak_mem_mb": self._peak_memory_mb()}
                 self.elapsed += time.perf_counter() - eval_start
                 metrics["elapsed_sec"] = self.elapsed
                 stop = None
