@@ -106,3 +106,12 @@ bench-sweep: setup  ## sweep throughput, trials/min with 1 and 2 workers (docs/b
 bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs/benchmarks.md; A/B: make bench ARGS="--compare cpu/full dtype=float32 dtype=bfloat16"
 	$(PY) -m experiments.bench $(ARGS)
 # <<< speed <<<
+
+# >>> gpu: the GPU check (benchmarks/gpu_check.py; docs/gpu.md) >>>
+# Runs with the machine's own python3 where there is no .venv (the GPU check machine has none, and no network).
+GPU_PY = $(if $(wildcard $(PY)),$(PY),python3)
+.PHONY: gpu-check
+gpu-check:  ## one CUDA GPU, <= 8 min: seed speed+MFU, fp16 vs fp32, fp16 kill+resume, make ablate wall, CUDA tests -> REPORT (DRY_RUN=1: the plan)
+	$(GPU_PY) -m benchmarks.gpu_check $(if $(DRY_RUN),--dry-run) $(if $(REPORT),--report $(REPORT)) \
+		$(if $(PARTS),--parts $(PARTS)) $(if $(JOBS),--jobs $(JOBS))
+# <<< gpu <<<
