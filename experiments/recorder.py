@@ -73,22 +73,22 @@ class RunRecorder(Callback):
                     "resumes": summary.get("resumes", 0) + 1}
         store.write_json(run_dir / store.SUMMARY, summary)
         metrics, _ = store.read_jsonl(run_dir / store.METRICS)
-        best = store.loss_summary(metrics).get("best_val_loss")
-        return cls(run_dir, cfg, summary, best if isinstance(best, float) and math.isfinite(best) else math.inf)
+        losses = store.loss_summary(metrics)
+        best = losses.get("best_val_loss")
+        if not (isinstance(best, float) and math.isfinite(best)):
+            best = math.inf
+        elif losses["best_val_step"] == resumed_from:  # killed between writing ckpt.pt and linking best.pt to it
+            store.link_atomic(run_dir / store.CHECKPOINT, run_dir / store.BEST_CHECKPOINT)
+        return cls(run_dir, cfg, summary, best)
 
     def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
         # Metrics first, checkpoint second: a kill in between leaves a line past the checkpoint,
         # which `reopen` drops and the resumed run writes again, identically.
         store.append_jsonl(self.run_dir / store.METRICS, metrics)
-        data = checkpoint.serialize(checkpoint_state())
+        store.write_atomic(self.run_dir / store.CHECKPOINT, checkpoint.serialize(checkpoint_state()))
         if metrics["val_loss"] < self.best_val:  # False for NaN: a diverged evaluation is never the best
-            # The best first, then the resume checkpoint as a link to it: a kill in between leaves best.pt one
-            # evaluation ahead of ckpt.pt, and the resumed run repeats that evaluation and rewrites both.
-            store.write_atomic(self.run_dir / store.BEST_CHECKPOINT, data)
-            store.link_atomic(self.run_dir / store.BEST_CHECKPOINT, self.run_dir / store.CHECKPOINT)
+            store.link_atomic(self.run_dir / store.CHECKPOINT, self.run_dir / store.BEST_CHECKPOINT)
             self.best_val = metrics["val_loss"]
-        else:
-            store.write_atomic(self.run_dir / store.CHECKPOINT, data)
 
     def finish(self, status: str, reason: str | None, samples: str | None = None, **extra: Any) -> dict[str, Any]:
         """The final summary: status, losses (best_val_step names best.pt's step) and `extra` fields."""

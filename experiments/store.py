@@ -55,7 +55,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 def link_atomic(source: Path, path: Path) -> None:
     """Make `path` name the file `source` names (a hard link, renamed into place: all or nothing).
 
-    Two checkpoints of one evaluation then cost one write. Where hard links are refused (some network or
+    Two names of one checkpoint then cost one write. Where hard links are refused (some network or
     FUSE file systems), `source` is copied instead.
     """
     tmp = path.parent / f".{path.name}.{os.getpid()}.link"

@@ -74,8 +74,8 @@ def test_a_trained_run_keeps_best_pt_and_its_summary_names_the_step(tmp_path, ti
     assert best["metrics"]["val_loss"] == summary["best_val_loss"]
 
 
-def test_a_kill_between_the_two_writes_resumes_to_the_same_files(tmp_path, monkeypatch):
-    """best.pt is written first: killed before ckpt.pt follows, the resumed run repeats that evaluation."""
+def test_a_kill_between_the_two_writes_is_repaired_on_resume(tmp_path, monkeypatch):
+    """ckpt.pt is written first: killed before best.pt is linked to it, the reopened run links it."""
     cfg = resolve("smoke")
     recorder = RunRecorder.create(tmp_path / "run", cfg, "{}", {})
     evaluate(recorder, 0, 3.0)
@@ -87,7 +87,6 @@ def test_a_kill_between_the_two_writes_resumes_to_the_same_files(tmp_path, monke
         m.setattr(store, "link_atomic", killed)
         with contextlib.suppress(KeyboardInterrupt):
             evaluate(recorder, 10, 2.0)
-    assert steps(tmp_path / "run") == (10, 0)
-    reopened = RunRecorder.reopen(tmp_path / "run", cfg, resumed_from=0)
-    evaluate(reopened, 10, 2.0)  # the resumed run evaluates step 10 again, identically
-    assert steps(tmp_path / "run") == (10, 10)
+    assert steps(tmp_path / "run") == (0, 10)
+    reopened = RunRecorder.reopen(tmp_path / "run", cfg, resumed_from=10)
+    assert steps(tmp_path / "run") == (10, 10) and reopened.best_val == 2.0
