@@ -8,8 +8,8 @@ loop keeps a core busy launching kernels), worker i pinned to GPU i mod N, and t
 Why several runs per GPU: the ablation's runs are tiny (the tutorial preset: a 3-layer, 32-wide model on
 32 x 8 tokens), so one run cannot fill a GPU: its step time is kernel launches and Python, a few microseconds
 of GPU work each. Runs in other processes fill the gaps. Why 4, not more: each process holds its own CUDA
-context (a few hundred MiB, so memory is no limit even on a 16 GiB T4) and its own core; past a handful the
-GPU time-slices the contexts and the gain flattens. 4 is a conservative guess, NOT MEASURED yet:
+context (typically a few hundred MiB, so memory is no limit even on a 16 GiB T4) and a core; kernels of
+different processes do not overlap (the GPU time-slices the contexts), so extra workers only fill idle gaps. 4 is a conservative guess, NOT MEASURED yet:
 `make gpu-check` times the default `make ablate` on a GPU, and docs/gpu.md says how to try other JOBS=.
 """
 
