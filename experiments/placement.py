@@ -9,8 +9,9 @@ Why several runs per GPU: the ablation's runs are tiny (the tutorial preset: a 3
 32 x 8 tokens), so one run cannot fill a GPU: its step time is kernel launches and Python, a few microseconds
 of GPU work each. Runs in other processes fill the gaps. Why 4, not more: each process holds its own CUDA
 context (typically a few hundred MiB, so memory is no limit even on a 16 GiB T4) and a core; kernels of
-different processes do not overlap (the GPU time-slices the contexts), so extra workers only fill idle gaps. 4 is a conservative guess, NOT MEASURED yet:
-`make gpu-check` times the default `make ablate` on a GPU, and docs/gpu.md says how to try other JOBS=.
+different processes do not overlap (the GPU time-slices the contexts), so extra workers only fill idle gaps.
+4 is a conservative guess, NOT MEASURED yet: `make gpu-check` times the default `make ablate` on a GPU, and
+docs/gpu.md says how to try other JOBS=.
 """
 
 from __future__ import annotations

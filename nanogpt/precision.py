@@ -66,12 +66,17 @@ def cpu_isa() -> str:
     return torch.backends.cpu.get_cpu_capability()  # torch's own view where /proc/cpuinfo says nothing
 
 
+def _tensor_cores(device: torch.device, since: tuple[int, int], dtype: str) -> tuple[bool, str]:
+    """Whether a CUDA GPU has `dtype` tensor cores (compute capability `since` on), and its capability."""
+    major, minor = torch.cuda.get_device_capability(device)
+    native = (major, minor) >= since
+    return native, f"CUDA compute capability {major}.{minor} ({'' if native else 'no '}{dtype} tensor cores)"
+
+
 def bf16_native(device: torch.device) -> tuple[bool, str]:
     """Whether `device` multiplies bf16 in hardware, and the fact that decides it."""
     if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        native = (major, minor) >= BF16_TENSOR_CORES
-        return native, f"CUDA compute capability {major}.{minor} ({'' if native else 'no '}bf16 tensor cores)"
+        return _tensor_cores(device, BF16_TENSOR_CORES, "bf16")
     if device.type == "cpu":
         # torch's own dispatch checks: the same ones its oneDNN kernels use to pick a bf16 path.
         native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
@@ -83,9 +88,7 @@ def bf16_native(device: torch.device) -> tuple[bool, str]:
 def fp16_native(device: torch.device) -> tuple[bool, str]:
     """Whether `device` multiplies fp16 in hardware fast, and the fact that decides it."""
     if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        native = (major, minor) >= FP16_TENSOR_CORES
-        return native, f"CUDA compute capability {major}.{minor} ({'' if native else 'no '}fp16 tensor cores)"
+        return _tensor_cores(device, FP16_TENSOR_CORES, "fp16")
     if device.type == "cpu":
         native = bool(torch.cpu._is_amx_fp16_supported())  # AMX-FP16 (Granite Rapids); elsewhere emulated
         return native, f"CPU {cpu_isa()}" + ("" if native else " without AMX-FP16: fp16 matmuls are emulated")
