@@ -25,7 +25,7 @@ def test_make_gpu_check_dry_run_prints_every_part_with_its_timeout_inside_8_minu
     for part in gpu_check.PARTS:
         assert f"[{part.key}] {part.what} (timeout {part.timeout} s)" in out.stdout
     assert "experiments.ablate" in out.stdout and "dtype=float16" in out.stdout and "--resume" in out.stdout
-    assert sum(p.timeout for p in gpu_check.PARTS) <= gpu_check.BUDGET_SEC <= 8 * 60
+    assert gpu_check.BUDGET_SEC <= 8 * 60 and f"{gpu_check.BUDGET_SEC} s budget" in out.stdout
     assert not report.exists()  # a dry run writes nothing
 
 
@@ -38,6 +38,30 @@ def test_without_a_gpu_it_says_so_in_one_line(tmp_path):
 def test_bad_parts_are_one_line():
     out = run_module("benchmarks.gpu_check", "--parts", "a,z", "--dry-run")
     assert out.returncode == 2 and out.stderr.strip() == "error: --parts a,z: choose among a,b,c,d"
+
+
+def test_the_parts_never_run_past_the_budget(tmp_path, monkeypatch):
+    """Each part gets its own timeout or what is left of the budget: with 3 s of budget, a 60 s sleeper is stopped."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    def measure(work, args, timeout):
+        took, done = gpu_check.timed(sleeper, timeout, work / "s.log")
+        return {"wall": took, "done": done}
+
+    part = gpu_check.Part("s", "sleeps", 60, lambda *_: [sleeper], measure)
+    monkeypatch.setattr(gpu_check, "PARTS", (part,))
+    monkeypatch.setattr(gpu_check, "BUDGET_SEC", 8)  # 8 - 5 s reserve = 3 s for the part
+    monkeypatch.setattr(gpu_check, "header", lambda: "## GPU check: test\n")
+    monkeypatch.setattr(gpu_check, "data_path", lambda: tmp_path)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    for key in ("NANOGPT_TINYSHAKESPEARE", "WANDB_MODE", "PYTHONUNBUFFERED"):  # main sets them: restore them after
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+    start = time.monotonic()
+    assert gpu_check.main(["--parts", "s", "--report", str(tmp_path / "report.md")]) == 1  # stopped: exit 1
+    assert time.monotonic() - start < 30
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("## GPU check: test") and "| s | sleeps | - |" in report
+    assert "no (stopped at 3 s)" in report
 
 
 def test_a_part_past_its_timeout_is_stopped(tmp_path):
