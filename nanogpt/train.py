@@ -189,7 +189,7 @@ class Trainer:
         # skipped (and the scale halved). Disabled, every call passes through. Fused AdamW applies the scale
         # itself, so this adds no device sync to the hot loop.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.grad_scaler)
-        self.skipped = torch.zeros((), dtype=torch.long, device=device)  # counted on the device, read at log points
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)  # on the device: read at evaluations, no sync
 
     def checkpoint(self, metrics: dict[str, Any]) -> dict[str, Any]:
         state = {
