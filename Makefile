@@ -26,13 +26,22 @@ ABLATE_ARGS = $(if $(PRESET),--preset $(PRESET)) --experiments $(EXPERIMENTS) --
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(PY): pyproject.toml
+# requirements.lock pins every dependency (dev tools too) to one version and its hashes; the project itself is
+# installed on top without resolving anything again.
+$(PY): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(PY)
 
-setup: $(PY)  ## make .venv and install the pinned dependencies
+setup: $(PY)  ## make .venv and install the locked dependencies (requirements.lock)
+
+# After changing pyproject.toml's dependencies: re-resolve them (pip-tools) into requirements.lock; `make setup`
+# then installs it. The torch pinned is the one this machine's pip finds (a CPU build here).
+.PHONY: lock
+lock: setup  ## refresh requirements.lock from pyproject.toml (exact versions with hashes)
+	$(PY) -m piptools compile -q --generate-hashes --allow-unsafe --extra dev --strip-extras --no-emit-find-links \
+		--no-emit-index-url --output-file requirements.lock pyproject.toml
 
 # Tests run on one xdist worker per core (-n auto): most wait on subprocesses or run one torch thread.
 test: setup  ## the test suite (what CI runs)
@@ -98,13 +107,13 @@ dashboard: setup  ## optuna-dashboard on 127.0.0.1 for a study: make dashboard S
 	@$(SWEEP_ENV) $(PY) -m sweeps.dashboard --study $(SWEEP_STUDY) --port $(PORT) --results $(RESULTS)
 
 bench-sweep: setup  ## sweep throughput, trials/min with 1 and 2 workers (docs/benchmarks.md; ~5 min)
-	$(PY) -m sweeps.bench --trials 4 --max-iters 500 --repeats 2
+	$(PY) -m benchmarks.sweep_throughput --trials 4 --max-iters 500 --repeats 2
 # <<< sweeps <<<
 
-# >>> speed: training-speed benchmark (experiments/bench.py) >>>
+# >>> speed: training-speed benchmark (benchmarks/train_speed.py) >>>
 .PHONY: bench
 bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs/benchmarks.md; A/B: make bench ARGS="--compare cpu/full dtype=float32 dtype=bfloat16"
-	$(PY) -m experiments.bench $(ARGS)
+	$(PY) -m benchmarks.train_speed $(ARGS)
 # <<< speed <<<
 
 # >>> gpu: the GPU check (benchmarks/gpu_check.py; docs/gpu.md) >>>

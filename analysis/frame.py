@@ -30,7 +30,7 @@ SUMMARY = (
     "best_val_loss", "best_val_step", "tokens", "wall_time_sec", "tokens_per_sec", "params", "flops_per_token",
     "train_flops_per_token", "train_flops", "objective", "reason", "location", "sample",
 )
-CONFIG, ENV = "config.", "env."
+CONFIG_PREFIX, ENV_PREFIX = "config.", "env."
 
 
 @dataclass
@@ -58,12 +58,12 @@ def build(runs: Iterable[RunData], problems: Iterable[str] = ()) -> Results:
     eval_rows, run_rows = [], []
     for run in runs:
         identity = _identity(run)
-        config = _flatten(run.config, CONFIG)
+        config = _flatten(run.config, CONFIG_PREFIX)
         history = _evaluations(run, problems)
         eval_rows += [identity | {m: e.get(m) for m in METRICS} | config for e in history] or [identity | config]
         facts = {k: run.summary.get(k) for k in ("params", "flops_per_token", "train_flops_per_token", "objective",
                                                   "reason")}
-        env = _flatten(run.summary.get("environment") or {}, ENV)
+        env = _flatten(run.summary.get("environment") or {}, ENV_PREFIX)
         run_rows.append(identity | _loss_summary(history) | facts | {"location": run.location, "sample": run.sample}
                         | env | config)
     evals = _frame(eval_rows, (*IDENTITY, *METRICS))

@@ -71,7 +71,7 @@ def _linked_run(results: Path, run_id: str, problems: list[str]) -> RunData | No
         problems.append(f"{results}: no run folder for trial run {run_id}; showing the trial's own record")
         return None
     try:
-        return run_data(store.RunStore(results).read(folders[0]), problems)
+        return run_data(store.read_run(folders[0]), problems)
     except ValueError as e:
         problems.append(f"{e}; showing the trial's own record")
         return None

@@ -24,7 +24,7 @@ from traitlets.config import Config
 from analysis import tables
 from analysis.from_optuna import load_study, open_storage
 from analysis.from_runstore import load_runstore
-from experiments import manifest, store
+from experiments import exits, manifest, store
 from sweeps import storage
 
 HERE = Path(__file__).resolve().parent
@@ -82,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    # ValueError and FileNotFoundError: a folder, manifest or storage that is not what it should be.
+    return exits.run_command(lambda: _report(args), (ValueError, FileNotFoundError),
+                             "the report is incomplete; run the same command again")
+
+
+def _report(args: argparse.Namespace) -> int:
     folder = args.folder.resolve()
     if args.study and not args.storage:  # the study's default storage, found as the sweep made it
         args.storage = storage.choose(None, store.RunStore(folder.parent).experiment_dir(args.study))
@@ -91,18 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.storage = storage.absolute(args.storage)
     has_manifest = (folder / manifest.MANIFEST).exists()
     if not has_manifest and not args.storage:
-        print(f"error: {folder / manifest.MANIFEST} not found; run `make ablate` first, or give --storage "
-              "to report an Optuna study", file=sys.stderr)
-        return 2
-    try:
-        if args.storage:  # fail here, with a plain message, rather than inside the notebook
-            load_study(open_storage(args.storage), args.study or None)
-        if has_manifest:
-            print(write_tables(folder), end="")
-            print(f"tables and one sample per rung: {folder / 'tables.md'}", file=sys.stderr)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"{folder / manifest.MANIFEST} not found; run `make ablate` first, or give --storage "
+                                "to report an Optuna study")
+    if args.storage:  # fail here, with a plain message, rather than inside the notebook
+        load_study(open_storage(args.storage), args.study or None)
+    if has_manifest:
+        print(write_tables(folder), end="")
+        print(f"tables and one sample per rung: {folder / 'tables.md'}", file=sys.stderr)
     if args.tables_only:
         return 0
     out_dir, made, notebooks = folder / "report", [], []
@@ -114,9 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             made.append(run_notebook(name, out_dir, parameters, not args.no_markdown))
         except PapermillExecutionError as e:
-            print(f"error: {name}.ipynb failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                  f"the partly executed notebook is {out_dir / f'{name}.partial.ipynb'}", file=sys.stderr)
-            return 1
+            raise exits.CommandFailed(f"{name}.ipynb failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                                      f"the partly executed notebook is {out_dir / f'{name}.partial.ipynb'}") from None
     print("report: " + ", ".join(map(str, made)) + f"; figures in {out_dir / 'figures'}", file=sys.stderr)
     return 0
 

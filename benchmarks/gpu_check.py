@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from experiments import PROJECT_ROOT as ROOT
+
 BUDGET_SEC = 480  # the whole check, parts and start included
 SHARED_COPY = ROOT / "shared" / "data" / "tinyshakespeare" / "input.txt"
 RUN = ("-m", "experiments.run", "--preset", "seed", "--wandb", "off", "--quiet")
@@ -201,7 +202,7 @@ def compare_losses(reference: Path, resumed: Path) -> str:
 def peak_flops(dtype: str) -> float:
     import torch
 
-    from experiments.bench import peak_matmul_flops
+    from benchmarks.train_speed import peak_matmul_flops
 
     return peak_matmul_flops(torch.device("cuda"), getattr(torch, dtype), torch.get_num_threads())
 

@@ -1,6 +1,6 @@
 """Side by side with the peers, on this machine, in one session: nanoGPT's train.py and the lecture's gpt.py.
 
-    python benchmarks/peers.py --nanogpt ~/src/nanoGPT --lecture ~/src/ng-video-lecture --rounds 2
+    python -m benchmarks.peers --nanogpt ~/src/nanoGPT --lecture ~/src/ng-video-lecture --rounds 2
 
 Bring the peers yourself (`git clone`; for the lecture, check out the commit "and add layernorms, down to
 2.06"); they run unchanged from their own folders, and no code of theirs is copied here. Runs alternate
@@ -31,11 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from experiments.bench import machine, write_section  # noqa: E402
-from nanogpt.data import tiny_shakespeare_path  # noqa: E402
+from benchmarks.train_speed import machine, write_section
+from experiments import PROJECT_ROOT
+from nanogpt.data import tiny_shakespeare_path
 
 NANOGPT_CPU_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
                       "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
@@ -57,7 +55,7 @@ def last_val(text: str) -> float:
 def ours(preset: str, variant: str, results: Path, env: dict[str, str]) -> dict[str, float]:
     args = [sys.executable, "-m", "experiments.run", "--preset", preset, "--variant", variant, "--force", "--quiet",
             "--results", str(results), "--experiment", "peers", "--wandb", "off"]
-    stdout, wall = timed(args, ROOT, env)
+    stdout, wall = timed(args, PROJECT_ROOT, env)
     run_dir = Path(stdout.rsplit("-> ", 1)[-1].strip())
     summary = json.loads((run_dir / "summary.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
@@ -108,7 +106,7 @@ def main() -> int:
             prepare_nanogpt(args.nanogpt, corpus)
             pairs = [(nanogpt(args.nanogpt, {}), ours("cpu", "full", Path(tmp), {})) for _ in range(args.rounds)]
             sections.append(_nanogpt_table(pairs))
-    command = f"python benchmarks/peers.py {' '.join(sys.argv[1:])}"
+    command = f"python -m benchmarks.peers {' '.join(sys.argv[1:])}"
     text = f"Measured on {machine()}.\n\n`{command}`\n\n" + "\n".join(sections)
     print(text)
     if not args.no_write:

@@ -1,6 +1,6 @@
 """What the W&B mirror costs per run, in offline mode, on smoke-preset runs (whose training is ~0.1 s).
 
-    OMP_NUM_THREADS=1 python benchmarks/wandb_overhead.py [--runs 6]
+    OMP_NUM_THREADS=1 python -m benchmarks.wandb_overhead [--runs 6]
 
 - one process per run (the CLI): wall time of `python -m experiments.run` with --wandb offline vs off;
 - many runs in one process (a worker calling train_run): the first offline run pays the import
@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from experiments import PROJECT_ROOT
 
 
 def cpu_of_children() -> float:
@@ -34,22 +33,23 @@ def cli_seconds(mode: str, seed: int, results: Path) -> tuple[float, float]:
     """Wall and CPU seconds of one `python -m experiments.run` process."""
     start, cpu = time.perf_counter(), cpu_of_children()
     subprocess.run([sys.executable, "-m", "experiments.run", "--preset", "smoke", "--seed", str(seed), "--quiet",
-                    "--results", str(results), "--wandb", mode], cwd=ROOT, check=True, capture_output=True)
+                    "--results", str(results), "--wandb", mode], cwd=PROJECT_ROOT, check=True, capture_output=True)
     return time.perf_counter() - start, cpu_of_children() - cpu
 
 
 def in_process_seconds(runs: int, results: Path) -> dict[str, list[float]]:
     from experiments.config import resolve
-    from experiments.runner import prepare, train_run
+    from experiments.machine import prepare
+    from experiments.runner import train_run
     from experiments.wandb_mirror import WandbSettings
 
     train_run(resolve("smoke"), results / "warmup", quiet=True)  # torch's one-time costs stay out of both columns
     times: dict[str, list[float]] = {"off": [], "offline": []}
     for seed in range(1, runs + 1):
         for mode in times:
-            prepared = prepare(resolve("smoke", seed=seed))
+            ready = prepare(resolve("smoke", seed=seed))
             start = time.perf_counter()
-            train_run(prepared[0], results / mode, quiet=True, prepared=prepared, wandb=WandbSettings(mode))
+            train_run(ready.cfg, results / mode, quiet=True, prepared=ready, wandb=WandbSettings(mode))
             times[mode].append(time.perf_counter() - start)
     return times
 

@@ -1,1 +1,5 @@
 """The runner, run store and experiment definitions (one floor above the nanogpt library)."""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: git commits, docs/, `python -m` of benchmarks

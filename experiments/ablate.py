@@ -32,12 +32,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from experiments import cli, manifest, placement, store
+from experiments import cli, exits, manifest, placement, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
 from experiments.definitions import get_experiment
-from experiments.plan import Plan, default_preset, describe, plan
+from experiments.machine import check_results, default_jobs
+from experiments.plan import Plan, default_preset, describe_plan, plan
 from experiments.presets import PRESETS
-from experiments.runner import USER_ERRORS, check_results, disk_error, train_run
+from experiments.runner import USER_ERRORS, train_run
 from experiments.wandb_mirror import WandbSettings
 
 DEFAULT_EXPERIMENTS = ("ladder", "leave_one_out")
@@ -76,11 +77,6 @@ def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings)
     except Exception as e:  # noqa: BLE001 - one broken run must not stop the others; it is recorded
         return {"run_id": cfg.run_id, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
     return summary | {"seconds": time.perf_counter() - started}
-
-
-def default_jobs() -> int:
-    """Parallel runs on a CPU machine: one per core (GPU machines: experiments.placement)."""
-    return placement.cores()
 
 
 def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False,
@@ -171,42 +167,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return exits.run_command(lambda: _ablate(args), USER_ERRORS,
+                             "finished runs are kept; run the same command again to train only what is missing")
+
+
+def _ablate(args: argparse.Namespace) -> int:
     results = args.results or cli.default_results()
-    try:
-        if args.seeds < 1:
-            raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-        if args.jobs is not None and args.jobs < 1:
-            raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-        if args.print_folder:
-            preset = args.preset or default_preset([get_experiment(e) for e in args.experiments])
-            print(store.RunStore(results).experiment_dir(args.name or preset))
-            return 0
-        overrides = parse_assignments(args.set)
-        if args.data:
-            overrides = with_flag(overrides, "data", args.data, "--data")
-        p, _ = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides)
-        check_results(results)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print(describe(p, results))
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.print_folder:
+        preset = args.preset or default_preset([get_experiment(e) for e in args.experiments])
+        print(store.RunStore(results).experiment_dir(args.name or preset))
         return 0
+    overrides = parse_assignments(args.set)
+    if args.data:
+        overrides = with_flag(overrides, "data", args.data, "--data")
+    p, _ = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides)
+    check_results(results)
+    if args.dry_run:
+        print(describe_plan(p, results))
+        return 0
+    manifest.write(p.folder, p.manifest)
     try:
-        manifest.write(p.folder, p.manifest)
-        summaries = execute(p, results, args.jobs, args.force,
-                            cli.wandb_settings(args))
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are kept; run the same command again to train only what is missing",
-              file=sys.stderr)
-        return 130
-    except OSError as e:
-        print(f"error: {disk_error(e)}", file=sys.stderr)
-        return 1
+        summaries = execute(p, results, args.jobs, args.force, cli.wandb_settings(args))
     except BrokenProcessPool:
-        print("a worker process died (killed or out of memory); run the same command again to resume",
-              file=sys.stderr)
-        return 1
+        raise exits.CommandFailed("a worker process died (killed or out of memory); run the same command again "
+                                  "to resume") from None
     counts: dict[str, int] = {}
     for s in summaries:
         counts[s["status"]] = counts.get(s["status"], 0) + 1

@@ -5,101 +5,57 @@ variant applies; a variant's switches (and the preset's per-variant training) th
 so `preset` references and `only_if` conditions see the overridden values, and a setting a variant
 sets itself wins over --set for that variant.
 
-Validation happens here, once, at the edge: everything below (model, loop) may assume a sane
-config. Every error is a `ConfigError` whose message says what is wrong and what to do.
+Validation happens at the edge, before anything is written: values as they are parsed (`parse_setting`),
+the model and training settings together (`build`), then against the corpus and the machine
+(`experiments.prepare`). Everything below (model, loop) may assume a sane config. Every error is a
+`ConfigError` whose message says what is wrong and what to do.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from experiments.definitions import DefinitionError, Experiment, Variant, candidates
 from experiments.presets import PRESETS
-from experiments.settings import DEFAULTS, MODEL_AND_TRAIN, MODEL_FIELDS, NAME_PATTERN, ConfigError, coerce
+from experiments.settings import (
+    DEFAULTS,
+    MODEL_AND_TRAIN,
+    MODEL_FIELDS,
+    RUN_SETTINGS,
+    SETTINGS,
+    ConfigError,
+    RunConfig,
+    canonical,
+    check_name,
+    coerce,
+)
 from nanogpt import precision
-from nanogpt.data import TINY_SHAKESPEARE
 from nanogpt.model import ModelConfig
 from nanogpt.train import TrainConfig
 
-# Labels: they name a run but do not change what it computes, so they stay out of the hash.
-LABELS = ("experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type", "tags",
-          "dtype_reason")
+if TYPE_CHECKING:
+    import torch
+
 MAX_SEED = 2**63 - 1  # torch's generators take at most 64 bits; keep it a positive int64
-# Settings added after config format 1, each with its neutral value (what every earlier run did). The hash leaves a
-# setting out while it holds that value, so a config that does not use it keeps the hash (and run folder) it had.
-ADDED_FIELDS: dict[str, Any] = {"norm": "layernorm", "rope": False, "qk_norm": False, "n_kv_head": 0}
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    preset: str
-    variant: str
-    seed: int
-    model: ModelConfig
-    train: TrainConfig
-    data: str = TINY_SHAKESPEARE
-    data_sha256: str = ""
-    experiment: str = "adhoc"
-    device: str = "auto"
-    compile: bool = False
-    trial: int | None = None
-    study: str | None = None
-    group: str | None = None  # W&B group (default: the experiment)
-    job_type: str = "adhoc"  # W&B job_type: adhoc, ladder, leave-one-out, sweep
-    tags: tuple[str, ...] = field(default_factory=tuple)
-    dtype_reason: str = ""  # why this dtype on this machine (set by with_device; the dtype itself is hashed)
-
-    def flat(self) -> dict[str, Any]:
-        """One flat dict of every setting (what W&B and the results frame show as columns)."""
-        top = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "train")}
-        return top | dataclasses.asdict(self.model) | dataclasses.asdict(self.train)
-
-    @functools.cached_property  # a frozen config's hash never changes; plans of many seeds ask often
-    def hash(self) -> str:
-        """sha256 over everything that changes the numbers; stable across machines and orders."""
-        semantic = {k: v for k, v in self.flat().items()
-                    if k not in LABELS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
-        return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
-
-    @property
-    def run_id(self) -> str:
-        return f"{self.variant}-s{self.seed}-{self.hash[:8]}"
-
-    def to_json(self) -> str:
-        return json.dumps(self.flat() | {"config_hash": self.hash, "run_id": self.run_id}, indent=2)
-
-    @classmethod
-    def from_flat(cls, flat: dict[str, Any]) -> RunConfig:
-        flat = ADDED_FIELDS | flat  # a config.json written before a setting existed ran with its neutral value
-        model = ModelConfig(**{f.name: flat[f.name] for f in fields(ModelConfig)})
-        train = TrainConfig(**{f.name: flat[f.name] for f in fields(TrainConfig)})
-        top = {f.name: flat[f.name] for f in fields(cls) if f.name not in ("model", "train") and f.name in flat}
-        top["tags"] = tuple(top.get("tags", ()))
-        return cls(model=model, train=train, **top)
-
-
-RUN_SETTINGS = ("data", "device", "compile", "experiment")  # settable, but kept on RunConfig itself
-# Every setting a person can set: name -> type hint; built once, from the dataclasses.
-SETTINGS = MODEL_AND_TRAIN | {k: get_type_hints(RunConfig)[k] for k in RUN_SETTINGS}
-SETTING_DEFAULTS = DEFAULTS | {f.name: f.default for f in fields(RunConfig) if f.name in RUN_SETTINGS}
 
 
 def parse_setting(key: str, value: Any) -> Any:
-    """`value` as setting `key`'s type; ConfigError naming the setting if it is unknown or cannot be."""
-    if key not in SETTINGS:
+    """`value` as setting `key`'s type (key: its name or an earlier one); ConfigError naming the setting if it is
+    unknown or the value cannot be that type."""
+    if canonical(key) not in SETTINGS:
         close = [k for k in SETTINGS if k.startswith(key[:3])]
         hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
         raise ConfigError(f"unknown setting '{key}'{hint}; see --list-settings for all settings")
-    return coerce(key, value, SETTINGS[key])
+    return coerce(key, value, SETTINGS[canonical(key)])
+
+
+def parse_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """Each setting by its name now, its value parsed to its type."""
+    return {canonical(k): parse_setting(k, v) for k, v in given.items()}
 
 
 def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
@@ -109,13 +65,13 @@ def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict[str, An
         key, eq, value = item.partition("=")
         if not eq:
             raise ConfigError(f"{flag} {item}: expected KEY=VALUE, e.g. {flag} lr=3e-4")
-        overrides[key.strip()] = parse_setting(key.strip(), value)
+        overrides |= parse_settings({key.strip(): value})
     return overrides
 
 
 def with_flag(overrides: dict[str, Any], key: str, value: Any, flag: str) -> dict[str, Any]:
     """A setting that also has a flag of its own (--data): given both ways, the two must agree."""
-    parsed = parse_setting(key, value)
+    key, parsed = canonical(key), parse_setting(key, value)
     if key in overrides and overrides[key] != parsed:
         raise ConfigError(f"{key} is given twice ({overrides[key]!r} by --set, {parsed!r} by {flag}); give it once")
     return overrides | {key: parsed}
@@ -130,13 +86,13 @@ def _preset(preset: str) -> dict[str, Any]:
 def base_model(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every setting of the experiment's base model: the preset with the overrides applied."""
     given = _preset(preset)["settings"] | (overrides or {})
-    return DEFAULTS | {k: parse_setting(k, v) for k, v in given.items()}
+    return {k: DEFAULTS[k] for k in MODEL_AND_TRAIN} | parse_settings(given)
 
 
 def _preset_training(preset: str, experiment: Experiment, variant: Variant) -> dict[str, Any]:
     """The preset's own training for one variant (the tutorial trains its bigram with a larger LR)."""
     training = _preset(preset)["variants"].get(f"{experiment.name}/{variant.name}", {})
-    return {k: parse_setting(k, v) for k, v in training.items()}
+    return parse_settings(training)
 
 
 def variant_settings(preset: str, experiment: Experiment, variant: Variant, base: dict[str, Any]) -> dict[str, Any]:
@@ -144,8 +100,8 @@ def variant_settings(preset: str, experiment: Experiment, variant: Variant, base
     return experiment.changes(variant.name, base) | _preset_training(preset, experiment, variant)
 
 
-def fixed_settings(preset: str, experiment: Experiment, variant: Variant) -> set[str]:
-    """The settings a variant gives values of its own: --set does not reach them for this variant."""
+def owned_settings(preset: str, experiment: Experiment, variant: Variant) -> set[str]:
+    """The settings a variant owns (gives values of its own): --set does not reach them for this variant."""
     return experiment.fixes(variant.name) | set(_preset_training(preset, experiment, variant))
 
 
@@ -170,8 +126,8 @@ def build(preset: str, variant: str, seed: int, settings: dict[str, Any], labels
             raise ConfigError(f"{key} is given twice ({top[key]!r} by --set, {value!r} by the command); "
                               "give it once")
     top |= labels
-    if "experiment" in top and not NAME_PATTERN.match(str(top["experiment"])):
-        raise ConfigError(f"experiment '{top['experiment']}' must be letters, digits, '_', '-', '.' (no paths)")
+    if "experiment" in top:
+        check_name("experiment", str(top["experiment"]))
     try:
         model = ModelConfig(**{k: v for k, v in settings.items() if k in MODEL_FIELDS})
         train = TrainConfig(**{k: v for k, v in settings.items() if k not in MODEL_FIELDS})

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from experiments.config import RunConfig
+from experiments.machine import default_jobs
 
 RUNS_PER_GPU = 4  # not measured yet (see the module docstring and docs/gpu.md)
 
@@ -40,11 +41,6 @@ class Placement:
     def describe(self) -> str:
         where = f", pinned round-robin to {len(self.gpus)} GPU(s)" if self.gpus else ""
         return f"{self.jobs} parallel jobs x {self.threads} torch threads{where}"
-
-
-def cores() -> int:
-    """The cores this process may run on (its affinity mask, e.g. a container's or taskset's share)."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def visible_gpus(count: int) -> tuple[str, ...]:
@@ -68,4 +64,4 @@ def place(jobs: int | None, cores: int, gpus: int, devices: set[str]) -> Placeme
 def for_runs(runs: Iterable[RunConfig], jobs: int | None) -> Placement:
     """The placement on this machine for planned runs."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return place(jobs, cores(), gpus, {cfg.device for cfg in runs})
+    return place(jobs, default_jobs(), gpus, {cfg.device for cfg in runs})

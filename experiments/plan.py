@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments import store
-from experiments.config import RunConfig, base_model, build, variant_settings
+from experiments.config import RunConfig, base_model, build, owned_settings, variant_settings
 from experiments.definitions import Experiment, get_experiment
-from experiments.runner import prepare
+from experiments.machine import prepare
 from experiments.settings import ConfigError
 from nanogpt.data import Corpus
+
+if TYPE_CHECKING:
+    import torch
 
 FALLBACK_PRESET = "tutorial"  # for definitions that name no preset of their own
 MAX_SEEDS = 10_000
@@ -40,6 +43,7 @@ class Plan:
     manifest: dict[str, Any]
     runs: tuple[RunConfig, ...]  # unique by config hash, in training order (seed-major)
     variants: tuple[PlannedVariant, ...]
+    device: torch.device  # the device its runs were prepared for (their dtypes are resolved for it)
 
 
 def default_preset(definitions: Sequence[Experiment]) -> str:
@@ -63,13 +67,16 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
     overrides = overrides or {}
     base = base_model(preset, overrides)
     corpus: Corpus | None = None
+    device: torch.device | None = None
     planned: list[PlannedVariant] = []
     owner: dict[str, PlannedVariant] = {}  # config hash (first seed) -> the first variant that has it
     for definition in definitions:
         for variant in definition.applicable(base):
             changes = variant_settings(preset, definition, variant, base)
+            owns = owned_settings(preset, definition, variant)
             labels = {"experiment": name, "group": definition.name, "job_type": definition.job_type}
-            first, corpus = prepare(build(preset, variant.name, seeds[0], base | changes, labels), corpus)
+            ready = prepare(build(preset, variant.name, seeds[0], base | changes, labels), corpus)
+            first, corpus, device = ready.cfg, ready.corpus, ready.device
             earlier = owner.get(first.hash)
             if earlier and earlier.experiment == definition.name:
                 raise ConfigError(f"{definition.path}: variants {earlier.experiment}/{earlier.name} and "
@@ -77,16 +84,16 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
                                   "change the --set that makes them equal, or one of the variants")
             this = PlannedVariant(
                 definition.name, variant.name, {k: v for k, v in changes.items() if base[k] != v},
-                {k: changes[k] for k in overrides if k in changes and changes[k] != base[k]},
+                {k: changes[k] for k in overrides if k in owns and changes[k] != base[k]},
                 earlier.runs if earlier else tuple(replace(first, seed=s) for s in seeds),
                 f"{earlier.experiment}/{earlier.name}" if earlier else None)
             owner.setdefault(first.hash, this)
             planned.append(this)
-    assert corpus is not None  # every definition has at least one variant
+    assert corpus is not None and device is not None  # every definition has at least one variant
     runs = _unique_runs(planned, len(seeds))
     doc = {"name": name, "preset": preset, "seeds": seeds, "overrides": overrides, "data": runs[0].data,
            "experiments": [_entry(d, planned) for d in definitions]}
-    return Plan(store.RunStore(results).experiment_dir(name), doc, runs, tuple(planned)), corpus
+    return Plan(store.RunStore(results).experiment_dir(name), doc, runs, tuple(planned), device), corpus
 
 
 def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[RunConfig, ...]:
@@ -112,7 +119,7 @@ def _entry(definition: Experiment, planned: list[PlannedVariant]) -> dict[str, A
             "compare": definition.compare, "variants": variants}
 
 
-def describe(p: Plan, results: Path) -> str:
+def describe_plan(p: Plan, results: Path) -> str:
     """The plan as a person reads it: every run with its hash, what it changes, cached or shared."""
     runs = store.RunStore(results)
     doc = p.manifest

@@ -20,9 +20,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "variants": {"ladder/bigram": dict(lr=1e-2, max_iters=3000, eval_interval=300)},
     },
     # nanoGPT's shakespeare_char recipe, shrunk for a CPU as its README suggests. dtype auto: bf16
-    # autocast where the CPU has AVX512_BF16/AMX (~1.9x the tokens/s of fp32 there, same val loss),
-    # fp32 where bf16 is emulated (AVX2: ~8x slower). docs/benchmarks.md has both. The tutorial's
-    # tiny matmuls are overhead-bound and stay fp32 everywhere (bf16 measured 0.8x even where native).
+    # autocast where the CPU has AVX512_BF16/AMX (1.89x the tokens/s of fp32 there, same val loss),
+    # fp32 where bf16 is emulated (AVX2: bf16 runs at 0.07x, ~14x slower). docs/benchmarks.md has both.
+    # The tutorial's tiny matmuls are overhead-bound and stay fp32 everywhere (bf16 measured 0.87x even
+    # where native).
     "cpu": {
         "settings": dict(
             batch_size=12, block_size=64, n_embd=128, n_head=4, n_layer=4, dropout=0.0,
@@ -43,10 +44,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "variants": {},
     },
     # The modern-components experiments (modern, modern_leave_one_out, norms): a 64-character context, long enough
-    # for positions to matter, at a width and length where the 7-rung modern ladder over 3 seeds trains in about
-    # 12-13 min on 2 shared CPU cores (2 jobs x 1 thread; one run 51-74 s measured). fp32: bf16 is emulated on
-    # AVX2-only CPUs. lr 5e-3: at 1e-2 some seeds sat on a plateau (val 2.25 where others reach 1.95).
-    # The full model is GPT-2's block (pre-LayerNorm, GELU, learned positions, biases, tied embeddings).
+    # for positions to matter, at a width and length small enough that the 7-rung modern ladder over 3 seeds trains
+    # on a laptop CPU. fp32: bf16 is emulated on AVX2-only CPUs. lr 5e-3 rather than 1e-2, at which some seeds
+    # stall on a plateau. The full model is GPT-2's block (pre-LayerNorm, GELU, learned positions, biases, tied
+    # embeddings).
     "modern": {
         "settings": dict(
             batch_size=16, block_size=64, n_embd=64, n_head=4, n_layer=4, dropout=0.0,

@@ -22,7 +22,7 @@ class Progress(Callback):
         self.step = step
         self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
 
-    def on_eval(self, metrics: dict[str, Any], checkpoint) -> None:
+    def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
         self.bar.update(metrics["step"] - self.step)
         self.step = metrics["step"]
         line = (f"{self.label} step {metrics['step']}: train {metrics['train_loss']:.4f} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -13,12 +14,10 @@ from typing import Any
 
 import torch
 
-from experiments import store
+from experiments import PROJECT_ROOT, store
 from experiments.config import RunConfig
 from nanogpt import checkpoint, precision
 from nanogpt.train import Callback
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> str | None:
@@ -30,14 +29,26 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+# The libraries whose versions change a run's numbers or its record; requirements.lock pins them all.
+RECORDED_LIBRARIES = ("numpy", "wandb", "optuna")
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     return {
-        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+        "torch": torch.__version__, **{name: _version(name) for name in RECORDED_LIBRARIES},
+        "python": platform.python_version(), "platform": platform.platform(),
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(), "cpu_isa": precision.cpu_isa(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "git_commit": git_commit(),
     }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class RunRecorder(Callback):
@@ -68,7 +79,7 @@ class RunRecorder(Callback):
         """An interrupted run folder: drop evaluations past the checkpoint, mark it running again."""
         store.remove_partial_writes(run_dir)
         store.truncate_metrics(run_dir / store.METRICS, resumed_from)
-        summary = store.RunStore(run_dir.parent.parent).read(run_dir).summary
+        summary = store.read_run(run_dir).summary
         summary |= {"status": "running", "resumed_from_step": resumed_from,
                     "resumes": summary.get("resumes", 0) + 1}
         store.write_json(run_dir / store.SUMMARY, summary)

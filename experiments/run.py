@@ -11,11 +11,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from experiments import cli, store
-from experiments.config import SETTING_DEFAULTS, ConfigError, RunConfig, parse_assignments, resolve, with_flag
+from experiments import cli, exits, store
+from experiments.config import ConfigError, RunConfig, parse_assignments, resolve, with_flag
 from experiments.definitions import experiments
+from experiments.machine import check_results, prepare
 from experiments.presets import PRESETS
-from experiments.runner import USER_ERRORS, check_results, disk_error, prepare, train_run
+from experiments.runner import USER_ERRORS, train_run
+from experiments.settings import DEFAULTS
 from nanogpt import distributed
 
 
@@ -73,7 +75,7 @@ def config_from_args(args: argparse.Namespace, extras: Sequence[str]) -> RunConf
 
 def _print_lists(args: argparse.Namespace) -> None:
     if args.list_settings:
-        for key, default in SETTING_DEFAULTS.items():
+        for key, default in DEFAULTS.items():
             print(f"{key:22} default {default!r}")
     if args.list_variants:
         for name, exp in experiments().items():
@@ -89,28 +91,24 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args, extras = build_parser().parse_known_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    return exits.run_command(lambda: _run(args, extras), USER_ERRORS,
+                             "the run folder keeps the last checkpoint; rerun with --resume")
+
+
+def _run(args: argparse.Namespace, extras: Sequence[str]) -> int:
     results = args.results or cli.default_results()
-    try:
-        if args.list_settings or args.list_variants:
-            _print_lists(args)
-            return 0
-        cfg, corpus = prepare(config_from_args(args, extras))
-        check_results(results)
-        if args.dry_run:
-            print(cfg.to_json())
-            print(f"run folder: {store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)}", file=sys.stderr)
-            return 0
-        summary = train_run(cfg, results, resume=args.resume, force=args.force, quiet=args.quiet,
-                            prepared=(cfg, corpus), wandb=cli.wandb_settings(args))
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the run folder keeps the last checkpoint; rerun with --resume", file=sys.stderr)
-        return 130
-    except OSError as e:
-        print(f"error: {disk_error(e)}", file=sys.stderr)
-        return 1
+    if args.list_settings or args.list_variants:
+        _print_lists(args)
+        return 0
+    ready = prepare(config_from_args(args, extras))
+    cfg = ready.cfg
+    check_results(results)
+    if args.dry_run:
+        print(cfg.to_json())
+        print(f"run folder: {store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)}", file=sys.stderr)
+        return 0
+    summary = train_run(cfg, results, resume=args.resume, force=args.force, quiet=args.quiet,
+                        prepared=ready, wandb=cli.wandb_settings(args))
     if not distributed.is_main_process():
         return 0 if summary["status"] in ("completed", "skipped") else 1
     verb = "already recorded" if summary.get("skipped") else summary["status"]

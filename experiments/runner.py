@@ -1,13 +1,12 @@
 """Train one run and record it: the one path to train anything.
 
 The runner CLI (`experiments.run`), `make ablate`, the benchmarks and the sweeps all call
-`prepare` (validate against the corpus and the machine; writes nothing) and then `train_run`.
+`experiments.machine.prepare` (validate against the corpus and the machine; writes nothing) and then `train_run`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import shutil
 from collections.abc import Sequence
@@ -17,8 +16,9 @@ from typing import Any
 import torch
 
 from experiments import store
-from experiments.config import ConfigError, RunConfig, with_corpus, with_device
+from experiments.config import ConfigError, RunConfig
 from experiments.definitions import DefinitionError
+from experiments.machine import Prepared, prepare
 from experiments.progress import Progress
 from experiments.recorder import RunRecorder, environment
 from experiments.wandb_mirror import WandbMirror, WandbSettings
@@ -30,74 +30,10 @@ from nanogpt.train import Callback, Trainer
 SAMPLE_TOKENS = 500
 USER_ERRORS = (ConfigError, DefinitionError, DataError, checkpoint.CheckpointError, store.RunFolderError,
                distributed.DistributedError, store.RunBusyError)
-DEVICE_TYPES = ("cpu", "cuda", "mps")
-TRAINING_BYTES_PER_PARAM = 16  # fp32 weights, gradients and AdamW's two moments
 
 
 class RunExistsError(ConfigError):
     """A partial run is in the way and the user did not say whether to resume or restart."""
-
-
-def check_results(results: Path) -> None:
-    """A run store must be a folder (or not exist yet): say so before anything is written."""
-    for path in (results, *results.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise ConfigError(f"results path {results}: {path} is a file, not a folder; "
-                                  "give --results a folder (RESULTS= for make)")
-            return
-
-
-def pick_device(requested: str) -> torch.device:
-    """The device a run trains on. auto never picks MPS: nobody has measured here that it beats a Mac's CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in DEVICE_TYPES:
-        raise ConfigError(f"device '{requested}' is not a device name; use auto, cpu, cuda, cuda:N or mps")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {requested} requested but CUDA is not available; use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          "use cuda:0 .. cuda:N-1")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {requested} requested but MPS is not available; use --device cpu")
-    return device
-
-
-def _memory(device: torch.device) -> int:
-    """Bytes of memory the device has in all (a model larger than that can never train there)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[1]
-    if device.type == "mps":  # unified memory: what Metal lets this process allocate
-        return torch.mps.recommended_max_memory()
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def _check_fits(cfg: RunConfig, device: torch.device) -> None:
-    """A model too large to train is refused here, before any folder is made (built on the meta device)."""
-    with torch.device("meta"):
-        params = GPT(cfg.model).num_params()
-    needed, memory = params * TRAINING_BYTES_PER_PARAM, _memory(device)
-    if needed > memory:
-        raise ConfigError(f"the model has {params:,} parameters and needs about {needed / 2**30:.1f} GiB to train, "
-                          f"but the {device.type} has {memory / 2**30:.1f} GiB; use a smaller n_embd or n_layer")
-
-
-def prepare(cfg: RunConfig, corpus: Corpus | None = None) -> tuple[RunConfig, Corpus]:
-    """Load the corpus (unless given) and finish validating the config against it and the machine.
-
-    Writes nothing. Values that depend on the hardware are resolved here.
-    """
-    device = pick_device(cfg.device)  # fail now, before anything is written, if the device is not there
-    cfg = with_device(cfg, device)  # dtype=auto becomes the dtype this device computes fast
-    corpus = corpus or Corpus.load(cfg.data)
-    cfg = with_corpus(cfg, corpus.tokenizer.vocab_size, corpus.sha256, (len(corpus.train), len(corpus.val)))
-    _check_fits(cfg, device)
-    return cfg, corpus
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
@@ -122,48 +58,51 @@ def sample_text(model: GPT, corpus: Corpus, seed: int, tokens: int = SAMPLE_TOKE
 
 def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: bool = False,
               callbacks: Sequence[Callback] = (), quiet: bool = False,
-              prepared: tuple[RunConfig, Corpus] | None = None,
+              prepared: Prepared | None = None,
               wandb: WandbSettings | None = None) -> dict[str, Any]:
     """Train `cfg` into its run folder and return the run's summary.
 
     A completed run is returned as is unless `force`. A run folder left by a killed run is
     resumed from its checkpoint when `resume` (else RunExistsError: nothing is touched).
     With `wandb` settings the run is mirrored to W&B (see experiments.wandb_mirror).
+    `prepared` is `cfg` already prepared (`experiments.machine.prepare`), e.g. with a corpus loaded once.
     """
-    cfg, corpus = prepared or prepare(cfg)
+    ready = prepared or prepare(cfg)
+    cfg = ready.cfg
     run_dir = store.RunStore(results).run_dir(cfg.experiment, cfg.run_id)
     # --- data-parallel (torchrun): ranks other than 0 train alongside rank 0 and write nothing
-    world = distributed.world(pick_device(cfg.device))
+    world = distributed.world(ready.device)
     if not world.is_main:
         if not world.broadcast(None):  # rank 0 found nothing to train
             return {"run_id": cfg.run_id, "rank": world.rank, "status": "skipped"}
-        trainer = make_trainer(cfg, corpus, world)
+        trainer = make_trainer(ready, world)
         trainer.follow_main()
         return {"run_id": cfg.run_id, "rank": world.rank, "status": trainer.run().status}
     # --- end data-parallel
     with store.run_lock(run_dir):
-        return _train_locked(cfg, corpus, run_dir, resume, force, callbacks, quiet, wandb, world)
+        return _train_locked(ready, run_dir, resume, force, callbacks, quiet, wandb, world)
 
 
-def make_trainer(cfg: RunConfig, corpus: Corpus, world: distributed.SingleProcess | None = None) -> Trainer:
-    """A seeded model and its trainer on the config's device (a rank's own GPU when data-parallel)."""
+def make_trainer(ready: Prepared, world: distributed.SingleProcess | None = None) -> Trainer:
+    """A seeded model and its trainer on the prepared device (a rank's own GPU when data-parallel)."""
     world = world or distributed.SingleProcess()
+    cfg = ready.cfg
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    device = world.place(pick_device(cfg.device))
-    return Trainer(GPT(cfg.model), corpus, cfg.train, cfg.seed, device, compile=cfg.compile, world=world)
+    return Trainer(GPT(cfg.model), ready.corpus, cfg.train, cfg.seed, world.place(ready.device),
+                   compile=cfg.compile, world=world)
 
 
-def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, force: bool,
+def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
                   callbacks: Sequence[Callback], quiet: bool, wandb: WandbSettings | None,
                   world: distributed.SingleProcess) -> dict[str, Any]:
-    runs = store.RunStore(run_dir.parent.parent)
-    status = runs.status(run_dir) if run_dir.exists() else None
+    cfg, corpus = ready.cfg, ready.corpus
+    status = store.run_status(run_dir) if run_dir.exists() else None
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
     elif status in ("completed", "diverged"):
         world.broadcast(False)  # data-parallel: the other ranks have nothing to train either
-        return runs.read(run_dir).summary | {"skipped": True}
+        return store.read_run(run_dir).summary | {"skipped": True}
     elif run_dir.exists() and not resume:
         world.broadcast(False)
         raise RunExistsError(
@@ -172,7 +111,7 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
         )
 
     world.broadcast(True)
-    trainer = make_trainer(cfg, corpus, world)
+    trainer = make_trainer(ready, world)
     model, device = trainer.model, trainer.device
     ckpt_path = run_dir / store.CHECKPOINT
     if ckpt_path.exists():
@@ -198,18 +137,12 @@ def _train_locked(cfg: RunConfig, corpus: Corpus, run_dir: Path, resume: bool, f
         # On a full or read-only disk even this may fail: the summary then still says 'running', never
         # 'completed', and the checkpoint of the last evaluation is intact for --resume.
         with contextlib.suppress(OSError):
-            mirror.finish(recorder.finish(status, reason))
+            mirror.close(recorder.finish(status, reason))
         raise
     finally:
         progress.close()
     samples = sample_text(model, corpus, cfg.seed) if result.status == "completed" else None
     summary = recorder.finish(result.status, result.reason, samples, skipped_steps=result.skipped_steps)
-    mirror.finish(summary, samples)
+    mirror.close(summary, samples)
     return summary
 
-
-def disk_error(e: OSError) -> str:
-    """A failed write as one line: which file, why, and what to do."""
-    where = e.filename or "the results folder"
-    return (f"cannot write {where} ({e.strerror or e}); free disk space or choose a writable --results folder, "
-            "then rerun with --resume: nothing written so far is marked complete")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from experiments import store
+from experiments import exits, store
 from experiments.config import ConfigError, RunConfig
 from experiments.runner import USER_ERRORS, load_weights
 from nanogpt import checkpoint
@@ -56,7 +56,7 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT, CharTokenizer, 
     if not path.is_file():  # a run trained before best.pt existed has only its last checkpoint
         raise ConfigError(f"{run_dir} has no {path.name} (trained before best checkpoints were kept); "
                           "use --checkpoint last")
-    record = store.RunStore(run_dir.parent.parent).read(run_dir)
+    record = store.read_run(run_dir)
     try:
         tokenizer = CharTokenizer.from_json((run_dir / store.VOCAB).read_text(encoding="utf-8"))
         cfg = RunConfig.from_flat(record.config)
@@ -70,15 +70,15 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT, CharTokenizer, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        check_args(args)
-        model, tokenizer, summary = load_model(args.run_dir, args.checkpoint)
-        unknown = sorted(set(args.prompt) - set(tokenizer.chars))
-        if unknown:
-            raise ConfigError(f"prompt has characters outside the run's vocabulary: {''.join(unknown)!r}")
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exits.run_command(lambda: _sample(args), USER_ERRORS, "nothing was written")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    check_args(args)
+    model, tokenizer, summary = load_model(args.run_dir, args.checkpoint)
+    unknown = sorted(set(args.prompt) - set(tokenizer.chars))
+    if unknown:
+        raise ConfigError(f"prompt has characters outside the run's vocabulary: {''.join(unknown)!r}")
     if summary.get("status") != "completed":
         print(f"warning: this run is {summary.get('status', 'unknown')} ({summary.get('reason') or 'no reason'}); "
               f"the text comes from its checkpoint at step {summary['checkpoint_step']}", file=sys.stderr)

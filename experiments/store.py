@@ -211,6 +211,33 @@ def _read_json(path: Path) -> dict[str, Any]:
     return obj
 
 
+def read_run(path: Path) -> RunRecord:
+    """One run; raises RunFolderError naming the file if config or summary is unreadable or of another format."""
+    try:
+        config = _read_json(path / CONFIG)
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{path / CONFIG}: unreadable ({e}); delete the run folder to retrain it") from None
+    if config.get("format") != FORMAT:
+        raise RunFolderError(
+            f"{path}: run folder format {config.get('format', 'unknown')}, but this version reads format "
+            f"{FORMAT}; retrain it with --force (or delete the folder)"
+        )
+    try:
+        summary = _read_json(path / SUMMARY) if (path / SUMMARY).exists() else {"status": "unknown"}
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{path / SUMMARY}: unreadable ({e}); delete the run folder to retrain it") from None
+    metrics, problems = read_jsonl(path / METRICS)
+    return RunRecord(path, config, summary, metrics, problems)
+
+
+def run_status(path: Path) -> str | None:
+    """A run folder's status from its summary; None if it has none (yet) or it cannot be read."""
+    try:
+        return _read_json(path / SUMMARY).get("status")
+    except (OSError, ValueError):
+        return None
+
+
 class RunStore:
     """All runs under one results folder."""
 
@@ -231,31 +258,7 @@ class RunStore:
 
     def finished(self, experiment: str, run_id: str) -> bool:
         """True if the run ended for good (completed or diverged): nothing left to train."""
-        return self.status(self.run_dir(experiment, run_id)) in ("completed", "diverged")
-
-    def read(self, path: Path) -> RunRecord:
-        """One run; raises RunFolderError naming the file if config or summary is unreadable or of another format."""
-        try:
-            config = _read_json(path / CONFIG)
-        except (OSError, ValueError) as e:
-            raise RunFolderError(f"{path / CONFIG}: unreadable ({e}); delete the run folder to retrain it") from None
-        if config.get("format") != FORMAT:
-            raise RunFolderError(
-                f"{path}: run folder format {config.get('format', 'unknown')}, but this version reads format "
-                f"{FORMAT}; retrain it with --force (or delete the folder)"
-            )
-        try:
-            summary = _read_json(path / SUMMARY) if (path / SUMMARY).exists() else {"status": "unknown"}
-        except (OSError, ValueError) as e:
-            raise RunFolderError(f"{path / SUMMARY}: unreadable ({e}); delete the run folder to retrain it") from None
-        metrics, problems = read_jsonl(path / METRICS)
-        return RunRecord(path, config, summary, metrics, problems)
-
-    def status(self, path: Path) -> str | None:
-        try:
-            return _read_json(path / SUMMARY).get("status")
-        except (OSError, ValueError):
-            return None
+        return run_status(self.run_dir(experiment, run_id)) in ("completed", "diverged")
 
     def runs(self, experiment: str | None = None) -> Iterator[RunRecord | str]:
         """Every run (as a RunRecord) or, for a folder that cannot be read, a problem string."""
@@ -263,6 +266,6 @@ class RunStore:
         pattern = f"*/{CONFIG}" if experiment else f"*/*/{CONFIG}"
         for config_path in sorted(base.glob(pattern)):
             try:
-                yield self.read(config_path.parent)
+                yield read_run(config_path.parent)
             except ValueError as e:
                 yield str(e)

@@ -95,10 +95,10 @@ class WandbMirror(Callback):
             mirror._guard("start", mirror._start, settings)
         return mirror
 
-    def on_eval(self, metrics: dict[str, Any], checkpoint) -> None:
+    def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
         self._guard("log", self._log, metrics)
 
-    def finish(self, summary: dict[str, Any], samples: str | None = None) -> None:
+    def close(self, summary: dict[str, Any], samples: str | None = None) -> None:
         """Send what W&B is missing, the final summary and the samples; end the W&B run."""
         self._guard("finish", self._finish, summary, samples)
 

@@ -5,22 +5,22 @@ All switches off gives the lecture's bigram model: next-character logits read st
 vocab x vocab table. Everything in between is a rung of the ablation ladder.
 
 The modern switches turn that GPT-2 block into a Llama-style one, one component at a time:
-- `norm`: LayerNorm (GPT-2) or RMSNorm (Llama); where norms sit stays `layernorm` (none/pre/post);
+- `norm`: LayerNorm (GPT-2) or RMSNorm (Llama); where the norms sit is `norm_position` (none/pre/post);
 - `activation`: the 4x MLP with ReLU or GELU, or SwiGLU (gated, hidden size matched in parameters);
 - positions: learned absolute (`pos_emb`), rotary on q and k (`rope`), both, or neither (NoPE);
 - `qk_norm`: normalise each head's q and k before the dot product (OLMo 2, Qwen 3, Gemma 3);
 - `n_kv_head`: grouped-query attention, n_head query heads sharing n_kv_head key/value heads.
 
 A switched-off component is simply not built: it owns no parameters and costs nothing at run
-time. `forward` therefore has no branches on the config; the choices are made once, in
-`__init__` (`nn.Identity` where something is absent), and parameter names never depend on
-unrelated switches (`blocks.0.attn.qkv.weight` whatever the norm placement or residual).
+time (a residual block adds 0 for it). `forward` therefore has no branches on the config; the
+choices are made once, in `__init__` (`nn.Identity` where something is absent, one block class
+per wiring), and parameter names never depend on unrelated switches (`blocks.0.attn.qkv.weight`
+whatever the norm placement or residual).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args, get_origin, get_type_hints
 
@@ -42,13 +42,13 @@ class ModelConfig:
     mlp: bool = True  # feed-forward sub-layer in each block
     activation: Literal["relu", "gelu", "swiglu"] = "relu"  # MLP kind: 4x width with ReLU/GELU, or SwiGLU
     residual: bool = True  # x + f(x) around each sub-layer
-    layernorm: Literal["none", "pre", "post"] = "pre"  # where the norms sit (their kind is `norm`)
+    norm_position: Literal["none", "pre", "post"] = "pre"  # where the norms sit (their kind is `norm`)
     init: Literal["default", "gpt2"] = "gpt2"  # PyTorch defaults or normal(0, 0.02)
     scaled_residual_init: bool = False  # GPT-2: residual projections get std 0.02/sqrt(2*n_layer)
     dropout: float = 0.0
     bias: bool = True
     weight_tying: bool = False  # share the token embedding with the LM head
-    # Added after config format 1: experiments.config.ADDED_FIELDS keeps them out of the hash at these defaults.
+    # Added after config format 1: the run's hash leaves them out at these defaults (experiments.settings).
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     rope: bool = False  # rotary position embedding of q and k in every attention layer
     qk_norm: bool = False  # normalise each head's q and k (kind: `norm`) before the dot product
@@ -137,8 +137,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
                      enable_gqa: bool = False) -> torch.Tensor:
     """Fused causal attention (flash / memory-efficient kernels); scales by 1/sqrt(head size).
 
-    On CPU, PyTorch's fp32 flash kernel runs forward+backward 3-8x faster than its bf16 one (see
-    docs/benchmarks.md), so CPU attention runs in fp32 even under bf16 autocast; GPUs keep bf16.
+    On CPU, PyTorch's flash kernel is slower in bf16 than in fp32 at these shapes, so CPU attention runs
+    in fp32 even under bf16 autocast; GPUs keep bf16.
     `enable_gqa` lets k and v have fewer heads than q (each shared by n_head / n_kv_head queries).
     """
     if q.device.type == "cpu":
@@ -219,42 +219,63 @@ class MLP(nn.Module):
         return self.dropout(self.proj(self.act(self.fc(x))))
 
 
-# How a sub-layer f meets the residual stream x, by (norm placement, residual). No norm is pre with Identity.
-Wiring = Callable[[torch.Tensor, nn.Module, nn.Module], torch.Tensor]
-WIRING: dict[tuple[str, bool], Wiring] = {
-    ("pre", True): lambda x, norm, f: x + f(norm(x)),  # GPT-2, Llama: the residual stream itself is never normed
-    ("post", True): lambda x, norm, f: norm(x + f(x)),  # the original transformer
-    ("pre", False): lambda x, norm, f: f(norm(x)),
-    ("post", False): lambda x, norm, f: norm(f(x)),
-}
+class Nothing(nn.Module):
+    """An absent sub-layer inside a residual block: it adds nothing to the stream (x + 0 is x)."""
 
-
-def skip(x: torch.Tensor, norm: nn.Module, f: nn.Module) -> torch.Tensor:
-    """The wiring of an absent sub-layer: the stream passes unchanged."""
-    return x
+    def forward(self, x: torch.Tensor) -> int:
+        return 0
 
 
 class Block(nn.Module):
-    """A transformer block: communicate (attention), then compute (MLP).
+    """A transformer block: communicate (attention), then compute (MLP); pre-norm with residuals (GPT-2, Llama).
 
-    Pre-norm with residuals, it computes x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)). Other
-    placements and residual off choose another WIRING here, in __init__; forward is the same.
+    The other wirings are the subclasses below, one `forward` each; `make_block` picks one. A switched-off
+    sub-layer leaves the stream as it is: it is `Nothing` where a residual adds it, `nn.Identity` where none does
+    (and its norm is `nn.Identity` too), so every wiring keeps the same parameter names.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        wiring = WIRING["post" if cfg.layernorm == "post" else "pre", cfg.residual]
-        normed = cfg.layernorm != "none"
+        normed = cfg.norm_position != "none"
+        absent = Nothing if cfg.residual else nn.Identity
         self.ln_1 = make_norm(cfg, cfg.n_embd) if cfg.attention and normed else nn.Identity()
-        self.attn = CausalSelfAttention(cfg) if cfg.attention else nn.Identity()
+        self.attn = CausalSelfAttention(cfg) if cfg.attention else absent()
         self.ln_2 = make_norm(cfg, cfg.n_embd) if cfg.mlp and normed else nn.Identity()
-        self.mlp = MLP(cfg) if cfg.mlp else nn.Identity()
-        self.attn_wiring = wiring if cfg.attention else skip
-        self.mlp_wiring = wiring if cfg.mlp else skip
+        self.mlp = MLP(cfg) if cfg.mlp else absent()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attn_wiring(x, self.ln_1, self.attn)
-        return self.mlp_wiring(x, self.ln_2, self.mlp)
+        x = x + self.attn(self.ln_1(x))  # the residual stream itself is never normed
+        return x + self.mlp(self.ln_2(x))
+
+
+class PostNormBlock(Block):
+    """The original transformer's wiring: each sub-layer's sum with the stream is normed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_1(x + self.attn(x))
+        return self.ln_2(x + self.mlp(x))
+
+
+class PreNormPlainBlock(Block):
+    """Pre-norm without residuals: the ladder's rungs before `residual`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attn(self.ln_1(x))
+        return self.mlp(self.ln_2(x))
+
+
+class PostNormPlainBlock(Block):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_1(self.attn(x))
+        return self.ln_2(self.mlp(x))
+
+
+def make_block(cfg: ModelConfig) -> Block:
+    """The block of this wiring (where the norms sit, residual or not). No norm wires like pre with Identity norms."""
+    post = cfg.norm_position == "post"
+    if cfg.residual:
+        return PostNormBlock(cfg) if post else Block(cfg)
+    return PostNormPlainBlock(cfg) if post else PreNormPlainBlock(cfg)
 
 
 class GPT(nn.Module):
@@ -266,10 +287,10 @@ class GPT(nn.Module):
         self.add_positions = PositionEmbedding(cfg) if cfg.pos_emb else nn.Identity()
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         has_blocks = cfg.attention or cfg.mlp
-        self.blocks = nn.Sequential(*(Block(cfg) for _ in range(cfg.n_layer if has_blocks else 0)))
+        self.blocks = nn.Sequential(*(make_block(cfg) for _ in range(cfg.n_layer if has_blocks else 0)))
         # Pre-norm leaves the residual stream un-normalised, so GPT-2 adds one final norm;
         # post-norm already ends every sub-layer with one.
-        self.ln_f = make_norm(cfg, cfg.width) if cfg.layernorm == "pre" else nn.Identity()
+        self.ln_f = make_norm(cfg, cfg.width) if cfg.norm_position == "pre" else nn.Identity()
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if cfg.lm_head else nn.Identity()
         if cfg.weight_tying:
             self.lm_head.weight = self.wte.weight

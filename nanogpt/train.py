@@ -86,7 +86,7 @@ class Callback:
     def on_log(self, step: int, loss: float, lr: float) -> None:
         pass
 
-    def on_eval(self, metrics: dict[str, Any], checkpoint: Callable[[], dict[str, Any]]) -> None:
+    def on_eval(self, metrics: dict[str, Any], checkpoint_state: Callable[[], dict[str, Any]]) -> None:
         pass
 
 

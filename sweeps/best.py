@@ -44,7 +44,7 @@ def write(study: optuna.Study, sweep: Sweep, folder: Path) -> dict[str, Any]:
     if doc["best"]:
         config = folder / doc["best"]["run_id"] / store.CONFIG
         if config.exists():
-            doc["best"]["config"] = store.RunStore(folder.parent).read(config.parent).config
+            doc["best"]["config"] = store.read_run(config.parent).config
     folder.mkdir(parents=True, exist_ok=True)
     store.write_json(folder / BEST, doc)
     return doc

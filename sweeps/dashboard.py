@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import store
+from experiments import exits, store
 from experiments.cli import RESULTS_ENV, default_results
+from experiments.settings import ConfigError, check_name
 from sweeps import storage
 
 HOST = "127.0.0.1"  # the dashboard can edit studies: never serve it beyond this machine
@@ -30,27 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return exits.run_command(lambda: _serve(args), (ConfigError, storage.StorageError),
+                             "the dashboard stopped; the study is unchanged")
+
+
+def _serve(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
-    folder = store.RunStore(args.results or default_results()).experiment_dir(args.study)
+    folder = store.RunStore(args.results or default_results()).experiment_dir(check_name("study", args.study))
     spec = storage.choose(args.storage, folder)
     try:
         opened = storage.open_existing(spec)
     except FileNotFoundError as e:
-        print(f"error: {e}; run a sweep first (make sweep) or pass --storage", file=sys.stderr)
-        return 2
-    except storage.StorageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"optuna-dashboard for {storage.describe(spec)} at http://{HOST}:{args.port}/dashboard "
+        raise ConfigError(f"{e}; run a sweep first (make sweep) or pass --storage") from None
+    print(f"optuna-dashboard for {storage.display_name(spec)} at http://{HOST}:{args.port}/dashboard "
           "(Ctrl-C stops it)", file=sys.stderr, flush=True)
     try:
         run_server(opened, host=HOST, port=args.port)
-    except KeyboardInterrupt:
-        return 0
     except OSError as e:
-        print(f"error: cannot serve on {HOST}:{args.port} ({e.strerror}); pick another --port", file=sys.stderr)
-        return 2
+        raise exits.CommandFailed(f"cannot serve on {HOST}:{args.port} ({e.strerror}); pick another --port") from None
     return 0
 
 

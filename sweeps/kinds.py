@@ -1,7 +1,7 @@
 """The two kinds of study, and which run each of their trials trains.
 
 - `GridSweep`: an ablation grid, every (variant, seed) of some experiment definitions exactly once.
-  The runs come from `experiments.ablate.plan`, so the study reproduces `make ablate` (same run ids,
+  The runs come from `experiments.plan.plan`, so the study reproduces `make ablate` (same run ids,
   same manifest). Every point is enqueued up front and workers only take enqueued trials: a shared
   GridSampler would run about N-1 duplicates with N workers. No pruner: a pruned point is never rerun.
 - `SearchSweep`: TPE over a declared search space, pruned on the val loss reported at every eval.
@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments import ablate, manifest
+from experiments import manifest
 from experiments.config import RunConfig, resolve
-from experiments.runner import prepare
+from experiments.machine import Prepared, prepare
+from experiments.plan import plan
 from sweeps.space import SearchSpace, parse
 
 if TYPE_CHECKING:
     import optuna
+    import torch
 
     from nanogpt.data import Corpus
 
@@ -66,16 +68,16 @@ class GridSweep:
 
     def points(self, study: str, results: Path) -> list[tuple[dict[str, Any], str]]:
         """(params, run_id) of every grid point, in training order."""
-        plan, _ = ablate.plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
-        return [({"variant": c.variant, "seed": c.seed}, c.run_id) for c in plan.runs]
+        grid, _ = plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
+        return [({"variant": c.variant, "seed": c.seed}, c.run_id) for c in grid.runs]
 
     def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:
         return 0  # a grid only runs what was enqueued
 
     def bind(self, study: str, results: Path) -> BoundGrid:
-        plan, corpus = ablate.plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
-        manifest.write(plan.folder, plan.manifest)  # analysis reads the study like a `make ablate` folder
-        return BoundGrid(self, study, {(c.variant, c.seed): c for c in plan.runs}, corpus)
+        grid, corpus = plan(self.preset, self.seeds, self.experiments, results, study, self.overrides)
+        manifest.write(grid.folder, grid.manifest)  # analysis reads the study like a `make ablate` folder
+        return BoundGrid(self, study, {(c.variant, c.seed): c for c in grid.runs}, corpus, grid.device)
 
     def command(self, params: dict[str, Any]) -> str:
         return run_command(self.preset, params["variant"], params["seed"], self.overrides)
@@ -87,14 +89,16 @@ class BoundGrid:
     study: str
     runs: dict[tuple[str, int], RunConfig]
     corpus: Corpus  # loaded once by the plan, shared by every trial
+    device: torch.device  # resolved once by the plan
 
-    def config(self, trial: optuna.Trial) -> RunConfig:
+    def config(self, trial: optuna.Trial) -> Prepared:
         if "run_id" not in trial.user_attrs:
             raise NotAGridPoint(f"trial {trial.number} is not an enqueued grid point")
         variants = list(dict.fromkeys(variant for variant, _ in self.runs))
         variant = trial.suggest_categorical("variant", variants)
         seed = trial.suggest_categorical("seed", list(self.sweep.seeds))
-        return dataclasses.replace(self.runs[(variant, seed)], **_labels(self.study, trial.number))
+        cfg = dataclasses.replace(self.runs[(variant, seed)], **_labels(self.study, trial.number))
+        return Prepared(cfg, self.corpus, self.device)
 
 
 @dataclass(frozen=True)
@@ -135,12 +139,13 @@ class BoundSearch:
     study: str
     corpus: Corpus | None = None  # loaded by the first trial, reused by the rest
 
-    def config(self, trial: optuna.Trial) -> RunConfig:
+    def config(self, trial: optuna.Trial) -> Prepared:
         space = self.sweep.space
         params = space.suggest(trial)
         cfg = resolve(space.preset, space.variant, space.seed, space.set | params, **_labels(self.study, trial.number))
-        cfg, self.corpus = prepare(cfg, self.corpus)
-        return cfg
+        ready = prepare(cfg, self.corpus)
+        self.corpus = ready.corpus
+        return ready
 
 
 Sweep = GridSweep | SearchSweep

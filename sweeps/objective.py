@@ -38,12 +38,13 @@ class Objective:
 
         trial.set_user_attr("worker", self.worker)
         try:
-            cfg = self.bound.config(trial)
+            ready = self.bound.config(trial)
         except NotAGridPoint:
             self._record(trial, "skipped", "no grid point left: another worker took the last one")
             raise optuna.TrialPruned("no grid point left") from None
         except ConfigError as e:
             raise self._failed(trial, "invalid", str(e)) from None
+        cfg = ready.cfg
         trial.set_user_attr("run_id", cfg.run_id)
         reporter = TrialReporter(trial)
         # A resumed (or already finished) run: report what its folder holds, so the curve is whole.
@@ -51,7 +52,7 @@ class Objective:
                                          / store.METRICS)[0])
         try:
             summary = train_run(cfg, self.results, resume=True, callbacks=[reporter], quiet=self.quiet,
-                                prepared=(cfg, self.bound.corpus), wandb=self.wandb)
+                                prepared=ready, wandb=self.wandb)
         except USER_ERRORS as e:
             raise self._failed(trial, "failed", f"{type(e).__name__}: {e}") from None
         status, reason = summary["status"], summary.get("reason")

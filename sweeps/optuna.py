@@ -18,13 +18,14 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import cli, store
-from experiments.ablate import default_jobs
-from experiments.config import NAME_PATTERN, ConfigError, parse_assignments, with_flag
+from experiments import cli, exits, store
+from experiments.config import ConfigError, parse_assignments, with_flag
 from experiments.definitions import DefinitionError, get_experiment
+from experiments.machine import check_results, default_jobs
 from experiments.plan import default_preset
 from experiments.presets import PRESETS
-from experiments.runner import USER_ERRORS, check_results, disk_error
+from experiments.runner import USER_ERRORS
+from experiments.settings import check_name
 from sweeps import best, kinds, space, storage, study
 from sweeps.objective import Objective
 from sweeps.worker import work
@@ -104,7 +105,7 @@ def create(args: argparse.Namespace, spec: str, results: Path) -> None:
     sweep = sweep_from_args(args)
     points = sweep.points(args.study, results)  # a grid plans (and so validates) every run before any storage
     made, enqueued = study.create(storage.open_storage(spec), args.study, sweep, points)
-    print(f"study '{args.study}' ({sweep.kind}) in {storage.describe(spec)}: {len(made.trials)} trials, "
+    print(f"study '{args.study}' ({sweep.kind}) in {storage.display_name(spec)}: {len(made.trials)} trials, "
           f"{enqueued} enqueued now", file=sys.stderr, flush=True)
 
 
@@ -151,39 +152,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
-    results = args.results or cli.default_results()
-    spec = args.storage or ""
-    try:
-        if not NAME_PATTERN.match(args.study):
-            raise ConfigError(f"study '{args.study}' must be letters, digits, '_', '-', '.' (it names a folder)")
-        check_results(results)
-        folder = store.RunStore(results).experiment_dir(args.study)
-        spec = storage.choose(args.storage, folder)
-        storage.check(spec, folder)
-        if args.command == "create":
-            create(args, spec, results)
-        elif args.command == "worker":
-            worker(args, spec, results, folder)
-        else:
-            return run(args, spec, results)
-    except EXPECTED_ERRORS as e:
-        print(f"error: {storage.redact(str(e), spec)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume; interrupted trials continue from their "
-              "checkpoints", file=sys.stderr)
-        return 130
-    except OSError as e:  # a full disk or read-only results folder: the trial is requeued when the sweep reruns
-        print(f"error: {disk_error(e)}", file=sys.stderr)
-        return 1
-    except Exception as e:
-        import sqlalchemy.exc
+    spec = [args.storage or ""]  # known once chosen: every message is redacted with it
+    # An OSError (a full disk, a read-only results folder) ends with exit 1: the trial is requeued on a rerun.
+    return exits.run_command(lambda: _sweep(args, spec), EXPECTED_ERRORS,
+                             "run the same command again to resume; interrupted trials continue from their "
+                             "checkpoints", lambda text: storage.redact(text, spec[0]))
 
-        if isinstance(e, sqlalchemy.exc.SQLAlchemyError):  # the database went away mid-study
-            print(f"error: storage {storage.describe(spec)}: {storage.redact(str(e).splitlines()[0], spec)}",
-                  file=sys.stderr)
-            return 1
-        raise
+
+def _sweep(args: argparse.Namespace, spec: list[str]) -> int:
+    import sqlalchemy.exc
+
+    results = args.results or cli.default_results()
+    check_name("study", args.study)
+    check_results(results)
+    folder = store.RunStore(results).experiment_dir(args.study)
+    spec[0] = storage.choose(args.storage, folder)
+    storage.check(spec[0], folder)
+    try:
+        if args.command == "create":
+            create(args, spec[0], results)
+        elif args.command == "worker":
+            worker(args, spec[0], results, folder)
+        else:
+            return run(args, spec[0], results)
+    except sqlalchemy.exc.SQLAlchemyError as e:  # the database went away mid-study
+        raise exits.CommandFailed(f"storage {storage.display_name(spec[0])}: {str(e).splitlines()[0]}") from None
     return 0
 
 

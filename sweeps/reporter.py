@@ -32,7 +32,7 @@ class TrialReporter(Callback):
             self.trial.report(val, step)
             self.reported.add(step)
 
-    def on_eval(self, metrics: dict[str, Any], checkpoint: Callable[[], dict[str, Any]]) -> None:
+    def on_eval(self, metrics: dict[str, Any], checkpoint_state: Callable[[], dict[str, Any]]) -> None:
         step, val = metrics["step"], metrics["val_loss"]
         self._report(metrics)
         if math.isfinite(val) and self.trial.should_prune():

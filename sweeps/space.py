@@ -9,7 +9,7 @@
     params:                          # one trial.suggest_* each
       lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
       n_layer: {type: int, low: 1, high: 4}
-      layernorm: {type: categorical, choices: [pre, post]}              # ...or searched
+      norm_position: {type: categorical, choices: [pre, post]}              # ...or searched
 
 Validated once, here, with messages that name the file and the parameter. A combination that no
 single value reveals (n_embd not divisible by n_head) is caught per trial and recorded as invalid.
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from experiments.config import SETTINGS, ConfigError, base_model, find_variant, fixed_settings, parse_setting, resolve
+from experiments.config import SETTINGS, ConfigError, base_model, find_variant, owned_settings, parse_setting, resolve
+from experiments.settings import canonical
 
 if TYPE_CHECKING:
     import optuna
@@ -107,8 +108,9 @@ def parse(raw: Any, source: str) -> SearchSpace:
     fixed = raw.get("set") or {}
     if not isinstance(fixed, dict):
         raise SpaceError(f"{source}: 'set' must be a mapping of fixed settings")
+    # Names stay as written (an Optuna study knows its params by them); each is compared by its name now.
     params = {name: _param(name, p, f"{source}: param '{name}'") for name, p in raw["params"].items()}
-    both = sorted(set(params) & set(fixed))
+    both = sorted(name for name in params if canonical(name) in set(map(canonical, fixed)))
     if both:
         raise SpaceError(f"{source}: {', '.join(both)} both searched and fixed in 'set'; keep one")
     space = SearchSpace(preset=str(raw.get("preset", "tutorial")), params=params,
@@ -127,7 +129,7 @@ def parse(raw: Any, source: str) -> SearchSpace:
 
 
 def _param(name: str, p: Any, where: str) -> dict[str, Any]:
-    if name not in SETTINGS or name in NOT_HYPERPARAMETERS:
+    if canonical(name) not in SETTINGS or canonical(name) in NOT_HYPERPARAMETERS:
         raise SpaceError(f"{where}: not a model or training setting; see python -m experiments.run --list-settings")
     kind = p.get("type") if isinstance(p, dict) else None
     if kind not in PARAM_KEYS:
@@ -135,7 +137,7 @@ def _param(name: str, p: Any, where: str) -> dict[str, Any]:
     extra = sorted(set(p) - PARAM_KEYS[kind] - {"type"})
     if extra:
         raise SpaceError(f"{where}: unknown key(s) {', '.join(extra)} for type {kind}")
-    hint = SETTINGS[name]
+    hint = SETTINGS[canonical(name)]
     if kind == "categorical":
         choices = p.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -190,9 +192,9 @@ def _check_searchable(space: SearchSpace, source: str) -> None:
     valid model with no choice of the other parameters (a head count that divides no width)."""
     base = base_model(space.preset, space.set)
     experiment, variant = find_variant(space.preset, space.variant, base)
-    fixed = fixed_settings(space.preset, experiment, variant)
+    fixed = owned_settings(space.preset, experiment, variant)
     for name in space.params:
-        if name in fixed:
+        if canonical(name) in fixed:
             raise SpaceError(f"{source}: param '{name}': variant {space.variant} sets {name} itself, so searching "
                              "it changes nothing; drop it or choose another variant")
     # Floats last: they vary fastest, so both ends of every range are tried even when the product is cut.

@@ -82,7 +82,7 @@ def local_file(spec: str) -> Path | None:
     return None if is_url(spec) else Path(spec)
 
 
-def describe(spec: str) -> str:
+def display_name(spec: str) -> str:
     """A printable name for the storage: the URL without its password, or the journal path."""
     return redact(spec, spec) if is_url(spec) else f"journal file {spec}"
 
@@ -117,7 +117,7 @@ def open_storage(spec: str, heartbeat: Heartbeat | None = None) -> BaseStorage:
         return rdb
     except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors have many types; all mean "cannot open"
         raise StorageError(
-            f"cannot open the study storage {describe(spec)}: {redact(str(e).splitlines()[0], spec)}. "
+            f"cannot open the study storage {display_name(spec)}: {redact(str(e).splitlines()[0], spec)}. "
             "Check the URL (sqlite:///FILE, postgresql://USER@HOST:PORT/DB) or give a journal file path"
         ) from None
 
@@ -136,11 +136,11 @@ def check(spec: str, study_dir: Path) -> None:
     elsewhere: an in-memory SQLite database, or a file in a folder that does not exist."""
     if spec.startswith("sqlite:") and (spec.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://")
                                        or ":memory:" in spec or "mode=memory" in spec):
-        raise StorageError(f"{describe(spec)} is an in-memory database: the study would vanish with its process; "
+        raise StorageError(f"{display_name(spec)} is an in-memory database: the study would vanish with its process; "
                            f"give a file, e.g. {default_storage(study_dir)}")
     local = local_file(spec)
     if local is not None and local.parent.resolve() != study_dir.resolve() and not local.parent.is_dir():
-        raise StorageError(f"storage {describe(spec)}: folder {local.parent} does not exist; create it first, "
+        raise StorageError(f"storage {display_name(spec)}: folder {local.parent} does not exist; create it first, "
                            "or leave --storage out to use the study's own file")
 
 

@@ -31,7 +31,8 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
     import optuna
 
     from experiments.config import ConfigError, resolve
-    from experiments.runner import prepare, train_run
+    from experiments.machine import prepare
+    from experiments.runner import train_run
     from sweeps.reporter import TrialReporter
 
     folder = tmp_path_factory.mktemp("sweep")
@@ -45,9 +46,10 @@ def sweep(tmp_path_factory) -> tuple[Path, str]:
                      "n_head": trial.suggest_categorical("n_head", [1, 2, 3]), "max_iters": 30}
         cfg = resolve("smoke", "full", 0, overrides, experiment=STUDY, trial=trial.number, study=STUDY,
                       job_type="sweep")
-        cfg, corpus[0] = prepare(cfg, corpus[0])  # the corpus is loaded once
+        ready = prepare(cfg, corpus[0])
+        cfg, corpus[0] = ready.cfg, ready.corpus  # the corpus is loaded once
         trial.set_user_attr("run_id", cfg.run_id)
-        summary = train_run(cfg, results, callbacks=[TrialReporter(trial)], quiet=True, prepared=(cfg, corpus[0]))
+        summary = train_run(cfg, results, callbacks=[TrialReporter(trial)], quiet=True, prepared=ready)
         if summary["status"] == "pruned":
             raise optuna.TrialPruned(summary["reason"])
         return summary["final_val_loss"]
@@ -71,11 +73,11 @@ def mirror_offline(run_dirs: list[Path]) -> None:
     import wandb
 
     from experiments.config import RunConfig
-    from experiments.store import RunStore
+    from experiments.store import read_run
     from experiments.wandb_mirror import WandbMirror, WandbSettings
 
     for run_dir in run_dirs:
-        run = RunStore(run_dir.parent.parent).read(run_dir)
+        run = read_run(run_dir)
         mirror = WandbMirror.start(WandbSettings("offline"), run_dir, RunConfig.from_flat(run.config))
-        mirror.finish(run.summary, run.samples or None)
+        mirror.close(run.summary, run.samples or None)
     wandb.teardown()  # stop wandb's service process: no test leaves one running

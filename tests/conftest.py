@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from experiments import PROJECT_ROOT as ROOT
+
 pytest_plugins = ["tests.reliability_report", "tests.analysis_fixtures"]
 
-ROOT = Path(__file__).resolve().parent.parent
 # The local copy tests read (never a download): $NANOGPT_TINYSHAKESPEARE, else ../shared beside the checkout.
 SHAKESPEARE = Path(
     os.environ.get("NANOGPT_TINYSHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt")

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from experiments import ablate, manifest, store
+from experiments.plan import plan
 from tests.conftest import ROOT, run_module
 from tests.wandb_records import history, of_type, records
 
@@ -30,7 +31,7 @@ def final_losses(folder: Path) -> dict[str, list[tuple]]:
 
 
 def test_plan_lists_every_rung_and_seed_and_trains_shared_configs_once(tmp_path, tiny_corpus):
-    p, _ = ablate.plan("smoke", range(2), ["ladder", "leave_one_out"], tmp_path, overrides={"data": str(tiny_corpus)})
+    p, _ = plan("smoke", range(2), ["ladder", "leave_one_out"], tmp_path, overrides={"data": str(tiny_corpus)})
     ladder, loo = p.manifest["experiments"]
     assert [v["name"] for v in ladder["variants"]] == [
         "bigram", "embeddings", "single_head", "multi_head", "mlp", "stacked", "residual", "layernorm", "full"]

@@ -9,8 +9,8 @@ import pytest
 from experiments import ablate
 from experiments.config import parse_assignments, resolve
 from experiments.definitions import experiments
+from experiments.machine import prepare
 from experiments.plan import plan
-from experiments.runner import prepare
 from experiments.settings import MODEL_AND_TRAIN, ConfigError, coerce
 
 # Hashes recorded before the config path was rebuilt: existing run folders must keep their names.
@@ -22,7 +22,7 @@ PINNED = [("tutorial", "full", "4aac79c56b71d7e6922a5a0294f296864fc51d295575ad4b
 
 @pytest.mark.parametrize(("preset", "variant", "expected"), PINNED)
 def test_existing_configs_keep_their_hashes(shakespeare, preset, variant, expected):
-    cfg, _ = prepare(resolve(preset, variant, 2))  # the default corpus: the local copy of Tiny Shakespeare
+    cfg = prepare(resolve(preset, variant, 2)).cfg  # the default corpus: the local copy of Tiny Shakespeare
     assert cfg.hash == expected
 
 
@@ -31,7 +31,7 @@ def test_existing_configs_keep_their_hashes(shakespeare, preset, variant, expect
     ("lr", ("3e-4", 3e-4, "0.0003"), 3e-4),
     ("batch_size", (32, 32.0, "32", "32.0"), 32),
     ("mlp", (True, "true", "on", "1", 1), True),
-    ("layernorm", ("post", " post"), "post"),
+    ("norm_position", ("post", " post"), "post"),
 ])
 def test_every_spelling_of_a_value_is_one_canonical_value(key, values, canonical):
     parsed = [coerce(key, v, MODEL_AND_TRAIN[key]) for v in values]
@@ -39,7 +39,7 @@ def test_every_spelling_of_a_value_is_one_canonical_value(key, values, canonical
 
 
 @pytest.mark.parametrize(("key", "value"), [("dropout", "x"), ("batch_size", 32.5), ("batch_size", True),
-                                            ("mlp", 2), ("lr", float("inf")), ("layernorm", "sideways"),
+                                            ("mlp", 2), ("lr", float("inf")), ("norm_position", "sideways"),
                                             ("n_layer", None), ("lr", [1])])
 def test_a_value_that_cannot_be_the_settings_type_is_refused_by_name(key, value):
     with pytest.raises(ConfigError, match=rf"^{key}="):
@@ -92,7 +92,7 @@ def test_a_yaml_definition_plans_the_hashes_of_its_command_line_twin(user_defini
     from_yaml = next(c for c in p.runs if c.variant == "yaml_typed")
     typed = parse_assignments(["lr=3e-4", "dropout=0", "batch_size=32"])
     from_cli = resolve("tutorial", "ladder/full", 0, typed | data, experiment="tutorial")
-    assert from_yaml.hash == prepare(from_cli)[0].hash
+    assert from_yaml.hash == prepare(from_cli).cfg.hash
     [entry] = p.manifest["experiments"]
     assert entry["variants"][0]["component"] == "training"
 

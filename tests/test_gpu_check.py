@@ -102,8 +102,8 @@ def test_what_the_gpu_check_runs_imports_nothing_the_check_machine_lacks(tmp_pat
     assert probe.returncode != 0 and "absent on the GPU check machine" in probe.stderr  # the blocker works
     imports = run_module("benchmarks.gpu_check", "--dry-run", env=env)
     assert imports.returncode == 0, imports.stderr
-    code = ("import experiments.run, experiments.ablate, experiments.runner, experiments.recorder, experiments.bench, "
-            "experiments.placement, benchmarks.gpu_check")
+    code = ("import experiments.run, experiments.ablate, experiments.runner, experiments.recorder, "
+            "experiments.machine, benchmarks.train_speed, experiments.placement, benchmarks.gpu_check")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **env}).returncode == 0
     ablate = run_module("experiments.ablate", "--preset", "smoke", "--seeds", "1", "--experiments", "ladder",

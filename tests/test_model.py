@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from experiments.config import ADDED_FIELDS, resolve, with_corpus
+from experiments.config import resolve, with_corpus
 from experiments.definitions import Experiment, get_experiment
 from experiments.presets import PRESETS
+from experiments.settings import FORMAT_1_HASHED, LABELS, REGISTRY
 from nanogpt.checkpoint import CheckpointError, load
 from nanogpt.data import TINY_SHAKESPEARE_SHA256
 from nanogpt.model import GPT, MLP, CausalSelfAttention, ModelConfig, Rotary
@@ -54,8 +55,8 @@ def test_all_switches_on_matches_plain_pre_ln_gpt():
     [
         (dict(attention=False), L * (2 * C + 4 * C * C + 4 * C)),
         (dict(mlp=False), L * (2 * C + 8 * C * C + 5 * C)),
-        (dict(layernorm="none"), L * 4 * C + 2 * C),
-        (dict(layernorm="post"), 2 * C),  # post-LN keeps the per-sub-layer norms, drops the final one
+        (dict(norm_position="none"), L * 4 * C + 2 * C),
+        (dict(norm_position="post"), 2 * C),  # post-LN keeps the per-sub-layer norms, drops the final one
         (dict(pos_emb=False), T * C),
         (dict(weight_tying=True), V * C),
         (dict(residual=False), 0),
@@ -69,7 +70,7 @@ def test_each_switch_removes_exactly_its_parameters(change, removed):
 
 
 def test_switched_off_components_are_not_built():
-    model = GPT(dataclasses.replace(TUTORIAL, attention=False, mlp=False, layernorm="none", pos_emb=False))
+    model = GPT(dataclasses.replace(TUTORIAL, attention=False, mlp=False, norm_position="none", pos_emb=False))
     kinds = {type(m) for m in model.modules()}
     assert CausalSelfAttention not in kinds and MLP not in kinds and torch.nn.LayerNorm not in kinds
     assert len(model.blocks) == 0 and isinstance(model.add_positions, torch.nn.Identity)
@@ -86,7 +87,7 @@ def test_residual_and_layernorm_placement_change_the_function():
     torch.manual_seed(0)
     idx = torch.randint(0, V, (2, T))
     outputs = []
-    for change in (dict(), dict(residual=False), dict(layernorm="post"), dict(layernorm="none")):
+    for change in (dict(), dict(residual=False), dict(norm_position="post"), dict(norm_position="none")):
         torch.manual_seed(0)
         outputs.append(GPT(dataclasses.replace(TUTORIAL, **change))(idx)[0])
     for i in range(len(outputs)):
@@ -139,7 +140,7 @@ def test_ladder_adds_one_component_per_rung_and_ends_at_the_full_model():
         fields = dataclasses.fields(ModelConfig)
         changed = {f.name for f in fields if getattr(before, f.name) != getattr(after, f.name)}
         assert changed and changed <= {"lm_head", "pos_emb", "attention", "n_head", "mlp", "n_layer", "residual",
-                                       "layernorm", "init", "dropout", "weight_tying"}
+                                       "norm_position", "init", "dropout", "weight_tying"}
     assert configs[-1] == TUTORIAL
     sizes = [GPT(c).num_params() for c in configs]
     assert sizes[0] == 4225 and sizes[-1] == GPT(TUTORIAL).num_params()
@@ -156,7 +157,7 @@ def test_generate_respects_length_vocab_and_top_k():
 @pytest.mark.parametrize(
     ("change", "message"),
     [(dict(n_embd=30, n_head=4), "divisible"), (dict(dropout=1.0), "dropout"),
-     (dict(lm_head=False), "lm_head"), (dict(layernorm="both"), "layernorm")],
+     (dict(lm_head=False), "lm_head"), (dict(norm_position="both"), "norm_position")],
 )
 def test_impossible_configs_are_refused_with_a_reason(change, message):
     with pytest.raises(ValueError, match=message):
@@ -285,7 +286,7 @@ def test_parameter_names_do_not_depend_on_unrelated_switches():
 
     pre = names()
     assert "blocks.0.attn.qkv.weight" in pre and "blocks.2.mlp.fc.weight" in pre and "blocks.1.ln_2.weight" in pre
-    for change in (dict(layernorm="post"), dict(residual=False), dict(rope=True), dict(n_kv_head=2),
+    for change in (dict(norm_position="post"), dict(residual=False), dict(rope=True), dict(n_kv_head=2),
                    dict(activation="swiglu"), dict(scaled_residual_init=True)):
         assert names(**change) == pre, change
 
@@ -312,8 +313,10 @@ def test_configs_from_before_the_modern_switches_keep_their_hash(preset, variant
 
 
 def test_added_settings_are_left_out_of_the_hash_only_at_their_neutral_value():
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    assert all(defaults[name] == neutral for name, neutral in ADDED_FIELDS.items())
+    added = {s.name for s in REGISTRY.values() if not s.label and s.hash_key not in FORMAT_1_HASHED}
+    assert added == {"norm", "rope", "qk_norm", "n_kv_head"}
+    assert {"experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type",
+                      "tags", "dtype_reason"} == LABELS
     base = resolve("tutorial")
     assert resolve("tutorial", overrides={"rope": True}).hash != base.hash
     assert resolve("tutorial", overrides={"n_kv_head": 0}).hash == base.hash

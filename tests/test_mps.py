@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from experiments import runner
+from experiments import machine
 from experiments.config import ConfigError
 from experiments.run import main
 from nanogpt import precision, train
@@ -65,19 +65,19 @@ def test_cpu_peak_memory_reads_ru_maxrss_in_the_platforms_unit(monkeypatch, plat
 
 def test_mps_memory_limit_is_what_metal_recommends(monkeypatch):
     monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: 16 * 2**30)
-    assert runner._memory(torch.device("mps")) == 16 * 2**30
+    assert machine._memory(torch.device("mps")) == 16 * 2**30
 
 
 def test_device_mps_is_taken_where_mps_is_there_and_auto_stays_on_the_cpu(mps, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert runner.pick_device("mps") == torch.device("mps")
-    assert runner.pick_device("auto") == torch.device("cpu")  # not measured to pay on a Mac yet (docs/gpu.md)
+    assert machine.resolve_device("mps") == torch.device("mps")
+    assert machine.resolve_device("auto") == torch.device("cpu")  # not measured to pay on a Mac yet (docs/gpu.md)
 
 
 def test_device_mps_without_mps_says_what_to_use(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="MPS is not available; use --device cpu"):
-        runner.pick_device("mps")
+        machine.resolve_device("mps")
 
 
 def test_auto_dtype_on_mps_is_float32_and_float16_is_not_called_emulated():
@@ -91,4 +91,4 @@ def test_help_and_errors_list_mps(capsys):
         main(["--help"])
     assert "mps (Apple Silicon GPU)" in " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     with pytest.raises(ConfigError, match="use auto, cpu, cuda, cuda:N or mps"):
-        runner.pick_device("tpu")
+        machine.resolve_device("tpu")

@@ -9,7 +9,8 @@ import torch
 
 from experiments import config
 from experiments.config import resolve, with_device
-from experiments.runner import prepare, train_run
+from experiments.machine import prepare
+from experiments.runner import train_run
 from nanogpt import precision
 
 CPU = torch.device("cpu")
@@ -48,7 +49,7 @@ def test_auto_picks_what_this_machine_computes_natively_and_says_why():
 
 
 def test_the_cpu_preset_trains_in_the_dtype_auto_resolves_to_here():
-    cfg, _ = prepare(resolve("cpu"))
+    cfg = prepare(resolve("cpu")).cfg
     assert cfg.train.dtype == precision.choose("auto", CPU).dtype != "auto"
 
 

@@ -93,7 +93,7 @@ def test_torn_metrics_line_and_half_written_checkpoint_are_recovered(tmp_path, t
     with (run_dir / store.METRICS).open("a") as f:
         f.write('{"step": 999, "train_lo')  # what a kill in the middle of a write leaves
     (run_dir / f".{store.CHECKPOINT}.x1y2z3").write_bytes(b"PK\x03\x04 half a zip")
-    record = store.RunStore(tmp_path).read(run_dir)
+    record = store.read_run(run_dir)
     assert record.status == "running" and len(record.problems) == 1 and "torn last line" in record.problems[0]
 
     out = run_module("experiments.run", *ARGS, "--data", tiny_corpus, "--results", tmp_path, "--resume")

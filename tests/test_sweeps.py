@@ -124,9 +124,8 @@ def test_two_postgres_workers_run_every_grid_point_once(pg_grid, tiny_corpus):
                        {"max_iters": 40, "eval_interval": 10, "data": str(tiny_corpus)})
     assert {t.user_attrs["run_id"] for t in study.trials} == {c.run_id for c in expected.runs}
     assert manifest.read(results / "ladder-pg")["experiments"] == expected.manifest["experiments"]
-    runs = store.RunStore(results)
     for trial in study.trials:
-        run = runs.read(results / "ladder-pg" / trial.user_attrs["run_id"])
+        run = store.read_run(results / "ladder-pg" / trial.user_attrs["run_id"])
         assert run.status == "completed" and run.summary["final_val_loss"] == pytest.approx(trial.value)
         assert (run.config["study"], run.config["trial"]) == ("ladder-pg", trial.number)
         assert (run.config["group"], run.config["job_type"]) == ("ladder-pg", "sweep")
@@ -214,7 +213,7 @@ def test_sigkilled_worker_trial_is_retried_and_resumed(postgres, tiny_corpus, ti
     run_id = trials[killed].user_attrs["run_id"]
     (retry,) = [t for t in trials if t.user_attrs.get("run_id") == run_id and t.state == TrialState.COMPLETE]
     assert retry.user_attrs["worker"] == f"{HOST}:{survivor.pid}"
-    run = store.RunStore(tmp_path).read(tmp_path / "kill" / run_id)
+    run = store.read_run(tmp_path / "kill" / run_id)
     assert run.status == "completed" and run.summary["resumes"] == 1 and run.summary["resumed_from_step"] > 0
     assert [m["step"] for m in run.metrics] == list(range(0, max_iters + 1, every))  # no gap, no repeat
     assert sorted(retry.intermediate_values) == list(range(0, max_iters + 1, every))  # reports carried over
@@ -273,13 +272,13 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_
         worker.kill()
     run_id = study.trials[stopped].user_attrs["run_id"]
     assert study.trials[stopped].state == TrialState.FAIL and "outcome" not in study.trials[stopped].user_attrs
-    assert store.RunStore(tmp_path).read(tmp_path / "stop" / run_id).summary["reason"] == "interrupted"
+    assert store.read_run(tmp_path / "stop" / run_id).summary["reason"] == "interrupted"
     capsys.readouterr()
     assert sweeps_cli.main(["create", *args, "--grid", tiny_grid, "--seeds", "1", *smoke(tiny_corpus, 2000, 100)]) == 0
     assert "1 enqueued now" in capsys.readouterr().err
     assert sweeps_cli.main(["worker", *args, "--threads", "1", "--quiet"]) == 0
     assert_grid_done_once(load(journal, "stop"), points=3)
-    run = store.RunStore(tmp_path).read(tmp_path / "stop" / run_id)
+    run = store.read_run(tmp_path / "stop" / run_id)
     assert run.status == "completed" and run.summary["resumes"] == 1 and run.summary["resumed_from_step"] >= 100
 
 
@@ -297,7 +296,7 @@ def test_every_trial_is_mirrored_to_wandb_under_the_study(tiny_corpus, tiny_grid
         assert (header["project"], header["run_group"], header["job_type"]) == ("sweep-test", "mirrored", "sweep")
         config = header["config"]["update"]
         assert (config["study"], config["trial"], config["run_id"]) == ("mirrored", trial.number, run_dir.name)
-        assert history(recs) == store.RunStore(tmp_path).read(run_dir).metrics
+        assert history(recs) == store.read_run(run_dir).metrics
 
 
 SEARCH_SPACE = """\
@@ -326,12 +325,11 @@ def test_search_on_a_journal_file_prunes_a_tiny_lr_and_records_divergence(tiny_c
     assert sweeps_cli.main(["worker", *common, "--quiet", "--threads", "1"]) == 0
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED, TrialState.FAIL]
-    runs = store.RunStore(tmp_path)
-    pruned = runs.read(tmp_path / "search" / trials[3].user_attrs["run_id"])
+    pruned = store.read_run(tmp_path / "search" / trials[3].user_attrs["run_id"])
     assert pruned.status == "pruned" and "MedianPruner" in pruned.summary["reason"]
     assert pruned.metrics[-1]["step"] < 60 and pruned.summary["step"] < 60  # stopped before its last step
     assert trials[3].user_attrs["outcome"] == "pruned"
-    diverged = runs.read(tmp_path / "search" / trials[4].user_attrs["run_id"])
+    diverged = store.read_run(tmp_path / "search" / trials[4].user_attrs["run_id"])
     assert diverged.status == "diverged" and trials[4].user_attrs["outcome"] == "diverged"
     assert trials[4].user_attrs["reason"] == diverged.summary["reason"] and "non-finite" in diverged.summary["reason"]
     top = json.loads((tmp_path / "search" / best.BEST).read_text())

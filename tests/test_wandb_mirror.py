@@ -21,7 +21,7 @@ import pytest
 from experiments.config import resolve
 from experiments.run import build_parser, main
 from experiments.runner import train_run
-from experiments.store import RunStore
+from experiments.store import read_run
 from experiments.wandb_mirror import STATE, WandbSettings, resolve_mode
 from nanogpt.train import Callback
 from tests.conftest import ROOT, run_module
@@ -119,7 +119,7 @@ def closed_port() -> int:
 def test_offline_mirror_matches_the_run_store(tmp_path, tiny_corpus, group):
     cfg = smoke(tiny_corpus, experiment="ladder", job_type="ladder", group=group, tags=("nightly",))
     summary = train_run(cfg, tmp_path, quiet=True, wandb=WandbSettings("offline", project="ablation-tests"))
-    run = RunStore(tmp_path).read(tmp_path / "ladder" / summary["run_id"])
+    run = read_run(tmp_path / "ladder" / summary["run_id"])
     state = json.loads((run.path / "wandb" / STATE).read_text())
     (fragment,) = fragments(run.path)
     assert fragment.name.endswith(f"-{state['id']}")
@@ -154,7 +154,7 @@ class Explode(Callback):
 def test_failed_training_finishes_the_wandb_run_with_an_error(tmp_path, tiny_corpus):
     with pytest.raises(RuntimeError, match="boom"):
         train_run(smoke(tiny_corpus), tmp_path, quiet=True, callbacks=[Explode()], wandb=WandbSettings("offline"))
-    run = RunStore(tmp_path).read(only_run_dir(tmp_path))
+    run = read_run(only_run_dir(tmp_path))
     wb = json.loads(leet("--summary", "--json", run.path / "wandb"))
     assert wb["state"] == "failed" and wb["exit_code"] == 1
     assert (wb["summary"]["status"], wb["summary"]["reason"]) == ("failed", "RuntimeError: boom")
@@ -172,7 +172,7 @@ def test_sigkilled_run_resumes_the_same_wandb_run(tmp_path, tiny_corpus):
     assert resumed.returncode == 0, resumed.stderr
     assert WARNING not in resumed.stderr
 
-    run = RunStore(tmp_path).read(only_run_dir(tmp_path))
+    run = read_run(only_run_dir(tmp_path))
     assert run.summary["status"] == "completed" and run.summary["resumes"] == 1
     state = json.loads((run.path / "wandb" / STATE).read_text())
     killed, resumed_frag = fragments(run.path)
@@ -202,7 +202,7 @@ def test_wandb_failure_to_start_never_stops_training(tmp_path, tiny_corpus, monk
     out = run_module("experiments.run", *cli_args(tiny_corpus, tmp_path, "--wandb", mode), env=env)
     assert out.returncode == 0, out.stderr
     assert out.stderr.count(WARNING) == 1 and "Traceback" not in out.stderr, out.stderr
-    run = RunStore(tmp_path).read(only_run_dir(tmp_path))
+    run = read_run(only_run_dir(tmp_path))
     assert run.summary["status"] == "completed" and [m["step"] for m in run.metrics] == [0, 10, 20]
     assert run.samples
 
@@ -217,7 +217,7 @@ def test_wandb_service_killed_mid_run_never_stops_training(tmp_path, tiny_corpus
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert stderr.count(WARNING) == 1 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
-    run = RunStore(tmp_path).read(only_run_dir(tmp_path))
+    run = read_run(only_run_dir(tmp_path))
     assert run.summary["status"] == "completed" and [m["step"] for m in run.metrics] == list(range(0, 601, 100))
     assert run.samples
     mirrored = history(records(run.path / "wandb"))  # what reached W&B before the kill is still readable
@@ -240,7 +240,7 @@ def test_cli_with_wandb_off_never_imports_wandb(tmp_path, tiny_corpus):
             "assert rc == 0, rc; assert 'wandb' not in sys.modules, 'wandb was imported'")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert RunStore(tmp_path).read(only_run_dir(tmp_path)).summary["status"] == "completed"
+    assert read_run(only_run_dir(tmp_path)).summary["status"] == "completed"
 
 
 def test_auto_mode_resolution(monkeypatch):

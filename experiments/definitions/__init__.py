@@ -23,7 +23,7 @@ import yaml
 
 from experiments.definitions.yaml_lines import DuplicateKeyError, line_of, load, one_line
 from experiments.presets import PRESETS
-from experiments.settings import MODEL_AND_TRAIN, NAME_PATTERN, ConfigError, coerce
+from experiments.settings import MODEL_AND_TRAIN, ConfigError, canonical, check_name, coerce
 
 HERE = Path(__file__).parent
 USER_DIR_ENV = "NANOGPT_EXPERIMENTS"
@@ -89,10 +89,7 @@ def _text(raw: dict, key: str, path: Path, default: str | None = None) -> str | 
 
 def _name(raw: dict, path: Path, default: str | None = None) -> str:
     """An experiment's or a variant's name: it names run folders, so no paths."""
-    name = _text(raw, "name", path, default)
-    if not NAME_PATTERN.match(name or ""):
-        raise DefinitionError(f"{path}{line_of(raw, 'name')}: name '{name}' must be letters, digits, '_', '-', '.'")
-    return name
+    return check_name(f"{path}{line_of(raw, 'name')}: name", _text(raw, "name", path, default), DefinitionError)
 
 
 def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
@@ -101,10 +98,10 @@ def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
     out = {}
     for key, value in raw.items():
         at = f"{path}{line_of(raw, key)}: variant '{variant}'"
-        if key not in MODEL_AND_TRAIN:
+        if canonical(key) not in MODEL_AND_TRAIN:
             raise DefinitionError(f"{at}: unknown setting '{key}'; see python -m experiments.run --list-settings")
         try:
-            out[key] = value if value == PRESET_REF else coerce(key, value, MODEL_AND_TRAIN[key])
+            out[canonical(key)] = value if value == PRESET_REF else coerce(key, value, MODEL_AND_TRAIN[canonical(key)])
         except ConfigError as e:
             raise DefinitionError(f"{at}: {e}") from None
     return out
@@ -118,6 +115,7 @@ def _variant(item: Any, path: Path, number: int, line: str) -> Variant:
         raise DefinitionError(f"{path}{line_of(item, unknown[0])}: variant '{item['name']}': unknown key "
                               f"'{unknown[0]}'; allowed: {', '.join(VARIANT_KEYS)}")
     only_if = _text(item, "only_if", path)
+    only_if = None if only_if is None else canonical(only_if)
     if only_if is not None and only_if not in MODEL_AND_TRAIN:
         raise DefinitionError(f"{path}{line_of(item, 'only_if')}: variant '{item['name']}': only_if names "
                               f"unknown setting '{only_if}'; use a setting from --list-settings")

@@ -1,6 +1,6 @@
 """A/B speed inside one process: two `Trainer`s take turns, `chunk` training steps each.
 
-Process-level alternation (`experiments.bench --compare`) sees a machine whose load changes
+Process-level alternation (`benchmarks.train_speed --compare`) sees a machine whose load changes
 over minutes; on a shared machine load changes by the second, and two configurations trained
 in turns of a few hundred milliseconds see the same load. Each turn is timed by the loop
 itself (the `tokens_per_sec` of its evaluation window, which excludes evaluation time).
@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from experiments.config import parse_setting, resolve
-from experiments.runner import make_trainer, prepare
+from experiments.machine import prepare
+from experiments.runner import make_trainer
 from nanogpt.train import Callback, Trainer
 
 
@@ -25,7 +26,7 @@ class _Rates(Callback):
     def __init__(self) -> None:
         self.rates: list[float] = []
 
-    def on_eval(self, metrics: dict[str, Any], checkpoint) -> None:
+    def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
         if metrics["tokens_per_sec"]:
             self.rates.append(metrics["tokens_per_sec"])
 
@@ -40,9 +41,9 @@ def spec_settings(spec: dict[str, str]) -> dict[str, Any]:
 
 def _trainer(case: str, spec: dict[str, str]) -> tuple[Trainer, int]:
     preset, variant = case.split("/", 1)
-    cfg, corpus = prepare(resolve(preset, variant, 0, spec_settings(spec) | {"eval_iters": 1}))
+    ready = prepare(resolve(preset, variant, 0, spec_settings(spec) | {"eval_iters": 1}))
     threads = int(spec.get("threads", torch.get_num_threads()))
-    return make_trainer(cfg, corpus), threads
+    return make_trainer(ready), threads
 
 
 def interleave(case: str, spec_a: dict[str, str], spec_b: dict[str, str], turns: int, chunk: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Sweep throughput: trials per minute with 1 and 2 workers: `python -m sweeps.bench` (make bench-sweep).
+"""Sweep throughput: trials per minute with 1 and 2 workers: `python -m benchmarks.sweep_throughput` (make bench-sweep).
 
 Each measurement is a fresh `python -m sweeps.optuna run` (local SQLite, the `make sweep` path)
 over a grid of equal trials: the tutorial model, --trials seeds of it, --max-iters steps each.
@@ -20,10 +20,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments import PROJECT_ROOT
 from experiments.presets import PRESETS
 from sweeps import storage
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # One variant, so every trial costs the same and the seeds are the only axis.
 DEFINITION = "name: bench\ndescription: equal trials for the sweep benchmark\nvariants:\n  - {name: full, set: {}}\n"
 
@@ -74,7 +74,7 @@ def machine_parallelism() -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sweeps.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.sweep_throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=6, help="trials per measurement (default 6)")
     p.add_argument("--preset", default="tutorial", choices=list(PRESETS), help="trial model (default tutorial)")
     p.add_argument("--max-iters", type=int, default=1000, help="training steps per trial (default 1000)")

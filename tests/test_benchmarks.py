@@ -1,4 +1,4 @@
-"""`python -m experiments.bench`: real runs measured, compared, and written into their own doc section."""
+"""`python -m benchmarks.train_speed`: real runs measured, compared, and written into their own doc section."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from experiments.bench import main, table, with_mfu, write_section
+from benchmarks.train_speed import main, table, with_mfu, write_section
 from tests.conftest import run_module
 
 QUICK = ["--set", "max_iters=20", "--set", "eval_interval=10"]
@@ -19,7 +19,8 @@ def cells(line: str) -> list[str]:
 
 def test_table_measures_a_real_run(tmp_path):
     doc = tmp_path / "benchmarks.md"
-    out = run_module("experiments.bench", "--case", "smoke/full", *QUICK, "--doc", doc, env={"OMP_NUM_THREADS": "1"})
+    out = run_module("benchmarks.train_speed", "--case", "smoke/full", *QUICK, "--doc", doc,
+                     env={"OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     header, row = (line for line in out.stdout.splitlines() if line.startswith(("| case", "| smoke/full")))
     values = dict(zip(cells(header), cells(row), strict=True))
@@ -33,7 +34,7 @@ def test_table_measures_a_real_run(tmp_path):
 
 def test_compare_alternates_and_reports_a_ratio_and_both_curves(tmp_path):
     doc = tmp_path / "benchmarks.md"
-    out = run_module("experiments.bench", "--compare", "smoke/full", "threads=1", "threads=1,dtype=auto",
+    out = run_module("benchmarks.train_speed", "--compare", "smoke/full", "threads=1", "threads=1,dtype=auto",
                      "--rounds", "2", *QUICK, "--doc", doc)
     assert out.returncode == 0, out.stderr
     assert re.findall(r"round (\d) ([AB])", out.stderr) == [("1", "A"), ("1", "B"), ("2", "A"), ("2", "B")]
@@ -94,7 +95,7 @@ def test_a_case_in_an_emulated_dtype_is_refused_before_it_runs(tmp_path, capsys,
 
 def test_mfu_is_never_measured_against_an_emulated_peak(emulated_bf16, monkeypatch):
     probed = []
-    monkeypatch.setattr("experiments.bench.peak_matmul_flops", lambda *key: probed.append(key) or 1e10)
+    monkeypatch.setattr("benchmarks.train_speed.peak_matmul_flops", lambda *key: probed.append(key) or 1e10)
     rows = [{"device": "cpu", "dtype": dtype, "threads": 1, "achieved_flops": 1e9} for dtype in ("float32", "bfloat16")]
     fp32, bf16 = with_mfu(rows)
     assert [key[1] for key in probed] == [torch.float32]  # only the native dtype was probed

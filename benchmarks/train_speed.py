@@ -1,4 +1,4 @@
-"""Training speed: `python -m experiments.bench` (`make bench`).
+"""Training speed: `python -m benchmarks.train_speed` (`make bench`).
 
 Every measurement is one real run, `python -m experiments.run` in a fresh process, read back
 from its run folder: the path users train on, not a copy of the loop. Per case it reports
@@ -10,9 +10,9 @@ final val loss and the time to reach a target val loss.
 On a shared machine absolute numbers drift, so `--compare` judges a change by a ratio: it runs
 two configurations alternately (A B A B ...) and reports B/A per pair.
 
-    python -m experiments.bench                                  # table of the default cases
-    python -m experiments.bench --compare cpu/full dtype=float32 dtype=bfloat16 --rounds 3
-    python -m experiments.bench --compare cpu/full code=/path/to/old/checkout code=.  # before/after a change
+    python -m benchmarks.train_speed                                  # table of the default cases
+    python -m benchmarks.train_speed --compare cpu/full dtype=float32 dtype=bfloat16 --rounds 3
+    python -m benchmarks.train_speed --compare cpu/full code=/path/to/old/checkout code=.  # before/after a change
 
 A spec is comma-separated KEY=VALUE: any run setting (see `python -m experiments.run
 --list-settings`; compile=true|false and device=D among them), plus threads=N (OMP_NUM_THREADS of the run),
@@ -38,11 +38,10 @@ from typing import Any
 
 import torch
 
-from experiments import store
+from benchmarks.interleave import RUN_KEYS, interleave, spec_settings
+from experiments import PROJECT_ROOT, exits, store
 from experiments.config import ConfigError, resolve
-from experiments.interleave import RUN_KEYS, interleave, spec_settings
-from experiments.recorder import PROJECT_ROOT
-from experiments.runner import pick_device
+from experiments.machine import resolve_device
 from nanogpt import precision
 
 # PRESET/VARIANT[:SPEC]. cpu/full is nanoGPT's CPU recipe (nanoGPT itself: ~35 ms/iter, val 1.886 on
@@ -110,12 +109,12 @@ def run_case(case: str, spec: dict[str, str], results: Path, jobs: int = 1) -> l
     procs = [subprocess.Popen([*args, "--results", str(s)], cwd=code, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for s in stores]
     rows = []
-    for proc, run_store in zip(procs, stores, strict=True):
+    for proc in procs:
         out, err = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"error: {case} {spec} failed (exit {proc.returncode}):\n{err[-2000:]}")
         run_dir = Path(out.rsplit("-> ", 1)[-1].strip())
-        row = measure(store.RunStore(run_store).read(run_dir), case, spec, time.perf_counter() - start) | {"jobs": jobs}
+        row = measure(store.read_run(run_dir), case, spec, time.perf_counter() - start) | {"jobs": jobs}
         print(f"{case} {row['spec']}: {row['ms_per_iter']:.2f} ms/iter, {row['tokens_per_sec']:,.0f} tokens/s, "
               f"val {row['final_val_loss']:.4f} ({run_dir})", file=sys.stderr, flush=True)
         rows.append(row)
@@ -253,7 +252,7 @@ def write_section(name: str, body: str, doc: Path = DOC) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[2:]))
     p.add_argument("--case", action="append", metavar="PRESET/VARIANT[:SPEC]",
@@ -267,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in --compare, run each side as this many concurrent processes (parallel ablations)")
     p.add_argument("--interleave", type=int, metavar="STEPS",
                    help="in --compare, train A and B in one process in turns of STEPS steps (--rounds turns): "
-                        "robust to a shared machine's second-by-second load; see experiments/interleave.py")
+                        "robust to a shared machine's second-by-second load; see benchmarks/interleave.py")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run setting for every run (e.g. max_iters=300 for a quick comparison)")
     p.add_argument("--section", help="name of the docs section to write (default: table, or compare-<B spec>)")
@@ -286,7 +285,7 @@ def check(case: str, specs: Sequence[dict[str, str]], allow_emulated: bool = Fal
         raise ConfigError(f"case '{case}' must be PRESET/VARIANT, e.g. cpu/full")
     for spec in specs:
         cfg = resolve(*case.split("/", 1), 0, spec_settings(spec))
-        choice = precision.choose(cfg.train.dtype, pick_device(cfg.device))
+        choice = precision.choose(cfg.train.dtype, resolve_device(cfg.device))
         if choice.warning and not allow_emulated:
             raise ConfigError(f"{case} {_spec_text(spec)}: {choice.reason}, so this case would run for minutes; "
                               "pass --allow-emulated to time the emulation anyway")
@@ -310,9 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for case, spec in cases:
                 check(case, [spec], args.allow_emulated)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    command = "python -m experiments.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        return exits.error(str(e))
+    command = "python -m benchmarks.train_speed " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         results = args.results or Path(tmp)
         if args.compare and args.interleave:

@@ -1,0 +1,106 @@
+"""The layout rules a newcomer may rely on: what resolves the machine, and which rooms import which."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import config, exits, machine
+from experiments.config import resolve
+from experiments.definitions import DefinitionError, _parse
+from experiments.runner import train_run
+from experiments.settings import ConfigError
+from sweeps import dashboard
+from tests.conftest import ROOT
+
+CLI_MODULES = {"experiments.run", "experiments.ablate", "experiments.sample", "sweeps.optuna", "sweeps.dashboard",
+               "analysis.report"}
+
+
+def test_a_run_resolves_its_device_and_dtype_once(tmp_path, tiny_corpus, monkeypatch):
+    calls = {"resolve_device": 0, "with_device": 0}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(machine, "resolve_device")
+    counted(machine, "with_device")  # machine's own reference to config.with_device
+    cfg = resolve("smoke", overrides={"data": str(tiny_corpus), "max_iters": 2, "eval_interval": 2})
+    summary = train_run(cfg, tmp_path, quiet=True)
+    assert summary["status"] == "completed"
+    assert calls == {"resolve_device": 1, "with_device": 1}
+    versions = {name: summary["environment"][name] for name in ("torch", "numpy", "wandb", "optuna")}
+    assert versions == {name: importlib.metadata.version(name) for name in versions}
+    assert machine.with_device is not config.with_device  # the counter really sat on the path
+
+
+def test_planning_imports_neither_the_runner_nor_the_trainer_loop_callbacks():
+    code = ("import sys, experiments.plan; "
+            "print(sorted(m for m in ('experiments.runner', 'experiments.wandb_mirror', 'experiments.recorder', "
+            "'wandb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_no_library_room_imports_a_command_line_module():
+    rooms = [p for folder in ("sweeps", "analysis", "benchmarks") for p in (ROOT / folder).glob("*.py")]
+    assert len(rooms) > 20
+    reaching = {}
+    for path in rooms:
+        module = f"{path.parent.name}.{path.stem}"
+        found = (_imports(path) & CLI_MODULES) - {module}
+        if found:
+            reaching[module] = sorted(found)
+    assert reaching == {}
+
+
+def _raises(error: BaseException):
+    def body() -> int:
+        raise error
+    return body
+
+
+def test_every_command_line_ends_the_same_way(capsys):
+    cases = [(ConfigError("bad --seeds"), 2, "error: bad --seeds"),
+             (exits.CommandFailed("a worker died"), 1, "error: a worker died"),
+             (OSError(28, "No space left on device", "/r/x.json"), 1, "error: cannot write /r/x.json (No space left"),
+             (KeyboardInterrupt(), 130, "interrupted: finished runs are kept")]
+    for error, code, says in cases:
+        assert exits.run_command(_raises(error), (ConfigError,), "finished runs are kept") == code
+        err = capsys.readouterr().err
+        assert err.startswith(says) and len(err.splitlines()) == 1, err
+    assert exits.run_command(lambda: 0, (ConfigError,), "") == 0
+
+
+def test_a_name_that_names_a_folder_is_checked_once_with_one_wording(tmp_path, capsys):
+    wording = "must be letters, digits, '_', '-', '.' (it names a folder, so no paths)"
+    with pytest.raises(ConfigError, match=re.escape(f"experiment '../x' {wording}")):
+        resolve("smoke", experiment="../x")
+    assert dashboard.main(["--study", "../x", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: study '../x' {wording}\n"
+    definitions = tmp_path / "defs"
+    definitions.mkdir()
+    (definitions / "bad.yaml").write_text("name: x\nvariants:\n  - {name: ../a}\n")
+    with pytest.raises(DefinitionError, match=re.escape(f"line 3: name '../a' {wording}")):
+        _parse(definitions / "bad.yaml")
