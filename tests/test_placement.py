@@ -61,7 +61,7 @@ def test_runs_that_name_their_device_are_not_pinned(device):
 def test_the_machine_placement_reads_the_cuda_device_count(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(placement, "cores", lambda: 16)
+    monkeypatch.setattr(placement, "default_jobs", lambda: 16)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     where = placement.for_runs([resolve("smoke")], None)
     assert (where.jobs, where.gpus) == (2 * RUNS_PER_GPU, ("0", "1"))
