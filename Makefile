@@ -134,3 +134,12 @@ wandb-dashboard: setup  ## W&B workspace + report of results/NAME, saved (needs 
 		$(if $(WANDB_ENTITY),--entity $(WANDB_ENTITY)) $(if $(WANDB_PROJECT),--project $(WANDB_PROJECT)) \
 		$(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage $(STORAGE))
 # <<< dashboard <<<
+
+# >>> gpu: the GPU check (benchmarks/gpu_check.py; docs/gpu.md) >>>
+# Runs with the machine's own python3 where there is no .venv (the GPU check machine has none, and no network).
+GPU_PY = $(if $(wildcard $(PY)),$(PY),python3)
+.PHONY: gpu-check
+gpu-check:  ## one CUDA GPU, <= 8 min: seed speed+MFU, fp16 vs fp32, fp16 kill+resume, make ablate wall, CUDA tests -> REPORT (DRY_RUN=1: the plan)
+	$(GPU_PY) -m benchmarks.gpu_check $(if $(DRY_RUN),--dry-run) $(if $(REPORT),--report $(REPORT)) \
+		$(if $(PARTS),--parts $(PARTS)) $(if $(JOBS),--jobs $(JOBS))
+# <<< gpu <<<

@@ -149,7 +149,7 @@ def with_mfu(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (row["device"], row["dtype"], row["threads"])
         if key not in peaks:
             device = torch.device(key[0])
-            native = key[1] == "float32" or precision.bf16_native(device)[0]
+            native = precision.choose(key[1], device).warning is None  # no honest peak for an emulated dtype
             peaks[key] = peak_matmul_flops(device, getattr(torch, key[1]), key[2]) if native else None
         row["peak_flops"] = peaks[key]
         row["mfu"] = row["achieved_flops"] / peaks[key] if peaks[key] else None

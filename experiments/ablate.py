@@ -10,7 +10,8 @@ as the experiment manifest, then trains what is missing in parallel worker proce
   leave-one-out baseline are both `full`; the ladder's `layernorm` rung is `no_gpt2_init`) has
   one config hash, one run folder, one training.
 
-Each worker trains with `cores // jobs` torch threads so parallel runs never oversubscribe the CPU.
+Each worker trains with `cores // jobs` torch threads so parallel runs never oversubscribe the CPU; on a CUDA
+machine several workers share each GPU, pinned round-robin (experiments.placement).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from experiments import cli, exits, manifest, store
+from experiments import cli, exits, manifest, placement, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
 from experiments.definitions import get_experiment, parse_lrs
 from experiments.machine import check_results, default_jobs
@@ -54,12 +55,17 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init_worker(threads: int, parent: int) -> None:
+def _init_worker(where: placement.Placement, started: Any, parent: int) -> None:
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    with started.get_lock():  # the i-th worker to start takes GPU i mod N
+        worker, started.value = started.value, started.value + 1
+    gpu = where.gpu_of(worker)
+    if gpu is not None:  # before torch touches CUDA: this worker then sees one GPU, as cuda:0
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(where.threads)
 
 
 def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings) -> dict[str, Any]:
@@ -73,21 +79,26 @@ def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings)
     return summary | {"seconds": time.perf_counter() - started}
 
 
-def execute(p: Plan, results: Path, jobs: int, force: bool = False,
+def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False,
             wandb: WandbSettings | None = None) -> list[dict[str, Any]]:
-    """Train every planned run not yet finished; returns one summary per run, in plan order."""
+    """Train every planned run not yet finished; returns one summary per run, in plan order.
+
+    `jobs` None: the machine's default (experiments.placement: one per core, or several per GPU).
+    """
     runs = store.RunStore(results)
     cached = set() if force else {c.run_id for c in p.runs if runs.finished(c.experiment, c.run_id)}
     todo = [c for c in p.runs if c.run_id not in cached]
     done = {run_id: {"run_id": run_id, "status": "cached"} for run_id in cached}
-    threads = max(1, default_jobs() // jobs)
+    where = placement.for_runs(p.runs, jobs)
+    jobs = where.jobs
     print(f"{len(p.runs)} runs planned in {p.folder}: {len(done)} already finished, {len(todo)} to train "
-          f"({jobs} parallel jobs x {threads} torch threads)", file=sys.stderr, flush=True)
+          f"({where.describe()})", file=sys.stderr, flush=True)
     bar = tqdm(total=len(p.runs), initial=len(done), unit="run", dynamic_ncols=True, disable=not sys.stderr.isatty())
     # Fresh interpreters (spawn), not forks: nothing of this process (OpenMP pools, a W&B service)
     # leaks into the workers; each imports torch once and trains many runs.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=_init_worker,
+                             initargs=(where, spawn.Value("i", 0), os.getpid())) as pool:
         pending: dict[Future, RunConfig] = {}
         queue = list(todo)
         try:
@@ -136,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiments", nargs="+", default=list(DEFAULT_EXPERIMENTS), metavar="NAME",
                    help="experiment definitions to run (default: ladder leave_one_out; see "
                    "`python -m experiments.run --list-variants`)")
-    p.add_argument("--jobs", type=int, default=None, help=f"parallel runs (default: the core count, {default_jobs()})")
+    p.add_argument("--jobs", type=int, default=None,
+                   help=f"parallel runs (default: the core count, {default_jobs()}; on a CUDA machine "
+                   f"{placement.RUNS_PER_GPU} per GPU, at most one per core)")
     p.add_argument("--name", help="experiment folder inside the run store (default: the preset's name)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change the base model (the preset) before the variants apply; a setting a variant sets "
@@ -182,7 +195,7 @@ def _ablate(args: argparse.Namespace) -> int:
         return 0
     manifest.write(p.folder, p.manifest)
     try:
-        summaries = execute(p, results, args.jobs or default_jobs(), args.force, cli.wandb_settings(args))
+        summaries = execute(p, results, args.jobs, args.force, cli.wandb_settings(args))
     except BrokenProcessPool:
         raise exits.CommandFailed("a worker process died (killed or out of memory); run the same command again "
                                   "to resume") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -51,10 +52,14 @@ def _version(distribution: str) -> str | None:
 
 
 class RunRecorder(Callback):
-    """Appends each evaluation to metrics.jsonl, then checkpoints; keeps summary.json current."""
+    """Appends each evaluation to metrics.jsonl, then checkpoints; keeps summary.json current.
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, summary: dict[str, Any]):
-        self.run_dir, self.cfg, self.summary = run_dir, cfg, summary
+    Besides the resume checkpoint (the last evaluation) it keeps `best.pt`, the checkpoint of the lowest
+    validation loss so far: what one samples from and quotes once a run starts to overfit.
+    """
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, summary: dict[str, Any], best_val: float = math.inf):
+        self.run_dir, self.cfg, self.summary, self.best_val = run_dir, cfg, summary, best_val
 
     @classmethod
     def create(cls, run_dir: Path, cfg: RunConfig, vocab_json: str, static: dict[str, Any]) -> RunRecorder:
@@ -78,18 +83,30 @@ class RunRecorder(Callback):
         summary |= {"status": "running", "resumed_from_step": resumed_from,
                     "resumes": summary.get("resumes", 0) + 1}
         store.write_json(run_dir / store.SUMMARY, summary)
-        return cls(run_dir, cfg, summary)
+        metrics, _ = store.read_jsonl(run_dir / store.METRICS)
+        losses = store.loss_summary(metrics)
+        best = losses.get("best_val_loss")
+        if not (isinstance(best, float) and math.isfinite(best)):
+            best = math.inf
+        elif losses["best_val_step"] == resumed_from:  # killed between writing ckpt.pt and linking best.pt to it
+            store.link_atomic(run_dir / store.CHECKPOINT, run_dir / store.BEST_CHECKPOINT)
+        return cls(run_dir, cfg, summary, best)
 
     def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
         # Metrics first, checkpoint second: a kill in between leaves a line past the checkpoint,
         # which `reopen` drops and the resumed run writes again, identically.
         store.append_jsonl(self.run_dir / store.METRICS, metrics)
         store.write_atomic(self.run_dir / store.CHECKPOINT, checkpoint.serialize(checkpoint_state()))
+        if metrics["val_loss"] < self.best_val:  # False for NaN: a diverged evaluation is never the best
+            store.link_atomic(self.run_dir / store.CHECKPOINT, self.run_dir / store.BEST_CHECKPOINT)
+            self.best_val = metrics["val_loss"]
 
-    def finish(self, status: str, reason: str | None, samples: str | None = None) -> dict[str, Any]:
+    def finish(self, status: str, reason: str | None, samples: str | None = None, **extra: Any) -> dict[str, Any]:
+        """The final summary: status, losses (best_val_step names best.pt's step) and `extra` fields."""
         if samples is not None:
             store.write_atomic(self.run_dir / store.SAMPLES, samples)
         metrics, _ = store.read_jsonl(self.run_dir / store.METRICS)
-        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **store.loss_summary(metrics)}
+        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **store.loss_summary(metrics),
+                         **extra}
         store.write_json(self.run_dir / store.SUMMARY, self.summary)
         return self.summary

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one setting; repeatable (see --list-settings)")
     cli.add_store_arguments(p)
     p.add_argument("--experiment", help="experiment folder inside the run store (default adhoc)")
-    p.add_argument("--device", help="auto (default: CUDA if available), cpu, cuda, cuda:N")
+    p.add_argument("--device", help="auto (default: CUDA if available, else the CPU, also on Apple Silicon), cpu, "
+                   "cuda, cuda:N, mps (Apple Silicon GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long GPU runs)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     p.add_argument("--force", action="store_true", help="delete an existing run with this config and retrain")

@@ -142,7 +142,7 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
     finally:
         progress.close()
     samples = sample_text(model, corpus, cfg.seed) if result.status == "completed" else None
-    summary = recorder.finish(result.status, result.reason, samples)
+    summary = recorder.finish(result.status, result.reason, samples, skipped_steps=result.skipped_steps)
     mirror.close(summary, samples)
     return summary
 

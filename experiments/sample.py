@@ -16,6 +16,8 @@ from nanogpt import checkpoint
 from nanogpt.data import CharTokenizer
 from nanogpt.model import GPT
 
+CHECKPOINTS = {"best": store.BEST_CHECKPOINT, "last": store.CHECKPOINT}
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.sample", description=__doc__)
@@ -25,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest characters (k >= 1)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--prompt", default="\n", help="text to continue (default a newline)")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
+                   help="best: the weights of the run's lowest val loss (default); last: its last evaluation's")
     return p
 
 
@@ -41,13 +45,17 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--seed must be a whole number in 0..{2**63 - 1}, got {args.seed}")
 
 
-def load_model(run_dir: Path) -> tuple[GPT, CharTokenizer, dict]:
-    """The run's model with its checkpoint's weights, its tokenizer and its summary."""
+def load_model(run_dir: Path, which: str = "best") -> tuple[GPT, CharTokenizer, dict]:
+    """The run's model with the weights of its `which` checkpoint (best or last), its tokenizer and its summary."""
     if not (run_dir / store.CONFIG).is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no {store.CONFIG}); give results/<experiment>/<run_id>")
     if not (run_dir / store.CHECKPOINT).is_file():
         raise ConfigError(f"{run_dir} has no checkpoint yet: the run saves one at its first evaluation; "
                           "train it (python -m experiments.run ... --resume) first")
+    path = run_dir / CHECKPOINTS[which]
+    if not path.is_file():  # a run trained before best.pt existed has only its last checkpoint
+        raise ConfigError(f"{run_dir} has no {path.name} (trained before best checkpoints were kept); "
+                          "use --checkpoint last")
     record = store.read_run(run_dir)
     try:
         tokenizer = CharTokenizer.from_json((run_dir / store.VOCAB).read_text(encoding="utf-8"))
@@ -55,8 +63,9 @@ def load_model(run_dir: Path) -> tuple[GPT, CharTokenizer, dict]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{run_dir}: unreadable config or vocabulary ({e}); retrain the run with --force") from None
     model = GPT(cfg.model)
-    load_weights(model, checkpoint.load(run_dir / store.CHECKPOINT)["model"], run_dir / store.CHECKPOINT)
-    return model.eval(), tokenizer, record.summary
+    state = checkpoint.load(path)
+    load_weights(model, state["model"], path)
+    return model.eval(), tokenizer, record.summary | {"checkpoint_step": state["step"]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,13 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     check_args(args)
-    model, tokenizer, summary = load_model(args.run_dir)
+    model, tokenizer, summary = load_model(args.run_dir, args.checkpoint)
     unknown = sorted(set(args.prompt) - set(tokenizer.chars))
     if unknown:
         raise ConfigError(f"prompt has characters outside the run's vocabulary: {''.join(unknown)!r}")
     if summary.get("status") != "completed":
         print(f"warning: this run is {summary.get('status', 'unknown')} ({summary.get('reason') or 'no reason'}); "
-              f"the text comes from its checkpoint at step {summary.get('step', '?')}", file=sys.stderr)
+              f"the text comes from its checkpoint at step {summary['checkpoint_step']}", file=sys.stderr)
     idx = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
     out = model.generate(idx, args.tokens, args.temperature, args.top_k,
                          generator=torch.Generator().manual_seed(args.seed))

@@ -7,6 +7,7 @@
         summary.json    status, losses, params, FLOPs, environment (atomic; 'running' until the end)
         samples.txt     generated text (atomic)
         ckpt.pt         model + optimizer + RNG state at the last evaluation (atomic)
+        best.pt         the same at the evaluation of the lowest val loss so far (atomic; often ckpt.pt's inode)
 
 This module does not import torch, so analysis on a laptop without torch can read runs.
 """
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG, VOCAB, METRICS, SUMMARY, SAMPLES, CHECKPOINT = (
-    "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt"
+CONFIG, VOCAB, METRICS, SUMMARY, SAMPLES, CHECKPOINT, BEST_CHECKPOINT = (
+    "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt", "best.pt"
 )
 FORMAT = 1  # run-folder layout version, written into config.json; bump when the layout changes
 _UMASK = os.umask(0)
@@ -48,6 +49,26 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise OSError(e.errno, e.strerror, str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def link_atomic(source: Path, path: Path) -> None:
+    """Make `path` name the file `source` names (a hard link, renamed into place: all or nothing).
+
+    Two names of one checkpoint then cost one write. Where hard links are refused (some network or
+    FUSE file systems), `source` is copied instead.
+    """
+    tmp = path.parent / f".{path.name}.{os.getpid()}.link"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        write_atomic(path, source.read_bytes())
+        return
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

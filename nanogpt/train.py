@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import resource
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -43,8 +44,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 0.0  # max grad norm; 0 = off
-    # Autocast dtype for matmuls; auto = bf16 where the device computes it natively (nanogpt.precision).
-    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
+    # Autocast dtype for matmuls; auto = bf16 where the device computes it natively, fp16 (with a gradient scaler)
+    # on CUDA GPUs that have fp16 tensor cores but no bf16 ones (nanogpt.precision).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     log_interval: int = 100
     # PaLM's auxiliary z-loss, coefficient x log^2 Z of the output softmax's normaliser: it keeps the output logits
     # from drifting (Chowdhery et al. 2022; Wortsman et al. 2023 use 1e-4). 0 = off; losses recorded stay plain CE.
@@ -109,6 +111,7 @@ class TrainResult:
     status: str  # completed | diverged | or a StopTraining status
     step: int
     reason: str | None = None
+    skipped_steps: int = 0  # fp16: optimizer steps the gradient scaler skipped for inf/NaN gradients
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -126,6 +129,8 @@ def rng_state(batches: dict[str, Batches]) -> dict[str, Any]:
     state |= {f"batches_{name}": b.state() for name, b in batches.items()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():  # dropout on an Apple GPU draws from the MPS generator
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -136,6 +141,8 @@ def restore_rng(state: dict[str, Any], batches: dict[str, Batches]) -> None:
         b.restore(state[f"batches_{name}"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 def _as_tuple(x: Any) -> Any:
@@ -143,10 +150,13 @@ def _as_tuple(x: Any) -> Any:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: the CUDA allocator's high-water mark, or the process's peak RSS on CPU."""
+    """Peak memory so far: the CUDA allocator's high-water mark, MPS's driver allocation, or peak RSS on a CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux reports KiB
+    if device.type == "mps":  # Metal keeps no high-water mark: what its driver holds for this process now
+        return torch.mps.driver_allocated_memory() / 2**20
+    # ru_maxrss is KiB on Linux but bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 class Trainer:
@@ -170,6 +180,7 @@ class Trainer:
             "eval_val": Batches(corpus.val, block, bs, seed + 2, device.type, shard),
         }
         self.step, self.elapsed, self.tokens_seen = 0, 0.0, 0
+        self.peak_mem_mb = 0.0  # the highest reading so far (on MPS, where each reading is only the current use)
         self.restored_step: int | None = None  # the checkpoint's step: its eval is already recorded
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (bf16 runs do not care)
@@ -179,20 +190,32 @@ class Trainer:
         self.forward = self.world.wrap(self.forward_eval)  # DDP all-reduces the gradients in backward
         self.precision = precision.choose(cfg.dtype, device)
         self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if self.precision.dtype == "bfloat16" else nullcontext()
+            nullcontext() if self.precision.dtype == "float32"
+            else torch.autocast(device.type, dtype=getattr(torch, self.precision.dtype))
         )
+        # fp16 only: scale the loss so small gradients do not flush to zero; steps with inf/NaN gradients are
+        # skipped (and the scale halved). Disabled, every call passes through. Fused AdamW applies the scale
+        # itself, so this adds no device sync to the hot loop.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.grad_scaler)
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)  # on the device: read at evaluations, no sync
 
     def checkpoint(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        return {
+        state = {
             "step": self.step, "elapsed": self.elapsed, "tokens_seen": self.tokens_seen, "metrics": metrics,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(self.batches),
         }
+        if self.scaler.is_enabled():  # fp16: the loss scale it has learned, so a resumed run skips the same steps
+            state |= {"scaler": self.scaler.state_dict(), "skipped_steps": int(self.skipped)}
+        return state
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Load a checkpoint held on the CPU (RNG states must stay CPU tensors; weights are copied to the device)."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler.is_enabled() and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.skipped.fill_(ckpt["skipped_steps"])
         restore_rng(ckpt["rng"], self.batches)
         self.step, self.elapsed, self.tokens_seen = ckpt["step"], ckpt["elapsed"], ckpt["tokens_seen"]
         self.restored_step = self.step
@@ -246,6 +269,13 @@ class Trainer:
             logits, loss = self.forward(x, y)
         return (loss + self.cfg.z_loss * log_z_squared(logits) if self.cfg.z_loss else loss), loss
 
+    def _peak_memory_mb(self) -> float:
+        self.peak_mem_mb = max(self.peak_mem_mb, peak_memory_mb(self.device))
+        return self.peak_mem_mb
+
+    def _result(self, status: str, step: int, reason: str | None = None) -> TrainResult:
+        return TrainResult(status, step, reason, int(self.skipped))
+
     def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
         cfg, model, opt, world = self.cfg, self.model, self.optimizer, self.world
         model.train()
@@ -259,7 +289,7 @@ class Trainer:
             if step % cfg.log_interval == 0 or at_eval:
                 bad = int(world.min(first_bad.clone()).item())  # a log point: syncing here is fine
                 if bad <= cfg.max_iters:
-                    return TrainResult("diverged", bad, f"non-finite training loss at step {bad}")
+                    return self._result("diverged", bad, f"non-finite training loss at step {bad}")
             if at_eval and step != self.restored_step:
                 train_time = time.perf_counter() - window_start
                 self.elapsed += train_time
@@ -267,7 +297,7 @@ class Trainer:
                 metrics = {"step": step, **self.estimate_loss(), "lr": cfg.lr_at(max(step - 1, 0)),
                            "tokens": self.tokens_seen,
                            "tokens_per_sec": window_tokens / train_time if window_tokens else None,
-                           "peak_mem_mb": peak_memory_mb(self.device)}
+                           "peak_mem_mb": self._peak_memory_mb()}
                 self.elapsed += time.perf_counter() - eval_start
                 metrics["elapsed_sec"] = self.elapsed
                 stop = None
@@ -278,14 +308,14 @@ class Trainer:
                     stop = (e.status, e.reason)
                 stop = world.broadcast(stop)  # data-parallel: rank 0's callbacks decide for every rank
                 if stop is not None:
-                    return TrainResult(stop[0], step, stop[1])
+                    return self._result(stop[0], step, stop[1])
                 if not (math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])):
-                    return TrainResult("diverged", step, f"non-finite eval loss at step {step}")
+                    return self._result("diverged", step, f"non-finite eval loss at step {step}")
                 window_start, window_tokens = time.perf_counter(), 0
             if at_eval:
                 world.reseed(self.seed, step)
             if step >= cfg.max_iters:
-                return TrainResult("completed", step)
+                return self._result("completed", step)
 
             lr = cfg.lr_at(step)
             for group in opt.param_groups:
@@ -293,10 +323,17 @@ class Trainer:
             x, y = self.batches["train"].next()
             objective, loss = self.objective(x, y)
             opt.zero_grad(set_to_none=True)
-            objective.backward()
+            self.scaler.scale(objective).backward()
             if cfg.grad_clip > 0:
+                self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            if self.scaler.is_enabled():
+                scale = self.scaler._scale.clone()  # the scale only drops when the step is skipped for inf grads
+                self.scaler.step(opt)
+                self.scaler.update()
+                self.skipped += self.scaler._scale < scale
+            else:
+                opt.step()
             first_bad = torch.where(torch.isfinite(objective) | (first_bad <= step), first_bad, step)
             self.step += 1
             self.tokens_seen += tokens_per_step

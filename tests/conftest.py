@@ -49,6 +49,37 @@ def _private_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("NANOGPT_CACHE", str(tmp_path / "cache"))
 
 
+# --- one suite for every host: CPU tests run on the CPU everywhere, `cuda` tests where a CUDA GPU is ---------------
+CUDA_PRESENT: bool | None = None  # decided once per test process, before any test can hide the GPU
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped with the reason where none is present")
+    global CUDA_PRESENT
+    import torch
+
+    # On a GPU host this initializes CUDA with every GPU visible, so hiding them from a CPU test's child
+    # processes below (CUDA_VISIBLE_DEVICES) never hides them from this process's `cuda` tests.
+    CUDA_PRESENT = torch.cuda.is_available()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("cuda") and not CUDA_PRESENT:
+        pytest.skip("needs a CUDA GPU: torch.cuda.is_available() is False on this host")
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_cuda(request, monkeypatch):
+    """A test not marked `cuda` is a CPU test on every host: device auto means the CPU, in this process and in
+    the processes it starts, so a GPU host computes what a CPU host does (runs are compared exactly)."""
+    if request.node.get_closest_marker("cuda"):
+        return
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
 def run_module(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m module args...` as a real process and capture its output."""

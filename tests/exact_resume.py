@@ -25,16 +25,16 @@ class Keep(Callback):
         self.checkpoints[metrics["step"]] = serialize(checkpoint())
 
 
-def assert_resumes_exactly(overrides: dict[str, Any], resume_at: int) -> None:
+def assert_resumes_exactly(overrides: dict[str, Any], resume_at: int, compile: bool = False) -> tuple[Trainer, Trainer]:
     """Train the smoke preset with `overrides`, then again from its checkpoint at step `resume_at`:
-    the later evaluations and the final weights must be equal to the bit."""
+    the later evaluations and the final weights must be equal to the bit. Returns both trainers."""
     cfg = resolve("smoke", overrides=overrides)
     corpus = Corpus.load(cfg.data)
     model_cfg = dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size)
 
     def trainer() -> Trainer:
         torch.manual_seed(0)
-        return Trainer(GPT(model_cfg), corpus, cfg.train, seed=0, device=torch.device("cpu"))
+        return Trainer(GPT(model_cfg), corpus, cfg.train, seed=0, device=torch.device("cpu"), compile=compile)
 
     whole, first = Keep(), trainer()
     assert first.run([whole]).status == "completed"
@@ -45,3 +45,4 @@ def assert_resumes_exactly(overrides: dict[str, Any], resume_at: int) -> None:
     assert resumed.metrics == later and later
     assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
                                                  second.model.state_dict().values(), strict=True))
+    return first, second

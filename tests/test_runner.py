@@ -32,7 +32,7 @@ def test_a_run_writes_a_self_describing_folder(tmp_path, tiny_corpus):
     assert out.returncode == 0, out.stderr
     run_dir = run_folder(tmp_path)
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "ckpt.pt", "config.json", "metrics.jsonl", "samples.txt", "summary.json", "vocab.json"]
+        "best.pt", "ckpt.pt", "config.json", "metrics.jsonl", "samples.txt", "summary.json", "vocab.json"]
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert run_dir.name == config["run_id"] == f"full-s3-{config['config_hash'][:8]}"
@@ -40,6 +40,7 @@ def test_a_run_writes_a_self_describing_folder(tmp_path, tiny_corpus):
     assert [m["step"] for m in metrics(run_dir)] == [0, 10, 20]
     assert summary["status"] == "completed" and summary["step"] == 20
     assert summary["final_val_loss"] == metrics(run_dir)[-1]["val_loss"]
+    assert summary["skipped_steps"] == 0  # fp32: no gradient scaler, nothing skipped
     assert summary["initial_val_loss"] == metrics(run_dir)[0]["val_loss"]
     assert summary["params"] > 0 and summary["flops_per_token"] > 0
     assert {"torch", "device", "git_commit"} <= summary["environment"].keys()
@@ -101,7 +102,7 @@ BAD_INPUTS = [
     (("--set", "data=/tmp/other.txt"), "data is given twice"),
     (("--data", "/nonexistent/corpus.txt"), "does not exist"),
     (("--data", "/tmp"), "is not a file"),
-    (("--device", "cuda:0"), "CUDA is not available"),
+    (("--device", "cuda:0"), "CUDA is not available"),  # a CPU test: conftest hides any GPU from it
     (("--device", "tpu"), "device 'tpu' is not a device name"),
     (HUGE, "needs about"),
     (("--lr=fast",), "lr=fast: expected a finite number"),

@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from experiments import run, sample, store
 from experiments.config import resolve
 from experiments.runner import train_run
+from nanogpt import checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +59,14 @@ def test_sampling_a_folder_without_a_run_says_what_to_give(tmp_path, capsys):
 
 
 @pytest.mark.reliability("bad input", "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
-def test_sampling_a_checkpoint_that_does_not_fit_its_config_is_one_line(trained, tmp_path, capsys):
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_sampling_a_checkpoint_that_does_not_fit_its_config_is_one_line(trained, tmp_path, capsys, which):
     """Exit 2 naming the checkpoint; no traceback."""
     narrow, wide = run_dirs(trained)
     mixed = tmp_path / "adhoc" / narrow.name
     shutil.copytree(narrow, mixed)
-    shutil.copy(wide / store.CHECKPOINT, mixed / store.CHECKPOINT)
-    assert sample.main([str(mixed)]) == 2
+    shutil.copy(wide / sample.CHECKPOINTS[which], mixed / sample.CHECKPOINTS[which])
+    assert sample.main([str(mixed), "--checkpoint", which]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint ") and "does not match the run's config" in err
 
@@ -94,3 +97,31 @@ def test_sampling_an_unfinished_run_warns(trained, tmp_path, capsys):
     (diverged / store.SUMMARY).write_text(json.dumps(summary))
     assert sample.main([str(diverged), "--tokens", "5"]) == 0
     assert "warning: this run is diverged (loss is nan)" in capsys.readouterr().err
+
+
+def test_sampling_reads_the_best_checkpoint_unless_told_last(trained, tmp_path, capsys):
+    """best.pt by default, ckpt.pt with --checkpoint last: here best.pt holds other (zeroed) weights."""
+    narrow, _ = run_dirs(trained)
+    run_dir = tmp_path / "adhoc" / narrow.name
+    shutil.copytree(narrow, run_dir)
+    state = checkpoint.load(run_dir / store.BEST_CHECKPOINT)
+    state["model"] = {k: torch.zeros_like(v) for k, v in state["model"].items()}
+    (run_dir / store.BEST_CHECKPOINT).write_bytes(checkpoint.serialize(state))
+    texts = {}
+    for args in ((), ("--checkpoint", "best"), ("--checkpoint", "last")):
+        assert sample.main([str(run_dir), "--tokens", "40", *args]) == 0
+        texts[args] = capsys.readouterr().out
+    assert texts[()] == texts[("--checkpoint", "best")] != texts[("--checkpoint", "last")]
+
+
+@pytest.mark.reliability("bad input", "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
+def test_a_run_without_a_best_checkpoint_says_to_sample_the_last(trained, tmp_path, capsys):
+    """A run recorded before best.pt was kept: one line pointing at --checkpoint last, which works."""
+    narrow, _ = run_dirs(trained)
+    old = tmp_path / "adhoc" / narrow.name
+    shutil.copytree(narrow, old)
+    (old / store.BEST_CHECKPOINT).unlink()
+    assert sample.main([str(old)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "no best.pt" in line and "--checkpoint last" in line
+    assert sample.main([str(old), "--checkpoint", "last", "--tokens", "5"]) == 0

@@ -30,11 +30,14 @@ def test_a_checkpoint_cannot_run_code(tmp_path, tiny_corpus):
     assert run_module("experiments.run", *args).returncode == 0
     [run_dir] = [p for p in tmp_path.glob("adhoc/*") if p.is_dir()]
     marker = tmp_path / "pwned"
-    torch.save({"model": Payload(str(marker)), "step": 0}, run_dir / store.CHECKPOINT)
+    for name in (store.CHECKPOINT, store.BEST_CHECKPOINT):
+        (run_dir / name).unlink()  # its own file: the two are often one hard-linked file
+        torch.save({"model": Payload(str(marker)), "step": 0}, run_dir / name)
 
-    sampled = run_module("experiments.sample", run_dir)
+    for which, name in (("last", store.CHECKPOINT), ("best", store.BEST_CHECKPOINT)):
+        sampled = run_module("experiments.sample", run_dir, "--checkpoint", which)
+        assert sampled.returncode == 2 and str(run_dir / name) in sampled.stderr
     resumed = run_module("experiments.run", *args, "--force")  # --force deletes, never loads, the old checkpoint
-    assert sampled.returncode == 2 and str(run_dir / store.CHECKPOINT) in sampled.stderr
     assert resumed.returncode == 0
     assert not marker.exists()
 
