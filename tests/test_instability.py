@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from experiments.config import resolve
+from experiments.plan import describe_plan, plan
 from nanogpt.data import Corpus
 from nanogpt.model import GPT, CausalSelfAttention
 from nanogpt.train import Callback, Trainer
@@ -128,3 +129,16 @@ def test_a_model_without_attention_records_no_attention_logit():
     stats = model.logit_stats(idx)
     assert stats["max_attn_logit"] is None
     assert stats["max_output_logit"] == model.wte.weight[idx].max().item()  # the bigram's logits are its table
+
+
+def test_the_lr_sensitivity_experiment_plans_every_switch_pair_at_every_grid_lr_and_seed(tmp_path):
+    p, _ = plan(None, range(3), ["lr_sensitivity"], tmp_path)
+    entry = p.manifest["experiments"][0]
+    assert len(entry["lrs"]) == 6 and entry["lrs"][0] == 3e-4 and entry["lrs"][-1] == 1e-1
+    assert len(p.runs) == len({c.run_id for c in p.runs}) == 4 * 6 * 3
+    by_variant = {v["name"]: {(r["lr"], r["seed"]) for r in v["runs"]} for v in entry["variants"]}
+    assert list(by_variant) == ["baseline", "qk_layernorm", "z_loss", "qk_layernorm_z_loss"]
+    assert all(len(points) == 18 for points in by_variant.values())
+    switches = {(c.model.qk_norm, c.train.z_loss) for c in p.runs}
+    assert switches == {(False, 0.0), (True, 0.0), (False, 1e-4), (True, 1e-4)}
+    assert "72 runs: 0 cached, 72 to train" in describe_plan(p, tmp_path)
