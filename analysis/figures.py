@@ -136,6 +136,34 @@ def lr_curves(cells: pd.DataFrame, table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def lr_sensitivity(table: pd.DataFrame, title: str) -> Figure:
+    """Each variant's LR sensitivity (Wortsman et al. 2023; analysis.lr_tables), mean and 95% CI over seeds."""
+    palette = colours(table)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.4))
+    for i, row in enumerate(table.itertuples()):
+        if pd.notna(row.sensitivity_mean):
+            ax.barh(i, row.sensitivity_mean, xerr=_xerr(row, "sensitivity"), capsize=4, color=palette[row.variant])
+    ax.set_yticks(range(len(table)), [_label(r) for r in table.itertuples()])
+    ax.set_ylim(len(table) - 0.5, -0.5)
+    ax.set(xlabel="LR sensitivity: mean over the grid of min(loss, loss at init) − best loss (nats/char); "
+           "lower = less sensitive", title=title)
+    return fig
+
+
+def attention_logits(evals: pd.DataFrame, table: pd.DataFrame, lrs: list[float], title: str) -> Figure:
+    """The largest attention logit against step at each of `lrs`, one line per variant with its 95% CI band
+    over seeds; log y, since without QK-norm it grows by orders of magnitude at high learning rates."""
+    fig, axes = plt.subplots(1, len(lrs), figsize=(6 * len(lrs), 4.5), sharey=True, squeeze=False)
+    order = list(table["variant"])
+    for i, (ax, lr) in enumerate(zip(axes[0], lrs, strict=True)):
+        sns.lineplot(data=evals[evals["grid_lr"] == lr], x="step", y="max_attn_logit", hue="variant",
+                     hue_order=order, palette=colours(table), errorbar=t_interval, ax=ax, legend=i == len(lrs) - 1)
+        ax.set(yscale="log", xlabel="training step", ylabel="largest attention logit q·k/√d", title=f"lr {lr:g}")
+    sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="variant", frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
 def _xerr(row, name: str) -> list[list[float]] | None:
     mean, low, high = (getattr(row, f"{name}_{part}") for part in ("mean", "low", "high"))
     return None if pd.isna(low) else [[mean - low], [high - mean]]
