@@ -35,7 +35,7 @@ from wandb_workspaces import expr
 from wandb_workspaces.reports.v2 import internal as report_model
 from wandb_workspaces.workspaces import internal as workspace_model
 
-from analysis import palette, tables
+from analysis import lr_tables, palette, tables
 from analysis.from_runstore import load_runstore
 from experiments import manifest, store
 from sweeps import storage
@@ -86,8 +86,13 @@ def panels(entry: dict[str, Any], table: pd.DataFrame, lrs: bool) -> list[Any]:
         made.append(wr.ScatterPlot(title=f"{name}: final val loss against the learning rate", x=wr.Config("lr"),
                                    y=wr.SummaryMetric("final_val_loss"), log_x=True))
     made.append(wr.MarkdownPanel(markdown=f"**{name}** ({delta_header(entry)}, the tables' numbers)\n\n"
-                                 + tables.markdown(table, entry.get("compare", "previous"))))
+                                 + table_markdown(entry, table)))
     return _in_rows(made)
+
+
+def table_markdown(entry: dict[str, Any], table: pd.DataFrame) -> str:
+    """The tables' own Markdown of one definition: the LR-fair table where it has an LR axis."""
+    return (lr_tables if "lrs" in entry else tables).markdown(table, entry.get("compare", "previous"))
 
 
 def _in_rows(made: list[Any]) -> list[Any]:
@@ -194,7 +199,7 @@ def report(label: str, plan: dict[str, Any] | None, numeric: dict[str, pd.DataFr
     blocks: list[Any] = [wr.P(tables.EXPLANATION)] if plan else []
     for entry in plan["experiments"] if plan else []:
         blocks += [wr.H2(entry["name"]), *([wr.P(entry["description"])] if entry.get("description") else []),
-                   wr.MarkdownBlock(tables.markdown(numeric[entry["name"]], entry.get("compare", "previous"))),
+                   wr.MarkdownBlock(table_markdown(entry, numeric[entry["name"]])),
                    panel_grid(plan, entry, panels(entry, numeric[entry["name"]], "lrs" in entry)),
                    panel_grid(plan, entry, [samples_table()])]
     if samples:

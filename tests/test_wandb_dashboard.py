@@ -285,7 +285,12 @@ def test_saving_without_a_key_fails_with_one_line_and_writes_nothing(tmp_path, m
 def test_an_lr_axis_adds_val_against_lr_and_lr_is_logged(mirrored):
     folder, logged = mirrored
     plan = manifest.read(folder)
-    plan["experiments"][1]["lrs"] = [0.003, 0.01]  # as the lr-axis manifest marks an experiment with an LR axis
+    # As the lr-axis manifest marks an experiment with an LR axis: the grid, and each run's point on it.
+    entry = plan["experiments"][1]
+    entry["lrs"] = [0.01]
+    for variant in entry["variants"]:
+        for run in variant["runs"]:
+            run["lr"] = 0.01
     view, _ = wandb_dashboard.build(folder, plan, None, "me", "p")
     ladder, loo = (wandb_dashboard.load_workspace(wandb_dashboard.to_json(view)).sections)
     assert [named(p) for p in ladder.panels] == [key for _, key in PANELS]
