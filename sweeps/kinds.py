@@ -23,7 +23,7 @@ from experiments import manifest
 from experiments.config import RunConfig, resolve
 from experiments.machine import Prepared, prepare
 from experiments.plan import Plan, plan
-from sweeps.space import SearchSpace, parse
+from sweeps.space import SearchSpace, example, parse
 
 if TYPE_CHECKING:
     import optuna
@@ -139,7 +139,7 @@ class SearchSweep:
         """None: TPE proposes each trial when a worker asks. The base config is checked against the
         corpus here, so a bad --data fails before any storage is touched."""
         space = self.space
-        prepare(resolve(space.preset, space.variant, space.seed, space.set))
+        prepare(resolve(space.preset, space.variant, space.seed, space.set | example(space)))
         return []
 
     def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:

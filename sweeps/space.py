@@ -194,6 +194,26 @@ def _whole(p: dict[str, Any]) -> bool:
     return p["type"] != "int" or len(_candidates(p)) == len(range(p["low"], p["high"] + 1, p.get("step", 1)))
 
 
+def _combinations(space: SearchSpace, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` combinations of the parameters' candidate values. Floats last: they vary fastest, so both
+    ends of every range are tried even when the product is cut."""
+    names = sorted(space.params, key=lambda n: space.params[n]["type"] == "float")
+    combos = itertools.product(*(_candidates(space.params[n]) for n in names))
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.islice(combos, limit)]
+
+
+def example(space: SearchSpace) -> dict[str, Any]:
+    """The first combination of searched values that gives a valid model (a checked space has one): the
+    settings its base config is checked against the corpus with, in place of the preset's own values."""
+    for combo in _combinations(space, MAX_COMBINATIONS):
+        try:
+            resolve(space.preset, space.variant, space.seed, space.set | combo)
+        except ValueError:
+            continue
+        return combo
+    return {}
+
+
 def _check_searchable(space: SearchSpace, source: str) -> None:
     """Refuse, before a study exists, a parameter the variant fixes anyway, a space of which no combination
     is a valid model, and a value that gives a valid model with no choice of the other parameters (a head
@@ -201,27 +221,25 @@ def _check_searchable(space: SearchSpace, source: str) -> None:
     replaces it."""
     searched = {canonical(n) for n in space.params}
     find_variant(space.preset, space.variant, base_model(space.preset, space.set), space.set, searched)
-    # Floats last: they vary fastest, so both ends of every range are tried even when the product is cut.
-    names = sorted(space.params, key=lambda n: space.params[n]["type"] == "float")
-    combos = itertools.product(*(_candidates(space.params[n]) for n in names))
+    combos = _combinations(space, MAX_COMBINATIONS + 1)  # one more than is tried: was the product cut?
+    names = list(combos[0])  # a space has at least one parameter
     valid: set[tuple[str, Any]] = set()
-    first_error, tried = None, 0
-    for tried, combo in enumerate(itertools.islice(combos, MAX_COMBINATIONS + 1), 1):
-        pairs = set(zip(names, combo, strict=True))
-        if tried > MAX_COMBINATIONS or pairs <= valid:
+    first_error = None
+    for combo in combos[:MAX_COMBINATIONS]:
+        if set(combo.items()) <= valid:
             continue
         try:
-            resolve(space.preset, space.variant, space.seed, space.set | dict(zip(names, combo, strict=True)))
+            resolve(space.preset, space.variant, space.seed, space.set | combo)
         except ValueError as e:
             first_error = first_error or e
             continue
-        valid |= pairs
+        valid |= set(combo.items())
     if not valid:
         raise SpaceError(f"{source}: no combination of the searched values gives a valid model ({first_error}); "
                          "fix 'set' or widen the ranges")
     for name in names:
         # Blame a value only when every value of the other parameters was tried with it.
-        if tried > MAX_COMBINATIONS or not all(_whole(space.params[n]) for n in names if n != name):
+        if len(combos) > MAX_COMBINATIONS or not all(_whole(space.params[n]) for n in names if n != name):
             continue
         for value in _candidates(space.params[name]):
             if (name, value) not in valid:
