@@ -108,12 +108,15 @@ def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise DefinitionError(f"{path}: variant '{variant}': 'set' must be a mapping of settings")
     out = {}
+    named: dict[str, str] = {}  # a setting's name now -> the name the file gives it by
     for key, value in raw.items():
         at = f"{path}{line_of(raw, key)}: variant '{variant}'"
         if canonical(key) not in MODEL_AND_TRAIN:
             raise DefinitionError(f"{at}: unknown setting '{key}'; see python -m experiments.run --list-settings")
         if canonical(key) in out:
-            raise DefinitionError(f"{at}: sets {canonical(key)} twice (its earlier name is {key}); keep one")
+            raise DefinitionError(f"{at}: sets {canonical(key)} twice (as {named[canonical(key)]} and as {key}); "
+                                  "keep one")
+        named[canonical(key)] = key
         try:
             out[canonical(key)] = value if value == PRESET_REF else coerce(key, value, MODEL_AND_TRAIN[canonical(key)])
         except ConfigError as e:
