@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default: CUDA if available, else the CPU, also on Apple Silicon), cpu, "
                    "cuda, cuda:N, mps (Apple Silicon GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long GPU runs)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint; a config "
+                   "with no recorded run is refused (nothing to resume)")
+    p.add_argument("--resume-or-start", action="store_true",
+                   help="continue the run if its folder holds one, else train it from step 0 (what a W&B agent "
+                   "passes: it starts each run with the same command it would rerun a crashed one with)")
     p.add_argument("--force", action="store_true", help="delete an existing run with this config and retrain")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config; train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -136,7 +140,7 @@ def _run(args: argparse.Namespace, extras: Sequence[str]) -> int:
         return 0
     if args.resume:
         check_resumable(cfg, results)
-    summary = train_run(cfg, results, resume=args.resume, force=args.force, quiet=args.quiet,
+    summary = train_run(cfg, results, resume=args.resume or args.resume_or_start, force=args.force, quiet=args.quiet,
                         prepared=ready, wandb=wandb)
     if not distributed.is_main_process():
         return 0 if summary["status"] in ("completed", "skipped") else 1

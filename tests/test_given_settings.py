@@ -160,6 +160,8 @@ def test_resume_of_a_config_never_recorded_says_so(tmp_path, tiny_corpus):
                                  f"{tmp_path.resolve() / 'adhoc'}; recorded runs of full there: {recorded.name} "
                                  "has lr=0.01; give the settings of the run to resume, or drop --resume"), out.stderr
     assert [p for p in (tmp_path / "adhoc").iterdir() if p.is_dir()] == [recorded]
+    started = run_module("experiments.run", *args, "--set", "lr=0.02", "--resume-or-start")  # a W&B agent's flag
+    assert started.returncode == 0 and (tmp_path / "adhoc" / would).is_dir(), started.stderr
 
 
 KEEPS = """\
