@@ -67,7 +67,7 @@ else
 endif
 
 run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigram SEED=1
-	$(PY) -m experiments.run --preset tutorial --variant $(or $(VARIANT),full) --seed $(or $(SEED),0)
+	$(PY) -m experiments.run --preset tutorial $(if $(VARIANT),--variant $(VARIANT)) --seed $(or $(SEED),0)
 
 # ---- analysis (issue 5): tables, notebooks, report ----------------------------------------------------------
 # make report [NAME=tutorial] [RESULTS=results] [STUDY=name [STORAGE=sqlite:///sweep.db]]

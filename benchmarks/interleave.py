@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from experiments.config import parse_setting, resolve
+from experiments.config import parse_settings, resolve
 from experiments.machine import prepare
 from experiments.runner import make_trainer
 from nanogpt.train import Callback, Trainer
@@ -36,7 +36,7 @@ RUN_KEYS = ("threads", "code", "target")  # spec keys that are not run settings
 
 def spec_settings(spec: dict[str, str]) -> dict[str, Any]:
     """The run settings in a spec (dtype=bfloat16, compile=true, device=cuda, ...), parsed to their types."""
-    return {k: parse_setting(k, v) for k, v in spec.items() if k not in RUN_KEYS}
+    return parse_settings({k: v for k, v in spec.items() if k not in RUN_KEYS})
 
 
 def _trainer(case: str, spec: dict[str, str]) -> tuple[Trainer, int]:

@@ -57,15 +57,24 @@ TARGET_VAL_LOSS = {"tutorial": 2.10, "cpu": 1.80, "seed": 1.50, "smoke": 3.50}
 DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
 
 
-def parse_spec(text: str) -> dict[str, str]:
-    """'dtype=bfloat16,threads=1' -> {'dtype': 'bfloat16', 'threads': '1'}; '' -> {}."""
-    spec = {}
+def parse_spec(text: str, given: dict[str, str] | None = None) -> dict[str, str]:
+    """'dtype=bfloat16,threads=1' -> {'dtype': 'bfloat16', 'threads': '1'}; '' -> {}. Added to `given` (the
+    --set items): a key given twice must agree, as it must for experiments.run."""
+    spec = dict(given or {})
     for item in filter(None, (part.strip() for part in text.split(","))):
         if "=" not in item:
             raise ConfigError(f"spec item '{item}' is not KEY=VALUE (e.g. dtype=bfloat16)")
-        key, value = item.split("=", 1)
-        spec[key.strip()] = value.strip()
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key in spec and _typed(key, spec[key]) != _typed(key, value):
+            raise ConfigError(f"{key} is given twice ({key}={spec[key]}, {key}={value}); give it once")
+        spec[key] = value
+    spec_settings(spec)  # a setting and its earlier name (layernorm, norm_position) must agree too
     return spec
+
+
+def _typed(key: str, value: str) -> Any:
+    """A spec value as its setting's type (so lr=1e-3 and lr=0.001 agree); threads, code, target as text."""
+    return value if key in RUN_KEYS else spec_settings({key: value})
 
 
 def peak_matmul_flops(device: torch.device, dtype: torch.dtype, threads: int, budget_sec: float = 0.5) -> float:
@@ -301,10 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("--rounds, --jobs and --interleave must be at least 1")
         common = parse_spec(",".join(args.set))
         if args.compare:
-            specs = [common | parse_spec(s) for s in args.compare[1:]]
+            specs = [parse_spec(s, common) for s in args.compare[1:]]
             check(args.compare[0], specs, args.allow_emulated)
         else:
-            cases = [(case, common | parse_spec(args.spec) | parse_spec(spec))
+            cases = [(case, parse_spec(spec, parse_spec(args.spec, common)))
                      for case, _, spec in (c.partition(":") for c in cases)]
             for case, spec in cases:
                 check(case, [spec], args.allow_emulated)

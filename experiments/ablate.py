@@ -36,7 +36,7 @@ from experiments import cli, exits, manifest, placement, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
 from experiments.definitions import get_experiment, parse_lrs
 from experiments.machine import check_results, default_jobs
-from experiments.plan import Plan, default_preset, describe_plan, plan
+from experiments.plan import Plan, default_preset, describe_plan, kept_notes, plan
 from experiments.presets import PRESETS
 from experiments.runner import USER_ERRORS, train_run
 from experiments.wandb_mirror import WandbSettings
@@ -184,6 +184,7 @@ def _ablate(args: argparse.Namespace) -> int:
         preset = args.preset or default_preset([get_experiment(e) for e in args.experiments])
         print(store.RunStore(results).experiment_dir(args.name or preset))
         return 0
+    wandb = cli.wandb_settings(args)  # a bad WANDB_MODE is refused before anything is written
     overrides = parse_assignments(args.set)
     if args.data:
         overrides = with_flag(overrides, "data", args.data, "--data")
@@ -194,8 +195,11 @@ def _ablate(args: argparse.Namespace) -> int:
         print(describe_plan(p, results))
         return 0
     manifest.write(p.folder, p.manifest)
+    for v in p.variants:  # what --dry-run says, said before training too: no --set is dropped silently
+        for note in kept_notes(v, p.manifest["overrides"]):
+            print(f"{v.experiment}/{v.name}: {note}", file=sys.stderr)
     try:
-        summaries = execute(p, results, args.jobs, args.force, cli.wandb_settings(args))
+        summaries = execute(p, results, args.jobs, args.force, wandb)
     except BrokenProcessPool:
         raise exits.CommandFailed("a worker process died (killed or out of memory); run the same command again "
                                   "to resume") from None

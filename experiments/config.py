@@ -2,8 +2,11 @@
 
 The rule for overrides: --set / SET= change the experiment's base model (the preset) before any
 variant applies; a variant's switches (and the preset's per-variant training) then apply on top,
-so `preset` references and `only_if` conditions see the overridden values, and a setting a variant
-sets itself wins over --set for that variant.
+so `preset` references and `only_if` conditions see the overridden values. A setting a variant
+sets itself (owns) is the variant: in an ablation the variant keeps its value (the plan says so, per
+variant); a single run (`resolve`) refuses an override the variant would not apply, naming a variant
+that takes it, because a run named `ladder/full` must compute the `full` rung. A bare variant name
+picks the variant that takes every override.
 
 Validation happens at the edge, before anything is written: values as they are parsed (`parse_setting`),
 the model and training settings together (`build`), then against the corpus and the machine
@@ -16,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
-from experiments.definitions import DefinitionError, Experiment, Variant, candidates
+from experiments.definitions import DefinitionError, Experiment, Variant, candidates, experiments
 from experiments.presets import PRESETS
 from experiments.settings import (
     DEFAULTS,
@@ -40,6 +43,7 @@ from nanogpt.train import TrainConfig
 if TYPE_CHECKING:
     import torch
 
+PRESET_MODEL = "full"  # the name of a run of the preset's own model (no variant given)
 MAX_SEED = 2**63 - 1  # torch's generators take at most 64 bits; keep it a positive int64
 
 
@@ -53,28 +57,43 @@ def parse_setting(key: str, value: Any) -> Any:
     return coerce(key, value, SETTINGS[canonical(key)])
 
 
+def once(settings: dict[str, Any], key: str, value: Any, first: str, second: str) -> dict[str, Any]:
+    """`settings` with typed `value` added under its name now; a setting given twice with values that differ
+    (last-wins would drop one without a word) is a ConfigError naming both. The same value twice is one setting."""
+    name = canonical(key)
+    if name in settings and settings[name] != value:
+        raise ConfigError(f"{name} is given twice ({settings[name]!r} by {first}, {value!r} by {second}); "
+                          "give it once")
+    return settings | {name: value}
+
+
 def parse_settings(given: dict[str, Any]) -> dict[str, Any]:
-    """Each setting by its name now, its value parsed to its type."""
-    return {canonical(k): parse_setting(k, v) for k, v in given.items()}
+    """Each setting by its name now, its value parsed to its type (a name and its earlier name must agree)."""
+    out: dict[str, Any] = {}
+    named: dict[str, str] = {}  # a setting's name now -> the name it was first given by
+    for key, value in given.items():
+        out = once(out, key, parse_setting(key, value), named.setdefault(canonical(key), key), key)
+    return out
 
 
 def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
-    """KEY=VALUE items (from --set or SET=), parsed to each setting's type."""
+    """KEY=VALUE items (from --set or SET=), parsed to each setting's type; a setting given twice must agree."""
     overrides: dict[str, Any] = {}
+    given: dict[str, str] = {}  # a setting's name now -> the item that gave it
     for item in items:
         key, eq, value = item.partition("=")
         if not eq:
             raise ConfigError(f"{flag} {item}: expected KEY=VALUE, e.g. {flag} lr=3e-4")
-        overrides |= parse_settings({key.strip(): value})
+        name = canonical(key.strip())
+        overrides = once(overrides, key.strip(), parse_setting(key.strip(), value),
+                         f"{flag} {given.get(name)}", f"{flag} {item}")
+        given.setdefault(name, item)
     return overrides
 
 
 def with_flag(overrides: dict[str, Any], key: str, value: Any, flag: str) -> dict[str, Any]:
     """A setting that also has a flag of its own (--data): given both ways, the two must agree."""
-    key, parsed = canonical(key), parse_setting(key, value)
-    if key in overrides and overrides[key] != parsed:
-        raise ConfigError(f"{key} is given twice ({overrides[key]!r} by --set, {parsed!r} by {flag}); give it once")
-    return overrides | {key: parsed}
+    return once(overrides, key, parse_setting(key, value), "--set", flag)
 
 
 def _preset(preset: str) -> dict[str, Any]:
@@ -105,14 +124,55 @@ def owned_settings(preset: str, experiment: Experiment, variant: Variant) -> set
     return experiment.fixes(variant.name) | set(_preset_training(preset, experiment, variant))
 
 
-def find_variant(preset: str, name: str, base: dict[str, Any]) -> tuple[Experiment, Variant]:
-    """The variant `experiment/variant` or a bare name; a bare name must mean one config (`full` does)."""
+def shown(value: Any) -> str:
+    """A setting's value as a person types it after --set: true, none, 0.001."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "none"}[value]
+    return str(value)
+
+
+def _dropped(preset: str, experiment: Experiment, variant: Variant, base: dict[str, Any],
+             overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides a variant would not apply: settings it owns, at a value of its own that differs."""
+    owns = owned_settings(preset, experiment, variant)
+    changes = variant_settings(preset, experiment, variant, base)
+    return {k: changes[k] for k in overrides if k in owns and changes[k] != overrides[k]}
+
+
+def _refusal(preset: str, found: list[tuple[Experiment, Variant]], base: dict[str, Any], overrides: dict[str, Any],
+             searched: Collection[str]) -> str:
+    """Why no variant of this name can take the user's settings, and the variant that can."""
+    experiment, variant = found[0]
+    dropped = _dropped(preset, experiment, variant, base, overrides)
+    key = next(iter(dropped), None) or sorted(set(searched) & owned_settings(preset, experiment, variant))[0]
+    others = [(e, v) for e in experiments().values() for v in e.variants
+              if key not in owned_settings(preset, e, v) and not v.only_if]
+    same_name = [f"{e.name}/{v.name}" for e, v in others if v.name == variant.name]
+    empty = [f"{e.name}/{v.name}" for e, v in others if not owned_settings(preset, e, v)]
+    fix = (f"--variant {same_name[0]}, which does not set {key}" if same_name else
+           f"a variant that does not set {key} (see --list-variants" + (f"; {empty[0]} sets nothing" if empty else "")
+           + ")")
+    if key in dropped:
+        return (f"--set {key}={shown(overrides[key])}: variant {experiment.name}/{variant.name} sets {key} itself "
+                f"({key}={shown(dropped[key])}), so the --set would not apply; drop the --set, or use {fix}")
+    return (f"param '{key}': variant {experiment.name}/{variant.name} sets {key} itself, so searching it changes "
+            f"nothing; drop it, or use {fix}")
+
+
+def find_variant(preset: str, name: str, base: dict[str, Any], overrides: dict[str, Any] | None = None,
+                 searched: Collection[str] = ()) -> tuple[Experiment, Variant]:
+    """The variant `experiment/variant` or a bare name that takes every override (and leaves every `searched`
+    setting to the search); ConfigError if none does. A bare name must mean one config among those that do."""
     found = candidates(name)
-    configs = {repr(sorted((base | variant_settings(preset, e, v, base)).items())) for e, v in found}
+    takers = [(e, v) for e, v in found if not _dropped(preset, e, v, base, overrides or {})
+              and not set(searched) & owned_settings(preset, e, v)]
+    if not takers:
+        raise ConfigError(_refusal(preset, found, base, overrides or {}, searched))
+    configs = {repr(sorted((base | variant_settings(preset, e, v, base)).items())) for e, v in takers}
     if len(configs) > 1:
-        both = ", ".join(f"{e.name}/{v.name}" for e, v in found)
+        both = ", ".join(f"{e.name}/{v.name}" for e, v in takers)
         raise DefinitionError(f"variant '{name}' is ambiguous ({both} differ); name one of them")
-    return found[0]
+    return takers[0]
 
 
 def build(preset: str, variant: str, seed: int, settings: dict[str, Any], labels: dict[str, Any]) -> RunConfig:
@@ -138,11 +198,16 @@ def build(preset: str, variant: str, seed: int, settings: dict[str, Any], labels
     return RunConfig(preset=preset, variant=variant, seed=seed, model=model, train=train, **top)
 
 
-def resolve(preset: str, variant: str = "full", seed: int = 0, overrides: dict[str, Any] | None = None,
+def resolve(preset: str, variant: str | None = None, seed: int = 0, overrides: dict[str, Any] | None = None,
             **labels: Any) -> RunConfig:
-    """The preset, changed by the overrides, then changed by the variant (see the module's rule)."""
+    """One run: the preset, changed by the overrides, then by the variant (see the module's rule). A variant that
+    sets an override to a value of its own refuses it (ConfigError): its name must keep meaning its model.
+    No variant: the preset's full model itself, named `full`, which takes every override."""
+    overrides = parse_settings(overrides or {})
     base = base_model(preset, overrides)
-    experiment, chosen = find_variant(preset, variant, base)
+    if variant is None:
+        return build(preset, PRESET_MODEL, seed, base, labels)
+    experiment, chosen = find_variant(preset, variant, base, overrides)
     return build(preset, chosen.name, seed, base | variant_settings(preset, experiment, chosen, base), labels)
 
 

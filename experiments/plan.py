@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import store
-from experiments.config import RunConfig, base_model, build, owned_settings, variant_settings
+from experiments.config import RunConfig, base_model, build, owned_settings, shown, variant_settings
 from experiments.definitions import Experiment, get_experiment
 from experiments.machine import prepare
 from experiments.settings import ConfigError
@@ -156,6 +156,12 @@ def _entry(definition: Experiment, planned: list[PlannedVariant], lrs: tuple[flo
             "compare": definition.compare, **({"lrs": list(lrs)} if lrs else {}), "variants": list(variants.values())}
 
 
+def kept_notes(v: PlannedVariant, overrides: dict[str, Any]) -> list[str]:
+    """One line per override a variant sets itself: by design it keeps its own value (that is the ablation)."""
+    return [f"keeps its own {k}={shown(own)}: the variant sets it, so --set {k}={shown(overrides[k])} does not "
+            "apply here" for k, own in v.kept.items()]
+
+
 def describe_plan(p: Plan, results: Path) -> str:
     """The plan as a person reads it: every run with its hash, what it changes, cached or shared."""
     runs = store.RunStore(results)
@@ -172,9 +178,7 @@ def describe_plan(p: Plan, results: Path) -> str:
         if v.own_lr is not None:
             lines.append(f"  fixes its own lr={v.own_lr:g}: scaled with the grid (x {v.lr:g} / base lr), "
                          f"trains at lr={v.runs[0].train.lr:g}")
-        for k, own in v.kept.items():
-            lines.append(f"  keeps its own {k}={own}: the variant sets it, so --set {k}={doc['overrides'][k]} "
-                         "does not apply here")
+        lines += [f"  {note}" for note in kept_notes(v, doc["overrides"])]
         if v.shared_with:
             lines.append(f"  same runs as {v.shared_with}: trained once")
         for cfg in v.runs:

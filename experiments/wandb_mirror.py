@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from experiments import store
-from experiments.config import RunConfig
+from experiments.config import ConfigError, RunConfig
 from nanogpt.train import Callback
 
 MODES = ("auto", "online", "offline", "off")
+# WANDB_MODE's values (those W&B's own Settings accept) -> what the mirror does with each.
+ENV_MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "dryrun": "offline",
+             "run": "online", "shared": "online"}
 DEFAULT_PROJECT = "nanogpt-ablations"
 STATE = "mirror.json"
 # A tiny run lasts seconds, so W&B's own defaults (90 s init, unbounded upload at finish) would
@@ -53,7 +56,21 @@ class WandbSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"W&B mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ConfigError(f"W&B mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode != "off":
+            env_mode()  # a bad WANDB_MODE is refused here, at the command line, not at a run's start
+
+
+def env_mode() -> str | None:
+    """WANDB_MODE as 'online', 'offline', 'disabled', or None when unset; ConfigError for a value W&B does not
+    know (which W&B itself would report as a failure to start, read as a connection problem)."""
+    raw = os.environ.get("WANDB_MODE", "").strip()
+    if not raw:
+        return None
+    if raw.lower() not in ENV_MODES:
+        raise ConfigError(f"WANDB_MODE={raw!r} is not a W&B mode; set it to one of {', '.join(ENV_MODES)} "
+                          "or unset it (--wandb off turns the mirror off)")
+    return ENV_MODES[raw.lower()]
 
 
 def resolve_mode(mode: str) -> str | None:
@@ -62,13 +79,11 @@ def resolve_mode(mode: str) -> str | None:
         return None
     if mode != "auto":
         return mode
-    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env_mode == "disabled":
+    wanted = env_mode()
+    if wanted == "disabled":
         return None
-    if env_mode in ("offline", "dryrun"):
-        return "offline"
-    if env_mode:
-        return "online"
+    if wanted:
+        return wanted
     import wandb
 
     wandb.setup(settings=wandb.Settings(**LEAN))  # silent, so login() asks the server nothing

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import manifest
-from experiments.config import RunConfig, resolve
+from experiments.config import RunConfig, owned_settings, resolve
+from experiments.definitions import get_experiment
 from experiments.machine import Prepared, prepare
 from experiments.plan import Plan, plan
-from sweeps.space import SearchSpace, parse
+from sweeps.space import SearchSpace, example, parse
 
 if TYPE_CHECKING:
     import optuna
@@ -88,8 +89,14 @@ class GridSweep:
         return BoundGrid(self, study, {tuple(_params(c, with_lr).values()): c for c in grid.runs}, corpus, grid.device)
 
     def command(self, params: dict[str, Any]) -> str:
+        """The single run of a grid point: its variant named with its experiment, without the overrides the
+        variant keeps its own value against (the single run would refuse them)."""
         lr = {"lr": params["lr"]} if "lr" in params else {}
-        return run_command(self.preset, params["variant"], params["seed"], self.overrides | lr)
+        experiment = next(e for e in map(get_experiment, self.experiments)
+                          if params["variant"] in {v.name for v in e.variants})
+        owns = owned_settings(self.preset, experiment, experiment.variant(params["variant"]))
+        return run_command(self.preset, f"{experiment.name}/{params['variant']}", params["seed"],
+                           {k: v for k, v in self.overrides.items() if k not in owns} | lr)
 
 
 def _has_axis(grid: Plan) -> bool:
@@ -139,7 +146,7 @@ class SearchSweep:
         """None: TPE proposes each trial when a worker asks. The base config is checked against the
         corpus here, so a bad --data fails before any storage is touched."""
         space = self.space
-        prepare(resolve(space.preset, space.variant, space.seed, space.set))
+        prepare(resolve(space.preset, space.variant, space.seed, space.set | example(space)))
         return []
 
     def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from experiments.config import SETTINGS, ConfigError, base_model, find_variant, owned_settings, parse_setting, resolve
+from experiments.config import SETTINGS, ConfigError, base_model, find_variant, parse_setting, resolve
 from experiments.settings import canonical
 
 if TYPE_CHECKING:
@@ -117,10 +117,11 @@ def parse(raw: Any, source: str) -> SearchSpace:
                         variant=str(raw.get("variant", "full")), seed=raw.get("seed", 0), n_trials=n_trials,
                         set=fixed, pruner=_pruner(raw.get("pruner") or {"type": "median"}, source))
     try:
-        resolve(space.preset, space.variant, space.seed, space.set)
-    except (ConfigError, ValueError) as e:
+        _check_searchable(space, source)
+    except SpaceError:
+        raise
+    except ValueError as e:  # ConfigError, DefinitionError: the preset, the variant, the fixed settings
         raise SpaceError(f"{source}: {e}") from None
-    _check_searchable(space, source)
     try:
         space.make_pruner()  # optuna checks the pruner's own arguments
     except (TypeError, ValueError) as e:
@@ -179,39 +180,68 @@ def _pruner(raw: Any, source: str) -> dict[str, Any]:
 
 
 def _candidates(p: dict[str, Any]) -> list[Any]:
-    """The values of a parameter worth trying: every choice, a short int range whole, else its ends."""
+    """The values of a parameter worth trying: every choice, an int range whole (up to 64 values), else its ends."""
     if p["type"] == "categorical":
         return p["choices"]
-    if p["type"] == "int" and not p.get("log") and (p["high"] - p["low"]) // p.get("step", 1) < 8:
+    if p["type"] == "int" and not p.get("log") and (p["high"] - p["low"]) // p.get("step", 1) < 64:
         return list(range(p["low"], p["high"] + 1, p.get("step", 1)))
     return [p["low"], p["high"]]
 
 
-def _check_searchable(space: SearchSpace, source: str) -> None:
-    """Refuse, before a study exists, a parameter the variant fixes anyway, and a value that gives a
-    valid model with no choice of the other parameters (a head count that divides no width)."""
-    base = base_model(space.preset, space.set)
-    experiment, variant = find_variant(space.preset, space.variant, base)
-    fixed = owned_settings(space.preset, experiment, variant)
-    for name in space.params:
-        if canonical(name) in fixed:
-            raise SpaceError(f"{source}: param '{name}': variant {space.variant} sets {name} itself, so searching "
-                             "it changes nothing; drop it or choose another variant")
-    # Floats last: they vary fastest, so both ends of every range are tried even when the product is cut.
-    names = sorted(space.params, key=lambda n: space.params[n]["type"] == "float")
-    tried: set[tuple[str, Any]] = set()
-    valid: set[tuple[str, Any]] = set()
-    for combo in itertools.islice(itertools.product(*(_candidates(space.params[n]) for n in names)),
-                                  MAX_COMBINATIONS):
-        pairs = set(zip(names, combo, strict=True))
-        tried |= pairs
-        if not pairs <= valid:
-            try:
-                resolve(space.preset, space.variant, space.seed, space.set | dict(zip(names, combo, strict=True)))
-            except ConfigError:
-                continue
-            valid |= pairs
-    for name, value in sorted(tried - valid, key=str):
-        raise SpaceError(f"{source}: param '{name}': {name}={value} gives no valid model with any choice of the "
-                         "other parameters; drop that value or widen the others")
+def _whole(p: dict[str, Any]) -> bool:
+    """Whether `_candidates` tries every value of an int parameter. Choices are tried whole; a float range is
+    tried at its ends and counts as whole: no setting's validity depends on a float between them."""
+    return p["type"] != "int" or len(_candidates(p)) == len(range(p["low"], p["high"] + 1, p.get("step", 1)))
 
+
+def _combinations(space: SearchSpace, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` combinations of the parameters' candidate values. Floats last: they vary fastest, so both
+    ends of every range are tried even when the product is cut."""
+    names = sorted(space.params, key=lambda n: space.params[n]["type"] == "float")
+    combos = itertools.product(*(_candidates(space.params[n]) for n in names))
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.islice(combos, limit)]
+
+
+def example(space: SearchSpace) -> dict[str, Any]:
+    """The first combination of searched values that gives a valid model (a checked space has one): the
+    settings its base config is checked against the corpus with, in place of the preset's own values."""
+    for combo in _combinations(space, MAX_COMBINATIONS):
+        try:
+            resolve(space.preset, space.variant, space.seed, space.set | combo)
+        except ValueError:
+            continue
+        return combo
+    return {}
+
+
+def _check_searchable(space: SearchSpace, source: str) -> None:
+    """Refuse, before a study exists, a parameter the variant fixes anyway, a space of which no combination
+    is a valid model, and a value that gives a valid model with no choice of the other parameters (a head
+    count that divides no width). The preset's own value of a searched setting plays no part: the search
+    replaces it."""
+    searched = {canonical(n) for n in space.params}
+    find_variant(space.preset, space.variant, base_model(space.preset, space.set), space.set, searched)
+    combos = _combinations(space, MAX_COMBINATIONS + 1)  # one more than is tried: was the product cut?
+    names = list(combos[0])  # a space has at least one parameter
+    valid: set[tuple[str, Any]] = set()
+    first_error = None
+    for combo in combos[:MAX_COMBINATIONS]:
+        if set(combo.items()) <= valid:
+            continue
+        try:
+            resolve(space.preset, space.variant, space.seed, space.set | combo)
+        except ValueError as e:
+            first_error = first_error or e
+            continue
+        valid |= set(combo.items())
+    if not valid:
+        raise SpaceError(f"{source}: no combination of the searched values gives a valid model ({first_error}); "
+                         "fix 'set' or widen the ranges")
+    for name in names:
+        # Blame a value only when every value of the other parameters was tried with it.
+        if len(combos) > MAX_COMBINATIONS or not all(_whole(space.params[n]) for n in names if n != name):
+            continue
+        for value in _candidates(space.params[name]):
+            if (name, value) not in valid:
+                raise SpaceError(f"{source}: param '{name}': {name}={value} gives no valid model with any choice of "
+                                 "the other parameters; drop that value or widen the others")

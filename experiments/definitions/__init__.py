@@ -8,9 +8,11 @@ optional top-level `preset:` names the preset used when the user gives none, and
 trains at each of them (`--lrs` on the command line replaces the list; see experiments.plan). Add an experiment
 by dropping one more YAML file here, or in a folder named by $NANOGPT_EXPERIMENTS.
 
-Every value is parsed to its setting's type when the file is read; an unknown key, a value of the
-wrong type, a condition on an unknown setting, or a name defined twice is an error naming the
-file and, where YAML gives it, the line.
+Every value, of every key, is parsed to its type when the file is read, by the `coerce` that types
+--set (so `cumulative: "false"` is false, and a number where text belongs is refused); an unknown key,
+a value of the wrong type, a condition on an unknown setting, or a name defined twice is an error
+naming the file and, where YAML gives it, the line. Merge keys follow the YAML spec: in
+`<<: [*a, *b]` the earlier mapping wins, and the mapping's own keys win over both.
 """
 
 from __future__ import annotations
@@ -84,26 +86,37 @@ class Experiment:
         return {k for k, val in self._merged(variant).items() if val != PRESET_REF}
 
 
-def _text(raw: dict, key: str, path: Path, default: str | None = None) -> str | None:
-    value = raw.get(key, default)
-    if value is not None and not isinstance(value, str | int | float):
-        raise DefinitionError(f"{path}{line_of(raw, key)}: '{key}' must be text")
-    return None if value is None else str(value)
+def _typed(raw: dict, key: str, hint: Any, path: Path, default: Any = None, variant: str | None = None) -> Any:
+    """A definition key's value as its type, through the `coerce` that types `set:` values (so `cumulative:
+    "false"` is false, as --set reads it); absent: `default`; of another type: DefinitionError naming file,
+    line, key and the type it needs."""
+    if key not in raw:
+        return default
+    try:
+        return coerce(key, raw[key], hint)
+    except ConfigError as e:
+        within = f" variant '{variant}':" if variant else ""
+        raise DefinitionError(f"{path}{line_of(raw, key)}:{within} {e}") from None
 
 
 def _name(raw: dict, path: Path, default: str | None = None) -> str:
     """An experiment's or a variant's name: it names run folders, so no paths."""
-    return check_name(f"{path}{line_of(raw, 'name')}: name", _text(raw, "name", path, default), DefinitionError)
+    return check_name(f"{path}{line_of(raw, 'name')}: name", _typed(raw, "name", str, path, default), DefinitionError)
 
 
 def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise DefinitionError(f"{path}: variant '{variant}': 'set' must be a mapping of settings")
     out = {}
+    named: dict[str, str] = {}  # a setting's name now -> the name the file gives it by
     for key, value in raw.items():
         at = f"{path}{line_of(raw, key)}: variant '{variant}'"
         if canonical(key) not in MODEL_AND_TRAIN:
             raise DefinitionError(f"{at}: unknown setting '{key}'; see python -m experiments.run --list-settings")
+        if canonical(key) in out:
+            raise DefinitionError(f"{at}: sets {canonical(key)} twice (as {named[canonical(key)]} and as {key}); "
+                                  "keep one")
+        named[canonical(key)] = key
         try:
             out[canonical(key)] = value if value == PRESET_REF else coerce(key, value, MODEL_AND_TRAIN[canonical(key)])
         except ConfigError as e:
@@ -130,18 +143,19 @@ def parse_lrs(values: Any, where: str) -> tuple[float, ...]:
 def _variant(item: Any, path: Path, number: int, line: str) -> Variant:
     if not isinstance(item, dict) or "name" not in item:
         raise DefinitionError(f"{path}{line}: variant #{number} needs a 'name'")
+    name = _name(item, path)
     unknown = [k for k in item if k not in VARIANT_KEYS]
     if unknown:
-        raise DefinitionError(f"{path}{line_of(item, unknown[0])}: variant '{item['name']}': unknown key "
+        raise DefinitionError(f"{path}{line_of(item, unknown[0])}: variant '{name}': unknown key "
                               f"'{unknown[0]}'; allowed: {', '.join(VARIANT_KEYS)}")
-    only_if = _text(item, "only_if", path)
+    only_if = _typed(item, "only_if", str, path, variant=name)
     only_if = None if only_if is None else canonical(only_if)
     if only_if is not None and only_if not in MODEL_AND_TRAIN:
-        raise DefinitionError(f"{path}{line_of(item, 'only_if')}: variant '{item['name']}': only_if names "
+        raise DefinitionError(f"{path}{line_of(item, 'only_if')}: variant '{name}': only_if names "
                               f"unknown setting '{only_if}'; use a setting from --list-settings")
-    name = _name(item, path)
-    return Variant(name, _text(item, "adds", path, ""), _settings(item.get("set") or {}, path, name), only_if,
-                   _text(item, "component", path))
+    settings = item.get("set")
+    return Variant(name, _typed(item, "adds", str, path, "", name), _settings({} if settings is None else settings,
+                   path, name), only_if, _typed(item, "component", str, path, variant=name))
 
 
 def _parse(path: Path) -> Experiment:
@@ -160,10 +174,10 @@ def _parse(path: Path) -> Experiment:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DefinitionError(f"{path}: variant name(s) defined twice: {', '.join(repeated)}; rename one")
-    compare = _text(raw, "compare", path, "previous")
+    compare = _typed(raw, "compare", str, path, "previous")
     if compare != "previous" and compare not in names:
         raise DefinitionError(f"{path}: compare '{compare}' is neither 'previous' nor one of its variants")
-    preset = _text(raw, "preset", path)
+    preset = _typed(raw, "preset", str, path)
     if preset is not None and preset not in PRESETS:
         raise DefinitionError(f"{path}{line_of(raw, 'preset')}: unknown preset '{preset}'; choose one of "
                               f"{', '.join(PRESETS)}")
@@ -172,8 +186,8 @@ def _parse(path: Path) -> Experiment:
     except ConfigError as e:
         raise DefinitionError(f"{path}{line_of(raw, 'lrs')}: {e}") from None
     return Experiment(
-        name=_name(raw, path, path.stem), job_type=_text(raw, "job_type", path, path.stem),
-        description=_text(raw, "description", path, ""), cumulative=bool(raw.get("cumulative", False)),
+        name=_name(raw, path, path.stem), job_type=_typed(raw, "job_type", str, path, path.stem),
+        description=_typed(raw, "description", str, path, ""), cumulative=_typed(raw, "cumulative", bool, path, False),
         compare=compare, variants=tuple(variants), path=path, preset=preset, lrs=lrs,
     )
 

@@ -18,9 +18,37 @@ class DuplicateKeyError(ValueError):
     pass
 
 
+MERGE = "tag:yaml.org,2002:merge"
+
+
 class _LineLoader(yaml.SafeLoader):
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Merge keys by the YAML merge spec: in `<<: [*a, *b]` the earlier mapping wins, the mapping's own keys
+        win over all. (PyYAML 6.0.4 tells merged keys apart by the id of their text, so a key longer than one
+        character from the later mapping wins.) Merged pairs come first, each key once."""
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag != MERGE:
+                own.append((key_node, value_node))
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"expected a mapping or a list of mappings to merge, but found {source.id}", source.start_mark)
+                self.flatten_mapping(source)
+                for pair in source.value:
+                    key = (pair[0].tag, pair[0].value) if isinstance(pair[0], yaml.ScalarNode) else id(pair[0])
+                    if key not in seen:
+                        seen.add(key)
+                        merged.append(pair)
+        node.value = merged + own
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LinedDict:
-        explicit = sum(key.tag != "tag:yaml.org,2002:merge" for key, _ in node.value)
+        explicit = sum(key.tag != MERGE for key, _ in node.value)
         self.flatten_mapping(node)  # merge keys (`<<: *base`) become ordinary pairs, placed first
         merged = len(node.value) - explicit
         mapping = LinedDict()
