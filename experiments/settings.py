@@ -19,9 +19,7 @@ import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from nanogpt.data import TINY_SHAKESPEARE
-from nanogpt.model import ModelConfig
-from nanogpt.train import TrainConfig
+from nanogpt.config import TINY_SHAKESPEARE, ModelConfig, TrainConfig
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # names that name folders: no paths
