@@ -36,7 +36,7 @@ from experiments import cli, exits, manifest, placement, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
 from experiments.definitions import get_experiment, parse_lrs
 from experiments.machine import check_results, default_jobs
-from experiments.plan import Plan, default_preset, describe_plan, plan
+from experiments.plan import Plan, default_preset, describe_plan, plan, same_model_note
 from experiments.presets import PRESETS
 from experiments.runner import USER_ERRORS, train_run
 from experiments.wandb_mirror import WandbSettings
@@ -193,6 +193,8 @@ def _ablate(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_plan(p, results))
         return 0
+    for v in (v for v in p.variants if v.same_as):
+        print(same_model_note(v), file=sys.stderr)
     manifest.write(p.folder, p.manifest)
     try:
         summaries = execute(p, results, args.jobs, args.force, cli.wandb_settings(args))
