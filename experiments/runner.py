@@ -114,16 +114,19 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
     trainer = make_trainer(ready, world)
     model, device = trainer.model, trainer.device
     ckpt_path = run_dir / store.CHECKPOINT
+    static = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
+              "train_flops_per_token": 3 * model.flops_per_token(), "vocab_size": cfg.model.vocab_size,
+              "data_sha256": cfg.data_sha256, "environment": environment(device), "world_size": world.size,
+              "precision": trainer.precision.record() | {"reason": cfg.dtype_reason}}
     if ckpt_path.exists():
+        store.read_config(run_dir)  # before anything is changed: an edited config.json is never resumed
         state = checkpoint.load(ckpt_path)  # on the CPU: RNG states must not move to a GPU
         load_weights(model, state["model"], ckpt_path)
         trainer.restore(state)
-        recorder = RunRecorder.reopen(run_dir, cfg, trainer.step)
+        recorder = RunRecorder.reopen(run_dir, cfg, trainer.step, static)
     else:
-        static = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
-                  "train_flops_per_token": 3 * model.flops_per_token(), "vocab_size": cfg.model.vocab_size,
-                  "data_sha256": cfg.data_sha256, "environment": environment(device), "world_size": world.size,
-                  "precision": trainer.precision.record() | {"reason": cfg.dtype_reason}}
+        if run_dir.exists():
+            RunRecorder.check_fresh_start(run_dir)
         recorder = RunRecorder.create(run_dir, cfg, corpus.tokenizer.to_json(), static)
     trainer.follow_main()  # data-parallel: the other ranks start from this state
 
