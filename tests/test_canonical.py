@@ -101,8 +101,11 @@ def test_every_rule_has_its_two_spellings():
     assert {rule.name for rule in RULES} == set(SPELLINGS)
 
 
+@pytest.mark.reliability("bad input", "a setting that changes nothing, for every no-op rule: one run id, and both "
+                         "spellings train to equal losses and logits")
 @pytest.mark.parametrize("rule", list(SPELLINGS))
 def test_two_spellings_of_one_model_get_one_run_id_and_train_alike(rule, corpus, tiny_corpus):
+    """Both spellings get one run id and train to equal evaluations and logits."""
     one, other = SPELLINGS[rule]
     given = base_model("smoke", SHORT | other)
     assert inert(given), f"{rule}: the second spelling is already canonical; the case tests nothing"
@@ -142,7 +145,9 @@ def test_the_issue_example_attention_off_with_qk_norm_is_the_attention_free_mode
 
 
 # --- the corpus by its content ------------------------------------------------------------------------------------
+@pytest.mark.reliability("bad input", "one corpus spelled as a relative or absolute path, a symlink or a copy")
 def test_one_corpus_spelled_four_ways_is_one_run(tiny_corpus, tmp_path, monkeypatch):
+    """One run id for every spelling of one file; another content, another id."""
     link, copy = tmp_path / "link.txt", tmp_path / "elsewhere" / "copy.txt"
     link.symlink_to(tiny_corpus)
     copy.parent.mkdir()
