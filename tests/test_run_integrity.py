@@ -205,3 +205,24 @@ def test_a_damaged_run_is_repaired_completely_or_refused_untouched(finished, int
         assert contents(run_dir) == before
     else:
         assert "rebuilt" in summary and summary["resumed_from_step"] == (4 if state == "finished" else 2)
+
+
+@pytest.mark.reliability("fault", "summary, config, metrics or checkpoint deleted or corrupted, then --resume")
+@pytest.mark.parametrize("state", ["finished", "interrupted"])
+def test_a_half_record_marked_completed_is_rebuilt_on_resume(finished, interrupted, tmp_path, tiny_corpus, capsys,
+                                                             state):
+    """What the old --resume left (status completed, no run id, hash, variant, seed or environment): not a cache
+    hit; without --resume one line and untouched, with --resume a complete summary."""
+    fresh = json.loads((finished / store.SUMMARY).read_text())
+    run_dir = copy_of(finished if state == "finished" else interrupted, tmp_path)
+    (run_dir / store.SUMMARY).write_text(json.dumps({"status": "completed", "reason": None, "final_val_loss": 1.0}))
+    before = contents(run_dir)
+    assert run_cli(run_dir, tiny_corpus) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {run_dir} holds an unfinished run") and "--resume" in line
+    assert contents(run_dir) == before
+    assert run_cli(run_dir, tiny_corpus, "--resume") == 0
+    summary = json.loads((run_dir / store.SUMMARY).read_text())
+    assert fresh.keys() <= summary.keys() and "rebuilt" in summary
+    assert {k: summary[k] for k in ("run_id", "config_hash", "variant", "seed", "final_val_loss", "evals")} == \
+        {k: fresh[k] for k in ("run_id", "config_hash", "variant", "seed", "final_val_loss", "evals")}
