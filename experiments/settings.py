@@ -89,7 +89,7 @@ class RunConfig:
         return cls(model=model, train=train, **top)
 
 
-def config_hash(flat: dict[str, Any]) -> str:
+def config_hash(flat: dict[str, Any], as_spelled: bool = False) -> str:
     """sha256 over everything that changes the numbers, in canonical form (experiments.canonical).
 
     Every setting is hashed unless the registry marks it a label. A setting added after config format 1 is
@@ -97,14 +97,15 @@ def config_hash(flat: dict[str, Any]) -> str:
     had. The corpus is hashed by its content: `data` is hashed as `tinyshakespeare` for Tiny Shakespeare's
     checksum (the spelling its runs always had), and as nothing beside any other checksum, so a relative
     path, an absolute one, a symlink and a copy of one file are one corpus. Before the corpus is read (no
-    checksum yet) its spelling is all there is.
+    checksum yet) its spelling is all there is. `as_spelled`: the hash of versions before the canonical form
+    (the run ids of folders they recorded).
     """
     semantic = {}
-    for key, value in canonical_form(flat).items():
+    for key, value in (flat if as_spelled else canonical_form(flat)).items():
         setting = REGISTRY[key]
         if not setting.label and (setting.hash_key in FORMAT_1_HASHED or value != setting.default):
             semantic[setting.hash_key] = value
-    if flat["data_sha256"]:
+    if flat["data_sha256"] and not as_spelled:
         semantic["data"] = TINY_SHAKESPEARE if flat["data_sha256"] == TINY_SHAKESPEARE_SHA256 else ""
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
 

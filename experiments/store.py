@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.settings import RunConfig  # torch-free: the reader checks config.json against its run id
+from experiments.settings import RunConfig, config_hash  # torch-free: config.json is checked against its id
 
 CONFIG, VOCAB, METRICS, SUMMARY, SAMPLES, CHECKPOINT, BEST_CHECKPOINT = (
     "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt", "best.pt"
@@ -227,8 +227,11 @@ def read_config(path: Path) -> dict[str, Any]:
             f"{FORMAT}; retrain it with --force (or delete the folder)"
         )
     try:
-        recomputed = RunConfig.from_flat(config)
-        matches = config.get("config_hash") == recomputed.hash and config.get("run_id") == recomputed.run_id
+        flat = RunConfig.from_flat(config).flat()
+        # A folder recorded before the canonical form carries the hash of its config as spelled: still true.
+        hashes = (config_hash(flat), config_hash(flat, as_spelled=True))
+        run_id = f"{flat['variant']}-s{flat['seed']}-{config.get('config_hash', '')[:8]}"
+        matches = config.get("config_hash") in hashes and config.get("run_id") == run_id
     except (KeyError, TypeError, ValueError, AttributeError):  # settings missing or of the wrong shape
         matches = False
     if not matches or path.name != config.get("run_id"):

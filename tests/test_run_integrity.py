@@ -15,6 +15,7 @@ from experiments import ablate, run, sample, store
 from experiments.config import resolve
 from experiments.plan import plan
 from experiments.runner import train_run
+from experiments.settings import config_hash
 from nanogpt.train import Callback
 
 SETTINGS = {"max_iters": 4, "eval_interval": 2, "eval_iters": 2, "log_interval": 2}
@@ -226,3 +227,17 @@ def test_a_half_record_marked_completed_is_rebuilt_on_resume(finished, interrupt
     assert fresh.keys() <= summary.keys() and "rebuilt" in summary
     assert {k: summary[k] for k in ("run_id", "config_hash", "variant", "seed", "final_val_loss", "evals")} == \
         {k: fresh[k] for k in ("run_id", "config_hash", "variant", "seed", "final_val_loss", "evals")}
+
+
+def test_a_folder_recorded_before_the_canonical_form_is_still_read(finished, tmp_path):
+    """Its config.json carries the hash of its settings as spelled (a constant lr with warmup_iters 7, say): true
+    then, so analysis reads it; the same config trains today under its canonical id."""
+    cfg = json.loads((finished / store.CONFIG).read_text()) | {"warmup_iters": 7}
+    as_spelled = config_hash(store.RunConfig.from_flat(cfg).flat(), as_spelled=True)
+    run_id = f"{cfg['variant']}-s{cfg['seed']}-{as_spelled[:8]}"
+    old = tmp_path / "results" / "adhoc" / run_id
+    shutil.copytree(finished, old)
+    (old / store.CONFIG).write_text(json.dumps(cfg | {"config_hash": as_spelled, "run_id": run_id}))
+    loaded = load_runstore(tmp_path / "results", "adhoc")
+    assert loaded.problems == [] and loaded.runs["run_id"].tolist() == [run_id]
+    assert store.RunConfig.from_flat(cfg).run_id == finished.name != run_id
