@@ -21,6 +21,7 @@ from experiments.settings import DEFAULTS, RunConfig
 from nanogpt.data import Corpus
 from nanogpt.model import GPT, ModelConfig
 from nanogpt.train import Callback, TrainConfig, Trainer
+from tests.conftest import run_module
 
 SHORT = {"max_iters": 4, "eval_interval": 2, "eval_iters": 2, "log_interval": 2}
 NO_BLOCKS = {"attention": False, "mlp": False}
@@ -202,3 +203,25 @@ def test_the_tables_give_a_collapsed_variant_no_row_of_its_own(tiny_corpus, tmp_
     assert {"no_bias", "qk_norm"} <= set(rows) and "gqa" not in rows
     assert "Note: gqa is the same model as no_bias under these settings" in out
     assert len(list((results / "smoke").glob("*/config.json"))) == 6  # 7 rungs, one trained once
+
+
+def test_the_lr_fair_tables_give_a_collapsed_variant_no_row_either(tiny_corpus, tmp_path):
+    """On a learning-rate axis: without an MLP the activation is a no-op, at every grid lr."""
+    definitions = tmp_path / "definitions"
+    definitions.mkdir()
+    (definitions / "acts.yaml").write_text(
+        "name: acts\ncompare: no_mlp\nvariants:\n  - {name: no_mlp, set: {mlp: false}}\n"
+        "  - {name: no_mlp_swiglu, set: {mlp: false, activation: swiglu}}\n  - {name: narrow, set: {n_embd: 8}}\n")
+    env = {"NANOGPT_EXPERIMENTS": str(definitions)}
+    results = tmp_path / "r"
+    out = run_module("experiments.ablate", "--preset", "smoke", "--seeds", "1", "--experiments", "acts", "--lrs",
+                     "1e-2", "3e-2", "--data", tiny_corpus, "--results", results, "--jobs", "1", "--wandb", "off",
+                     *(f"--set={k}={v}" for k, v in SHORT.items()), env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("note: acts/no_mlp_swiglu is the same model as acts/no_mlp") == 2  # once per lr
+    assert "4 runs planned" in out.stderr
+    tables_out = run_module("analysis.report", results / "smoke", "--tables-only", env=env)
+    assert tables_out.returncode == 0, tables_out.stderr
+    rows = re.findall(r"^\| (\w+) +\|", tables_out.stdout, re.M)
+    assert "narrow" in rows and "no_mlp_swiglu" not in rows
+    assert "Note: no_mlp_swiglu is the same model as no_mlp under these settings" in tables_out.stdout
