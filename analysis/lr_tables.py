@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.confidence import holm, mean_ci, paired_delta, paired_p
-from analysis.tables import loss_cell, p_cell, status_counts
+from analysis.tables import loss_cell, p_cell, same_models_note, status_counts
 
 EXPLANATION = (
     "With a learning-rate axis each variant is shown at its own best lr (lowest mean final val over seeds among "
@@ -144,7 +144,7 @@ def section(entry: dict[str, Any], planned: pd.DataFrame, table: pd.DataFrame) -
         f"## {entry['name']} (learning-rate axis: {lrs})", entry.get("description", ""), EXPLANATION,
         markdown(table, entry.get("compare", "previous")),
         "Final val loss at every grid lr (mean ± 95% CI; (k/n): only k of n seeds completed; bold: the best lr):",
-        grid_markdown(grid(planned, entry["name"]), table)) if p)
+        grid_markdown(grid(planned, entry["name"]), table), same_models_note(entry)) if p)
 
 
 def _best_lr(cells: pd.DataFrame) -> float:

@@ -111,9 +111,16 @@ def samples(planned: pd.DataFrame, definition: str, shown: set[str]) -> str:
 
 
 def section(entry: dict[str, Any], table: pd.DataFrame) -> str:
-    """One definition's heading, description and table."""
-    parts = (f"## {entry['name']}", entry.get("description", ""), markdown(table, entry.get("compare", "previous")))
+    """One definition's heading, description, table and its variants that are no model of their own."""
+    parts = (f"## {entry['name']}", entry.get("description", ""), markdown(table, entry.get("compare", "previous")),
+             same_models_note(entry))
     return "\n\n".join(p for p in parts if p)
+
+
+def same_models_note(entry: dict[str, Any]) -> str:
+    """The variants the plan found to be the same model as another (experiments.plan): no row, one note."""
+    return " ".join(f"Note: {name} is the same model as {same} under these settings (its change is a no-op "
+                    "here); it has no row of its own." for name, same in entry.get("same_models", {}).items())
 
 
 def samples_section(manifest: dict[str, Any], planned: pd.DataFrame) -> str:

@@ -36,7 +36,7 @@ from experiments import cli, exits, manifest, placement, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
 from experiments.definitions import get_experiment, parse_lrs
 from experiments.machine import check_results, default_jobs
-from experiments.plan import Plan, default_preset, describe_plan, kept_notes, plan
+from experiments.plan import Plan, default_preset, describe_plan, kept_notes, plan, same_model_note
 from experiments.presets import PRESETS
 from experiments.runner import USER_ERRORS, train_run
 from experiments.wandb_mirror import WandbSettings
@@ -196,8 +196,10 @@ def _ablate(args: argparse.Namespace) -> int:
         return 0
     manifest.write(p.folder, p.manifest)
     for v in p.variants:  # what --dry-run says, said before training too: no --set is dropped silently
-        for note in kept_notes(v, p.manifest["overrides"]):
-            print(f"{v.experiment}/{v.name}: {note}", file=sys.stderr)
+        notes = [same_model_note(v)] if v.same_as else []
+        notes += [f"{v.experiment}/{v.name}: {note}" for note in kept_notes(v, p.manifest["overrides"])]
+        for note in notes:
+            print(note, file=sys.stderr)
     try:
         summaries = execute(p, results, args.jobs, args.force, wandb)
     except BrokenProcessPool:

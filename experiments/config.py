@@ -195,7 +195,8 @@ def build(preset: str, variant: str, seed: int, settings: dict[str, Any], labels
         train.validate()
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return RunConfig(preset=preset, variant=variant, seed=seed, model=model, train=train, **top)
+    # Validated as given, recorded and trained in canonical form: two spellings of one model are one run.
+    return RunConfig(preset=preset, variant=variant, seed=seed, model=model, train=train, **top).in_canonical_form()
 
 
 def resolve(preset: str, variant: str | None = None, seed: int = 0, overrides: dict[str, Any] | None = None,

@@ -2,8 +2,9 @@
 
 The base model is the preset with the --set / SET= overrides applied; each variant's own settings
 then apply on top (see experiments.config). Two variants of one experiment that resolve to the same
-config are an error; a config that two experiments share (the ladder's `full` is leave-one-out's
-`full`) is one run, listed in both and said so in the plan.
+config (a rung whose one change is a no-op on this base model, experiments.canonical) are one model: the
+plan says so, trains it once and gives the later one no row in the tables. A config that two experiments
+share (the ladder's `full` is leave-one-out's `full`) is one run, listed in both and said so in the plan.
 
 A learning-rate axis (`--lrs`, LRS=, or a definition's own `lrs:`) plans every variant at every
 grid lr. A grid point's base model is the base model with `lr` replaced exactly as `--set lr=X`
@@ -45,6 +46,9 @@ class PlannedVariant:
     shared_with: str | None = None  # the variant of another experiment it is the same run as
     lr: float | None = None  # its point on the experiment's learning-rate axis (None: no axis)
     own_lr: float | None = None  # the lr the variant fixes itself, before the grid scaled it
+    # The variant of its own experiment it is the same model as (its changes are no-ops on this base model,
+    # experiments.canonical): trained once, and no row of its own in the tables.
+    same_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,17 +107,16 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
                 labels = {"experiment": name, "group": definition.name, "job_type": definition.job_type}
                 ready = prepare(build(preset, variant.name, seeds[0], at | changes, labels), corpus)
                 first, corpus, device = ready.cfg, ready.corpus, ready.device
-                earlier = owner.get(first.hash)
-                if earlier and earlier.experiment == definition.name:
-                    raise ConfigError(f"{definition.path}: variants {earlier.experiment}/{earlier.name} and "
-                                      f"{definition.name}/{variant.name} resolve to the same config on this base "
-                                      "model; change the --set that makes them equal, or one of the variants")
+                earlier = owner.get((definition.name, first.hash)) or owner.get(first.hash)
+                same = earlier if earlier and earlier.experiment == definition.name else None
                 this = PlannedVariant(
                     definition.name, variant.name, {k: v for k, v in changes.items() if base[k] != v},
                     {k: changes[k] for k in overrides if k in owns and changes[k] != base[k]},
                     earlier.runs if earlier else tuple(replace(first, seed=s) for s in seeds),
-                    f"{earlier.experiment}/{earlier.name}" if earlier else None, lr, own_lr)
+                    f"{earlier.experiment}/{earlier.name}" if earlier and not same else None, lr, own_lr,
+                    f"{same.experiment}/{same.name}" if same else None)
                 owner.setdefault(first.hash, this)
+                owner.setdefault((definition.name, first.hash), this)
                 planned.append(this)
     assert corpus is not None and device is not None  # every definition has at least one variant
     runs = _unique_runs(planned, len(seeds))
@@ -144,16 +147,25 @@ def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[RunConfig
 
 
 def _entry(definition: Experiment, planned: list[PlannedVariant], lrs: tuple[float, ...]) -> dict[str, Any]:
-    """The manifest entry of one definition: each variant once, with its runs (per lr, then seed, on an axis)."""
+    """The manifest entry of one definition: each variant once, with its runs (per lr, then seed, on an axis);
+    a variant that is the same model as another of it is listed under `same_models`, not as a variant."""
     variants: dict[str, dict[str, Any]] = {}
-    for v in (v for v in planned if v.experiment == definition.name):
+    same = {v.name: v.same_as.split("/", 1)[1] for v in planned if v.experiment == definition.name and v.same_as}
+    for v in (v for v in planned if v.experiment == definition.name and not v.same_as):
         component = definition.variant(v.name).component
         entry = variants.setdefault(v.name, {"name": v.name, "adds": definition.variant(v.name).adds,
                                              **({"component": component} if component else {}), "runs": []})
         point = {} if v.lr is None else {"lr": v.lr}
         entry["runs"] += [{"seed": c.seed, **point, "run_id": c.run_id} for c in v.runs]
+    compare = same.get(definition.compare, definition.compare)  # a collapsed baseline: the model it is
     return {"name": definition.name, "job_type": definition.job_type, "description": definition.description,
-            "compare": definition.compare, **({"lrs": list(lrs)} if lrs else {}), "variants": list(variants.values())}
+            "compare": compare, **({"lrs": list(lrs)} if lrs else {}), "variants": list(variants.values()),
+            **({"same_models": same} if same else {})}
+
+
+def same_model_note(v: PlannedVariant) -> str:
+    """One line for a variant that collapsed into another of its experiment (`make ablate` prints it too)."""
+    return f"note: {v.experiment}/{v.name} is the same model as {v.same_as} under these settings; trained once"
 
 
 def kept_notes(v: PlannedVariant, overrides: dict[str, Any]) -> list[str]:
@@ -181,6 +193,8 @@ def describe_plan(p: Plan, results: Path) -> str:
         lines += [f"  {note}" for note in kept_notes(v, doc["overrides"])]
         if v.shared_with:
             lines.append(f"  same runs as {v.shared_with}: trained once")
+        if v.same_as:
+            lines.append(same_model_note(v))
         for cfg in v.runs:
             state = "cached" if runs.finished(cfg.experiment, cfg.run_id) else "to train"
             lines.append(f"  seed {cfg.seed:<3} {cfg.hash[:16]}  {cfg.run_id:32} {state}")

@@ -51,6 +51,18 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def identity(cfg: RunConfig) -> dict[str, Any]:
+    """What names a run in its summary (a repaired summary has these too)."""
+    return {"run_id": cfg.run_id, "config_hash": cfg.hash, "experiment": cfg.experiment, "preset": cfg.preset,
+            "variant": cfg.variant, "seed": cfg.seed}
+
+
+def evaluation_steps(cfg: RunConfig, up_to: int) -> list[int]:
+    """The steps the loop evaluates at, up to `up_to` (nanogpt.train: every eval_interval, and the last step)."""
+    train = cfg.train
+    return [s for s in range(up_to + 1) if s % train.eval_interval == 0 or s == train.max_iters]
+
+
 class RunRecorder(Callback):
     """Appends each evaluation to metrics.jsonl, then checkpoints; keeps summary.json current.
 
@@ -68,18 +80,31 @@ class RunRecorder(Callback):
         store.write_json(run_dir / store.CONFIG, {"format": store.FORMAT, **json.loads(cfg.to_json())})
         store.write_atomic(run_dir / store.VOCAB, vocab_json + "\n")
         store.write_atomic(run_dir / store.METRICS, "")  # no checkpoint = a fresh start: drop older lines
-        summary = {"run_id": cfg.run_id, "config_hash": cfg.hash, "experiment": cfg.experiment,
-                   "preset": cfg.preset, "variant": cfg.variant, "seed": cfg.seed, "status": "running",
-                   "started_at": time.time(), **static}
+        summary = identity(cfg) | {"status": "running", "started_at": time.time(), **static}
         store.write_json(run_dir / store.SUMMARY, summary)
         return cls(run_dir, cfg, summary)
 
     @classmethod
-    def reopen(cls, run_dir: Path, cfg: RunConfig, resumed_from: int) -> RunRecorder:
-        """An interrupted run folder: drop evaluations past the checkpoint, mark it running again."""
+    def reopen(cls, run_dir: Path, cfg: RunConfig, resumed_from: int, static: dict[str, Any]) -> RunRecorder:
+        """An interrupted run folder: drop evaluations past the checkpoint, mark it running again.
+
+        Checked before anything is written: metrics.jsonl must hold every evaluation up to the checkpoint's step
+        (else the resumed run would end 'completed' with its early losses missing: refused). A missing or
+        unreadable summary.json is rebuilt from the config and `static` (what a fresh run records) and says so.
+        """
+        metrics, _ = store.read_jsonl(run_dir / store.METRICS)
+        recorded = [m.get("step") for m in metrics if isinstance(m.get("step"), int) and m["step"] <= resumed_from]
+        if recorded != evaluation_steps(cfg, resumed_from):
+            raise store.RunFolderError(
+                f"{run_dir / store.METRICS}: the evaluations up to the checkpoint's step {resumed_from} are not all "
+                "there (damaged or deleted), so a resumed run would be recorded without them; retrain it with --force")
+        summary = store.read_summary(run_dir)
+        if summary is None or not identity(cfg).keys() <= summary.keys():
+            summary = identity(cfg) | {"started_at": (run_dir / store.CONFIG).stat().st_mtime, **static,
+                                       "rebuilt": "summary.json was missing or unreadable; rebuilt on resume from "
+                                       "config.json, metrics.jsonl and the checkpoint"}
         store.remove_partial_writes(run_dir)
         store.truncate_metrics(run_dir / store.METRICS, resumed_from)
-        summary = store.read_run(run_dir).summary
         summary |= {"status": "running", "resumed_from_step": resumed_from,
                     "resumes": summary.get("resumes", 0) + 1}
         store.write_json(run_dir / store.SUMMARY, summary)
@@ -91,6 +116,17 @@ class RunRecorder(Callback):
         elif losses["best_val_step"] == resumed_from:  # killed between writing ckpt.pt and linking best.pt to it
             store.link_atomic(run_dir / store.CHECKPOINT, run_dir / store.BEST_CHECKPOINT)
         return cls(run_dir, cfg, summary, best)
+
+    @staticmethod
+    def check_fresh_start(run_dir: Path) -> None:
+        """A folder without a checkpoint restarts from step 0; refused if that would drop recorded evaluations
+        (a kill before the first checkpoint leaves at most step 0's, which the restart writes again)."""
+        metrics, _ = store.read_jsonl(run_dir / store.METRICS)
+        last = max((m["step"] for m in metrics if isinstance(m.get("step"), int)), default=0)
+        if last > 0:
+            raise store.RunFolderError(
+                f"{run_dir}: {store.CHECKPOINT} is missing but {store.METRICS} records evaluations up to step {last}; "
+                "restore the checkpoint, or retrain the run with --force")
 
     def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
         # Metrics first, checkpoint second: a kill in between leaves a line past the checkpoint,

@@ -20,7 +20,7 @@ from experiments.config import ConfigError, RunConfig
 from experiments.definitions import DefinitionError
 from experiments.machine import Prepared, prepare
 from experiments.progress import Progress
-from experiments.recorder import RunRecorder, environment
+from experiments.recorder import RunRecorder, environment, identity
 from experiments.wandb_mirror import WandbMirror, WandbSettings
 from nanogpt import checkpoint, distributed
 from nanogpt.data import Corpus, DataError
@@ -97,33 +97,37 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
                   callbacks: Sequence[Callback], quiet: bool, wandb: WandbSettings | None,
                   world: distributed.SingleProcess) -> dict[str, Any]:
     cfg, corpus = ready.cfg, ready.corpus
-    status = store.run_status(run_dir) if run_dir.exists() else None
+    summary = store.read_summary(run_dir) if run_dir.exists() else None
+    status = summary.get("status") if summary else None
+    whole = summary is not None and identity(cfg).keys() <= summary.keys()  # else --resume rebuilds it
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
-    elif status in ("completed", "diverged"):
+    elif status in ("completed", "diverged") and whole:
         world.broadcast(False)  # data-parallel: the other ranks have nothing to train either
         return store.read_run(run_dir).summary | {"skipped": True}
     elif run_dir.exists() and not resume:
         world.broadcast(False)
-        raise RunExistsError(
-            f"{run_dir} holds an unfinished run (status {status}); pass --resume to continue it "
-            "or --force to start over"
-        )
+        state = f"status {status}" if whole else "its summary.json is missing, unreadable or incomplete"
+        raise RunExistsError(f"{run_dir} holds an unfinished run ({state}); pass --resume to continue (or repair) "
+                             "it or --force to start over")
 
     world.broadcast(True)
     trainer = make_trainer(ready, world)
     model, device = trainer.model, trainer.device
     ckpt_path = run_dir / store.CHECKPOINT
+    static = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
+              "train_flops_per_token": 3 * model.flops_per_token(), "vocab_size": cfg.model.vocab_size,
+              "data_sha256": cfg.data_sha256, "environment": environment(device), "world_size": world.size,
+              "precision": trainer.precision.record() | {"reason": cfg.dtype_reason}}
     if ckpt_path.exists():
+        store.read_config(run_dir)  # before anything is changed: an edited config.json is never resumed
         state = checkpoint.load(ckpt_path)  # on the CPU: RNG states must not move to a GPU
         load_weights(model, state["model"], ckpt_path)
         trainer.restore(state)
-        recorder = RunRecorder.reopen(run_dir, cfg, trainer.step)
+        recorder = RunRecorder.reopen(run_dir, cfg, trainer.step, static)
     else:
-        static = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
-                  "train_flops_per_token": 3 * model.flops_per_token(), "vocab_size": cfg.model.vocab_size,
-                  "data_sha256": cfg.data_sha256, "environment": environment(device), "world_size": world.size,
-                  "precision": trainer.precision.record() | {"reason": cfg.dtype_reason}}
+        if run_dir.exists():
+            RunRecorder.check_fresh_start(run_dir)
         recorder = RunRecorder.create(run_dir, cfg, corpus.tokenizer.to_json(), static)
     trainer.follow_main()  # data-parallel: the other ranks start from this state
 

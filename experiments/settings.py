@@ -19,9 +19,8 @@ import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from nanogpt.data import TINY_SHAKESPEARE
-from nanogpt.model import ModelConfig
-from nanogpt.train import TrainConfig
+from experiments.canonical import canonical_form, inert
+from nanogpt.config import TINY_SHAKESPEARE, TINY_SHAKESPEARE_SHA256, ModelConfig, TrainConfig
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # names that name folders: no paths
@@ -58,25 +57,26 @@ class RunConfig:
 
     @functools.cached_property  # a frozen config's hash never changes; plans of many seeds ask often
     def hash(self) -> str:
-        """sha256 over everything that changes the numbers; stable across machines and orders.
+        """sha256 of what the run computes (`config_hash`); stable across machines, orders and spellings."""
+        return config_hash(self.flat())
 
-        Every setting is hashed unless the registry marks it a label. A setting added after config
-        format 1 is hashed only when it leaves its default, so a config that does not use it keeps
-        the hash (and run folder) it had.
-        """
-        semantic = {}
-        for key, value in self.flat().items():
-            setting = REGISTRY[key]
-            if not setting.label and (setting.hash_key in FORMAT_1_HASHED or value != setting.default):
-                semantic[setting.hash_key] = value
-        return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
+    def in_canonical_form(self) -> RunConfig:
+        """This config with every setting that cannot change the computation at its canonical value
+        (experiments.canonical): what a run records, and what it trains."""
+        changed = {k: new for k, (_, new) in inert(self.flat()).items()}
+        if not changed:
+            return self
+        model = {k: v for k, v in changed.items() if k in MODEL_FIELDS}
+        train = {k: v for k, v in changed.items() if k not in MODEL_FIELDS}
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, **model),
+                                   train=dataclasses.replace(self.train, **train))
 
     @property
     def run_id(self) -> str:
         return f"{self.variant}-s{self.seed}-{self.hash[:8]}"
 
     def to_json(self) -> str:
-        return json.dumps(self.flat() | {"config_hash": self.hash, "run_id": self.run_id}, indent=2)
+        return json.dumps(canonical_form(self.flat()) | {"config_hash": self.hash, "run_id": self.run_id}, indent=2)
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> RunConfig:
@@ -87,6 +87,27 @@ class RunConfig:
         top = {f.name: flat[f.name] for f in fields(cls) if f.name not in ("model", "train") and f.name in flat}
         top["tags"] = tuple(top.get("tags", ()))
         return cls(model=model, train=train, **top)
+
+
+def config_hash(flat: dict[str, Any], as_spelled: bool = False) -> str:
+    """sha256 over everything that changes the numbers, in canonical form (experiments.canonical).
+
+    Every setting is hashed unless the registry marks it a label. A setting added after config format 1 is
+    hashed only when it leaves its default, so a config that does not use it keeps the hash (and run folder) it
+    had. The corpus is hashed by its content: `data` is hashed as `tinyshakespeare` for Tiny Shakespeare's
+    checksum (the spelling its runs always had), and as nothing beside any other checksum, so a relative
+    path, an absolute one, a symlink and a copy of one file are one corpus. Before the corpus is read (no
+    checksum yet) its spelling is all there is. `as_spelled`: the hash of versions before the canonical form
+    (the run ids of folders they recorded).
+    """
+    semantic = {}
+    for key, value in (flat if as_spelled else canonical_form(flat)).items():
+        setting = REGISTRY[key]
+        if not setting.label and (setting.hash_key in FORMAT_1_HASHED or value != setting.default):
+            semantic[setting.hash_key] = value
+    if flat["data_sha256"] and not as_spelled:
+        semantic["data"] = TINY_SHAKESPEARE if flat["data_sha256"] == TINY_SHAKESPEARE_SHA256 else ""
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
 
 
 Scope = Literal["model", "train", "run"]

@@ -9,7 +9,8 @@
         ckpt.pt         model + optimizer + RNG state at the last evaluation (atomic)
         best.pt         the same at the evaluation of the lowest val loss so far (atomic; often ckpt.pt's inode)
 
-This module does not import torch, so analysis on a laptop without torch can read runs.
+This module does not import torch, so analysis on a laptop without torch can read runs (and check them:
+experiments.settings hashes a config without torch).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from experiments.settings import RunConfig, config_hash  # torch-free: config.json is checked against its id
 
 CONFIG, VOCAB, METRICS, SUMMARY, SAMPLES, CHECKPOINT, BEST_CHECKPOINT = (
     "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt", "best.pt"
@@ -211,8 +214,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return obj
 
 
-def read_run(path: Path) -> RunRecord:
-    """One run; raises RunFolderError naming the file if config or summary is unreadable or of another format."""
+def read_config(path: Path) -> dict[str, Any]:
+    """A run folder's config.json: readable, of this format, and hashing to the run id it carries and its folder
+    is named by (so an edited file is never trusted); RunFolderError naming the folder and the fix otherwise."""
     try:
         config = _read_json(path / CONFIG)
     except (OSError, ValueError) as e:
@@ -222,6 +226,32 @@ def read_run(path: Path) -> RunRecord:
             f"{path}: run folder format {config.get('format', 'unknown')}, but this version reads format "
             f"{FORMAT}; retrain it with --force (or delete the folder)"
         )
+    try:
+        flat = RunConfig.from_flat(config).flat()
+        # A folder recorded before the canonical form carries the hash of its config as spelled: still true.
+        hashes = (config_hash(flat), config_hash(flat, as_spelled=True))
+        run_id = f"{flat['variant']}-s{flat['seed']}-{config.get('config_hash', '')[:8]}"
+        matches = config.get("config_hash") in hashes and config.get("run_id") == run_id
+    except (KeyError, TypeError, ValueError, AttributeError):  # settings missing or of the wrong shape
+        matches = False
+    if not matches or path.name != config.get("run_id"):
+        raise RunFolderError(f"{path}: config.json does not match its run id (edited by hand?); delete the folder "
+                             "or restore the file")
+    return config
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """summary.json, or None where it is missing or unreadable (a repair can rebuild it from the rest)."""
+    try:
+        return _read_json(path / SUMMARY)
+    except (OSError, ValueError):
+        return None
+
+
+def read_run(path: Path) -> RunRecord:
+    """One run; raises RunFolderError naming the file if config or summary is unreadable, of another format, or
+    if config.json does not hash to its run id (`read_config`: every reader of a run folder checks it here)."""
+    config = read_config(path)
     try:
         summary = _read_json(path / SUMMARY) if (path / SUMMARY).exists() else {"status": "unknown"}
     except (OSError, ValueError) as e:
@@ -257,8 +287,13 @@ class RunStore:
         return path
 
     def finished(self, experiment: str, run_id: str) -> bool:
-        """True if the run ended for good (completed or diverged): nothing left to train."""
-        return run_status(self.run_dir(experiment, run_id)) in ("completed", "diverged")
+        """True if the run ended for good (completed or diverged): nothing left to train. A finished run's
+        folder is checked first (`read_config`): a cache hit on an edited config.json is refused."""
+        path = self.run_dir(experiment, run_id)
+        if run_status(path) not in ("completed", "diverged"):
+            return False
+        read_config(path)
+        return True
 
     def runs(self, experiment: str | None = None) -> Iterator[RunRecord | str]:
         """Every run (as a RunRecord) or, for a folder that cannot be read, a problem string."""

@@ -36,7 +36,7 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     except Exception as e:  # torch raises many types for a damaged zip/pickle
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a checkpoint ({type(e).__name__}); "
-            "delete it to restart the run from scratch (or rerun with --force)"
+            "rerun with --force to retrain the run from scratch"
         ) from None
     if not isinstance(state, dict) or not {"model", "step"} <= state.keys():
         raise CheckpointError(f"checkpoint {path} lacks model/step entries; delete it and rerun with --force")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-TINY_SHAKESPEARE = "tinyshakespeare"
+from nanogpt.config import TINY_SHAKESPEARE, TINY_SHAKESPEARE_SHA256
+
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 LOCAL_COPY_ENV = "NANOGPT_TINYSHAKESPEARE"  # path to an existing copy, for offline machines
 CACHE_ENV = "NANOGPT_CACHE"
 TRAIN_FRACTION = 0.9

@@ -21,75 +21,12 @@ whatever the norm placement or residual).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal, get_args, get_origin, get_type_hints
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 65
-    block_size: int = 8
-    n_layer: int = 3
-    n_head: int = 4
-    n_embd: int = 32
-    lm_head: bool = True  # token embedding of width n_embd + linear head; off = bigram table
-    pos_emb: bool = True  # learned absolute position embeddings
-    attention: bool = True  # causal self-attention sub-layer in each block
-    mlp: bool = True  # feed-forward sub-layer in each block
-    activation: Literal["relu", "gelu", "swiglu"] = "relu"  # MLP kind: 4x width with ReLU/GELU, or SwiGLU
-    residual: bool = True  # x + f(x) around each sub-layer
-    norm_position: Literal["none", "pre", "post"] = "pre"  # where the norms sit (their kind is `norm`)
-    init: Literal["default", "gpt2"] = "gpt2"  # PyTorch defaults or normal(0, 0.02)
-    scaled_residual_init: bool = False  # GPT-2: residual projections get std 0.02/sqrt(2*n_layer)
-    dropout: float = 0.0
-    bias: bool = True
-    weight_tying: bool = False  # share the token embedding with the LM head
-    # Added after config format 1: the run's hash leaves them out at these defaults (experiments.settings).
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    rope: bool = False  # rotary position embedding of q and k in every attention layer
-    qk_norm: bool = False  # normalise each head's q and k (kind: `norm`) before the dot product
-    n_kv_head: int = 0  # key/value heads shared by the n_head query heads; 0 = n_head, 1 = multi-query
-
-    @property
-    def width(self) -> int:
-        """Width of the residual stream: n_embd, or the vocab for the bigram table."""
-        return self.n_embd if self.lm_head else self.vocab_size
-
-    @property
-    def head_size(self) -> int:
-        return self.n_embd // self.n_head
-
-    def validate(self) -> None:
-        """Raise ValueError with a message a person can act on."""
-        for name in ("vocab_size", "block_size", "n_embd", "n_head"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.n_layer < 0:
-            raise ValueError(f"n_layer must be 0 or more, got {self.n_layer}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name, hint in get_type_hints(ModelConfig).items():
-            if get_origin(hint) is Literal and getattr(self, name) not in get_args(hint):
-                raise ValueError(f"{name} must be one of {', '.join(get_args(hint))}, got {getattr(self, name)!r}")
-        if not self.lm_head and (self.attention or self.mlp or self.weight_tying):
-            raise ValueError(
-                "attention, mlp and weight_tying need lm_head=true: the bigram table has no hidden width"
-            )
-        if self.attention and self.n_embd % self.n_head:
-            raise ValueError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                "pick n_head among the divisors of n_embd"
-            )
-        if self.n_kv_head < 0 or (self.n_kv_head and self.n_head % self.n_kv_head):
-            raise ValueError(
-                f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}); 0 means n_head, 1 multi-query"
-            )
-        if self.rope and self.attention and self.head_size % 2:
-            raise ValueError(f"rope rotates pairs of channels: head size n_embd/n_head ({self.head_size}) must be even")
+from nanogpt.config import ModelConfig
 
 
 def make_norm(cfg: ModelConfig, size: int) -> nn.Module:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+from nanogpt.config import DTYPES  # re-exported: the dtypes a run may ask for
+
 FP16_TENSOR_CORES = (7, 0)  # Volta: the first CUDA GPUs with fp16 tensor cores
 BF16_TENSOR_CORES = (8, 0)  # Ampere
 

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from nanogpt import checkpoint, precision
+from nanogpt.config import TrainConfig
 from nanogpt.data import Batches, Corpus
 from nanogpt.distributed import SingleProcess
 from nanogpt.model import GPT
@@ -27,60 +28,6 @@ from nanogpt.model import GPT
 # Tokens per evaluation forward (at least one training batch): measured on CPU, the tutorial's evaluation
 # runs 1.4x faster in ~4k-token forwards than in 256-token ones, and slower again at 32k (cache misses).
 EVAL_TOKENS = 4096
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 32
-    max_iters: int = 5000
-    eval_interval: int = 500
-    eval_iters: int = 200
-    lr: float = 1e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_iters: int = 0
-    min_lr: float = 1e-4  # cosine floor
-    lr_decay_iters: int = 0  # cosine length; 0 = max_iters
-    weight_decay: float = 0.01  # on matrices only (not biases, norms)
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float = 0.0  # max grad norm; 0 = off
-    # Autocast dtype for matmuls; auto = bf16 where the device computes it natively, fp16 (with a gradient scaler)
-    # on CUDA GPUs that have fp16 tensor cores but no bf16 ones (nanogpt.precision).
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    log_interval: int = 100
-    # PaLM's auxiliary z-loss, coefficient x log^2 Z of the output softmax's normaliser: it keeps the output logits
-    # from drifting (Chowdhery et al. 2022; Wortsman et al. 2023 use 1e-4). 0 = off; losses recorded stay plain CE.
-    z_loss: float = 0.0
-
-    def validate(self) -> None:
-        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "z_loss"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if self.lr == 0:
-            raise ValueError("lr must be positive, got 0")
-        if self.warmup_iters < 0 or self.lr_decay_iters < 0:
-            raise ValueError("warmup_iters and lr_decay_iters must be 0 or more")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.dtype not in precision.DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(precision.DTYPES)}, got {self.dtype!r}")
-
-    def lr_at(self, step: int) -> float:
-        if self.lr_schedule == "constant":
-            return self.lr
-        if step < self.warmup_iters:
-            return self.lr * (step + 1) / (self.warmup_iters + 1)
-        decay_iters = self.lr_decay_iters or self.max_iters
-        if step >= decay_iters:
-            return self.min_lr
-        progress = (step - self.warmup_iters) / max(1, decay_iters - self.warmup_iters)
-        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
 
 
 def log_z_squared(logits: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ def test_a_reopened_run_knows_its_best_so_far(tmp_path):
     evaluate(first, 0, 3.0)
     evaluate(first, 10, 2.0)
     evaluate(first, 20, 2.2)
-    reopened = RunRecorder.reopen(tmp_path / "run", cfg, resumed_from=20)
+    reopened = RunRecorder.reopen(tmp_path / "run", cfg, resumed_from=20, static={})
     assert reopened.best_val == 2.0
     evaluate(reopened, 30, 2.1)
     assert steps(tmp_path / "run") == (10, 30)
@@ -88,5 +88,5 @@ def test_a_kill_between_the_two_writes_is_repaired_on_resume(tmp_path, monkeypat
         with contextlib.suppress(KeyboardInterrupt):
             evaluate(recorder, 10, 2.0)
     assert steps(tmp_path / "run") == (0, 10)
-    reopened = RunRecorder.reopen(tmp_path / "run", cfg, resumed_from=10)
+    reopened = RunRecorder.reopen(tmp_path / "run", cfg, resumed_from=10, static={})
     assert steps(tmp_path / "run") == (10, 10) and reopened.best_val == 2.0

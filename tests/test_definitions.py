@@ -57,12 +57,10 @@ BROKEN = [
     ("name: x\npreset: huge\nvariants:\n  - {name: a}\n", "line 2: unknown preset 'huge'"),
     ("name: x\nvariants:\n  - {name: ../a}\n", "line 3: name '../a' must be letters"),
     ("name: ladder\nvariants:\n  - {name: a}\n", "experiment 'ladder' is defined twice"),
-    ("name: x\nvariants:\n  - {name: a, set: {n_embd: 16}}\n  - {name: b}\n",
-     "variants x/a and x/b resolve to the same config"),
 ]
 
 
-@pytest.mark.reliability("bad input", "experiment definition files: syntax, keys, types, names, conditions, collisions")
+@pytest.mark.reliability("bad input", "experiment definition files: syntax, keys, types, names, conditions")
 @pytest.mark.parametrize(("text", "message"), BROKEN, ids=[m for _, m in BROKEN])
 def test_a_broken_definition_is_named_with_its_problem(tmp_path, tiny_corpus, monkeypatch, capsys, text, message):
     """Exit 2, the file's path (and line) and the problem in one line; nothing written."""

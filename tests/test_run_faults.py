@@ -123,7 +123,7 @@ def test_corrupted_checkpoint_is_reported_with_the_fix(tmp_path, tiny_corpus, un
 @pytest.mark.parametrize("damage", ["older format", "config not JSON", "summary not JSON"])
 def test_foreign_or_damaged_run_folder_is_reported_and_the_rest_loads(tmp_path, uninterrupted, damage):
     """The store names the folder and the fix, and still yields every other run."""
-    for name in ("a", "b"):
+    for name in (uninterrupted.name, "b"):  # a folder is named by its run id; "b" is damaged anyway
         shutil.copytree(uninterrupted, tmp_path / "exp" / name)
     bad = tmp_path / "exp" / "b"
     if damage == "older format":
@@ -133,6 +133,6 @@ def test_foreign_or_damaged_run_folder_is_reported_and_the_rest_loads(tmp_path, 
     else:
         (bad / (store.CONFIG if damage.startswith("config") else store.SUMMARY)).write_text("{not json")
     found = list(store.RunStore(tmp_path).runs("exp"))
-    assert [r.path.name for r in found if isinstance(r, store.RunRecord)] == ["a"]
+    assert [r.path.name for r in found if isinstance(r, store.RunRecord)] == [uninterrupted.name]
     [problem] = [r for r in found if isinstance(r, str)]
     assert str(bad) in problem and ("--force" in problem or "delete" in problem)
