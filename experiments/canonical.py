@@ -76,14 +76,20 @@ RULES: tuple[Rule, ...] = (
 
 def canonical_form(flat: dict[str, Any]) -> dict[str, Any]:
     """`flat` with every inert setting at its canonical value (the rules apply in order; once is enough)."""
-    out = dict(flat)
+    return _apply(flat)[0]
+
+
+def inert(flat: dict[str, Any]) -> dict[str, tuple[Any, Any, Rule]]:
+    """The settings `canonical_form` changes: name -> (given, canonical, the rule that makes it inert)."""
+    canon, why = _apply(flat)
+    return {k: (v, canon[k], why[k]) for k, v in flat.items() if canon[k] != v}
+
+
+def _apply(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Rule]]:
+    out, why = dict(flat), {}
     for rule in RULES:
         if rule.applies(out):
-            out |= rule.resets(out)
-    return out
-
-
-def inert(flat: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """The settings `canonical_form` changes: name -> (given, canonical)."""
-    canon = canonical_form(flat)
-    return {k: (v, canon[k]) for k, v in flat.items() if canon[k] != v}
+            changed = {k: v for k, v in rule.resets(out).items() if out[k] != v}
+            out |= changed
+            why |= dict.fromkeys(changed, rule)
+    return out, why

@@ -63,7 +63,7 @@ class RunConfig:
     def in_canonical_form(self) -> RunConfig:
         """This config with every setting that cannot change the computation at its canonical value
         (experiments.canonical): what a run records, and what it trains."""
-        changed = {k: new for k, (_, new) in inert(self.flat()).items()}
+        changed = {k: new for k, (_, new, _) in inert(self.flat()).items()}
         if not changed:
             return self
         model = {k: v for k, v in changed.items() if k in MODEL_FIELDS}

@@ -145,6 +145,20 @@ def test_the_issue_example_attention_off_with_qk_norm_is_the_attention_free_mode
     assert run_id({"attention": False, "qk_norm": True}, tiny_corpus) == run_id({"attention": False}, tiny_corpus)
 
 
+
+def test_the_run_cli_says_which_given_setting_changes_nothing(tiny_corpus, tmp_path):
+    """A no-op --set is applied (the folder is the attention-free model's), and said in one line, not silently."""
+    args = ["--variant", "leave_one_out/no_attention", "--data", str(tiny_corpus), "--results", str(tmp_path),
+            "--dry-run"]
+    plain = run_module("experiments.run", *args)
+    spelled = run_module("experiments.run", *args, "--set", "qk_norm=true")
+    assert plain.returncode == spelled.returncode == 0, spelled.stderr
+    folder = [line for line in plain.stderr.splitlines() if line.startswith("run folder:")]
+    assert folder and folder == [line for line in spelled.stderr.splitlines() if line.startswith("run folder:")]
+    notes = [line for line in spelled.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "qk_norm=true changes nothing" in notes[0] and "qk_norm=false" in notes[0], notes
+    assert "note:" not in plain.stderr
+
 # --- the corpus by its content ------------------------------------------------------------------------------------
 @pytest.mark.reliability("bad input", "one corpus spelled as a relative or absolute path, a symlink or a copy")
 def test_one_corpus_spelled_four_ways_is_one_run(tiny_corpus, tmp_path, monkeypatch):
