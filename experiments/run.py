@@ -6,10 +6,8 @@ The command line of the runner; the training itself is `experiments.runner.train
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from experiments import cli, exits, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, resolve, with_flag
@@ -84,13 +82,8 @@ def _print_lists(args: argparse.Namespace) -> None:
                 print(f"  {name}/{v.name:16} {v.adds}")
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM (kill, a W&B agent's early termination) ends the run like Ctrl-C
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args, extras = build_parser().parse_known_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     return exits.run_command(lambda: _run(args, extras), USER_ERRORS,
                              "the run folder keeps the last checkpoint; rerun with --resume")
 
