@@ -60,7 +60,9 @@ def _stop(signum: int, frame: Any) -> None:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Ctrl-C or SIGTERM raises KeyboardInterrupt here, once; the handlers before are restored after.
+    """Ctrl-C or SIGTERM raises KeyboardInterrupt here, once. Without one, the handlers before are restored
+    after; after one the command is ending, and later signals stay ignored to its exit (a second Ctrl-C
+    that lands in the interpreter's shutdown would print a traceback).
 
     A signal the process was started with ignored (a background job's SIGINT) stays ignored.
     """
@@ -74,8 +76,10 @@ def stop_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for stop, handler in before.items():
-            signal.signal(stop, handler)
+        stopped = any(before[s] is not signal.SIG_IGN and signal.getsignal(s) is signal.SIG_IGN for s in before)
+        if not stopped:
+            for stop, handler in before.items():
+                signal.signal(stop, handler)
 
 
 def error(message: str, code: int = BAD_INPUT) -> int:
