@@ -58,10 +58,14 @@ ablate: setup  ## the ladder + leave-one-out over seeds, in parallel, resumable;
 ifdef DRY_RUN
 	$(PY) -m experiments.ablate $(ABLATE_ARGS) --seeds $(SEEDS) --dry-run
 else
-	@# Failed runs (exit 1) still get their table rows; bad input (2) or Ctrl-C (130) stops here.
+	@# Failed runs (exit 1) still get their table rows; bad input (2) or Ctrl-C/SIGTERM (130) stops here.
+	@# A SIGTERM to make reaches this shell only: it passes it on (Ctrl-C too, as SIGTERM, since a job in the
+	@# background ignores SIGINT) and waits for the ablation to stop its runs; a bare `sh -c` would die, orphaning it.
+	trap 'kill -TERM $$pid 2>/dev/null' INT TERM; \
 	$(PY) -m experiments.ablate $(ABLATE_ARGS) --seeds $(SEEDS) --wandb $(WANDB) $(if $(JOBS),--jobs $(JOBS)) \
-		$(if $(FORCE),--force); \
-	status=$$?; [ $$status -gt 1 ] && exit $$status; \
+		$(if $(FORCE),--force) & pid=$$!; \
+	while :; do wait $$pid; status=$$?; kill -0 $$pid 2>/dev/null || break; done; \
+	[ $$status -gt 1 ] && exit $$status; \
 	folder=$$($(PY) -m experiments.ablate $(ABLATE_ARGS) --print-folder) || exit $$?; \
 	$(PY) -m analysis.report $$folder || exit $$?; exit $$status
 endif

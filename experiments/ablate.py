@@ -8,7 +8,12 @@ as the experiment manifest, then trains what is missing in parallel worker proce
   starting it again trains only what is missing;
 - deduplicated: a config that two experiments share (the ladder's last rung and the
   leave-one-out baseline are both `full`; the ladder's `layernorm` rung is `no_gpt2_init`) has
-  one config hash, one run folder, one training.
+  one config hash, one run folder, one training;
+- shared: a run another process trains now (a second ablation on the same results folder) is waited
+  for and then taken as that process finished it.
+
+Ctrl-C or SIGTERM stops every worker's run, marked interrupted in its folder, and exits 130 once the
+workers are gone (experiments.exits).
 
 Each worker trains with `cores // jobs` torch threads so parallel runs never oversubscribe the CPU; on a CUDA
 machine several workers share each GPU, pinned round-robin (experiments.placement).
@@ -55,7 +60,22 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+# In a worker: whether it trains a run now (the one time SIGTERM has something to stop), and whether it was stopped.
+_training = _stopped = False
+
+
+def _stop_run(signum: int, frame: Any) -> None:
+    """SIGTERM in a worker (from the interrupted parent, or a scheduler's to every process): the run in
+    flight ends as on Ctrl-C, marked interrupted; an idle worker starts no run and exits with the pool."""
+    global _training, _stopped
+    _stopped = True
+    if _training:
+        _training = False  # a second SIGTERM (parent and scheduler both send one) must not cut the record short
+        raise KeyboardInterrupt
+
+
 def _init_worker(where: placement.Placement, started: Any, parent: int) -> None:
+    signal.signal(signal.SIGTERM, _stop_run)
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     with started.get_lock():  # the i-th worker to start takes GPU i mod N
@@ -69,14 +89,30 @@ def _init_worker(where: placement.Placement, started: Any, parent: int) -> None:
 
 
 def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings) -> dict[str, Any]:
-    started = time.perf_counter()
+    global _training
+    if _stopped:  # a run handed over after the stop began
+        return {"run_id": cfg.run_id, "status": "interrupted"}
+    started, _training = time.perf_counter(), True
     try:
-        summary = train_run(cfg, results, resume=True, force=force, quiet=True, wandb=wandb)
-    except store.RunBusyError as e:
-        return {"run_id": cfg.run_id, "status": "busy", "reason": str(e)}
+        while True:
+            try:
+                summary = train_run(cfg, results, resume=True, force=force, quiet=True, wandb=wandb)
+                break
+            except store.RunBusyError:
+                # Another process (a second ablation on this results folder) trains it now: wait for it, then
+                # take its result, or resume the run if it stopped short. Its run is as fresh as --force asks.
+                _wait_for_other(store.RunStore(results).run_dir(cfg.experiment, cfg.run_id))
+                force = False
     except Exception as e:  # noqa: BLE001 - one broken run must not stop the others; it is recorded
         return {"run_id": cfg.run_id, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
+    finally:
+        _training = False
     return summary | {"seconds": time.perf_counter() - started}
+
+
+def _wait_for_other(run_dir: Path, poll_sec: float = 0.5) -> None:
+    while store.lock_held(run_dir):
+        time.sleep(poll_sec)
 
 
 def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False,
@@ -114,7 +150,13 @@ def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False
                     done[cfg.run_id] = summary
                     bar.update()
                     _report(len(done), len(p.runs), cfg, summary, bar)
-        except (KeyboardInterrupt, BrokenProcessPool):
+        except KeyboardInterrupt:
+            for future in pending:
+                future.cancel()
+            _stop_workers()  # their runs record 'interrupted'
+            pool.shutdown(wait=True, cancel_futures=True)  # before the interrupted line: the workers are gone
+            raise
+        except BrokenProcessPool:
             for future in pending:
                 future.cancel()
             raise
@@ -123,10 +165,18 @@ def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False
     return [done[c.run_id] for c in p.runs]
 
 
+def _stop_workers() -> None:
+    for worker in multiprocessing.active_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGTERM)
+
+
 def _report(n_done: int, total: int, cfg: RunConfig, summary: dict[str, Any], bar: tqdm) -> None:
     val = summary.get("final_val_loss")
     detail = f"val {val:.4f}" if isinstance(val, float) else summary.get("reason") or ""
     line = f"[{n_done}/{total}] {cfg.group}/{cfg.variant} seed {cfg.seed}: {summary['status']} {detail}"
+    if summary.get("skipped"):  # it was not finished when planned: another process finished it meanwhile
+        line += " (trained by another process)"
     if "seconds" in summary:
         line += f" ({summary['seconds']:.1f}s)"
     if bar.disable:

@@ -4,13 +4,21 @@
     1   a run (or the command's work) failed: a full disk, a dead worker, a database that went away
     130 interrupted (Ctrl-C, SIGTERM): what was finished is kept; the message says how to resume
 
+SIGTERM (what `kill` and a cluster scheduler send before SIGKILL) ends a command exactly as Ctrl-C does, with
+130 rather than 143: one outcome, one code. Once either arrives, further ones are ignored while the command
+records what it was doing (seconds), so a second Ctrl-C never cuts a record short or prints a traceback.
+
 Torch-free, so analysis and the sweeps' command lines end the same way as the trainers'.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
 
@@ -30,17 +38,48 @@ def run_command(body: Callable[[], int], bad_input: tuple[type[BaseException], .
                 word: Callable[[str], str] = str) -> int:
     """`body()`'s exit code, or the shared ending for what it raised. `word` rewrites each message (the
     sweeps redact a storage password); `interrupted` says what survives a Ctrl-C and how to go on."""
+    with stop_on_signals():
+        try:
+            return body()
+        except bad_input as e:
+            return error(word(str(e)), BAD_INPUT)
+        except KeyboardInterrupt:
+            print(f"interrupted: {interrupted}", file=sys.stderr)
+            return INTERRUPTED
+        except CommandFailed as e:
+            return error(word(str(e)), FAILED)
+        except OSError as e:
+            return error(word(disk_error(e)), FAILED)
+
+
+def _stop(signum: int, frame: Any) -> None:
+    for stop in (signal.SIGINT, signal.SIGTERM):  # the first stops the command; the rest wait for it
+        signal.signal(stop, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Ctrl-C or SIGTERM raises KeyboardInterrupt here, once. Without one, the handlers before are restored
+    after; after one the command is ending, and later signals stay ignored to its exit (a second Ctrl-C
+    that lands in the interpreter's shutdown would print a traceback).
+
+    A signal the process was started with ignored (a background job's SIGINT) stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for stop, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if before[stop] is default:
+            signal.signal(stop, _stop)
     try:
-        return body()
-    except bad_input as e:
-        return error(word(str(e)), BAD_INPUT)
-    except KeyboardInterrupt:
-        print(f"interrupted: {interrupted}", file=sys.stderr)
-        return INTERRUPTED
-    except CommandFailed as e:
-        return error(word(str(e)), FAILED)
-    except OSError as e:
-        return error(word(disk_error(e)), FAILED)
+        yield
+    finally:
+        stopped = any(before[s] is not signal.SIG_IGN and signal.getsignal(s) is signal.SIG_IGN for s in before)
+        if not stopped:
+            for stop, handler in before.items():
+                signal.signal(stop, handler)
 
 
 def error(message: str, code: int = BAD_INPUT) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,13 +127,8 @@ def _print_lists(args: argparse.Namespace) -> None:
                 print(f"  {name}/{v.name:16} {v.adds}")
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM (kill, a W&B agent's early termination) ends the run like Ctrl-C
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args, extras = build_parser().parse_known_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     return exits.run_command(lambda: _run(args, extras), USER_ERRORS,
                              "the run folder keeps the last checkpoint; rerun with --resume")
 

@@ -1,8 +1,14 @@
-"""Print text from a recorded run: `python -m experiments.sample RUN_DIR`."""
+"""Print text from a recorded run: `python -m experiments.sample RUN_DIR`.
+
+The text streams to stdout as it is drawn, a chunk at a time, holding only the model's context: any
+--tokens runs in bounded memory, and stops at Ctrl-C, or quietly when the reader goes (`| head`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +23,7 @@ from nanogpt.data import CharTokenizer
 from nanogpt.model import GPT
 
 CHECKPOINTS = {"best": store.BEST_CHECKPOINT, "last": store.CHECKPOINT}
+CHUNK = 256  # characters decoded and flushed at a time
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature > 0 (default 1.0)")
     p.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest characters (k >= 1)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default a newline)")
+    p.add_argument("--prompt", help="text to continue (default a newline; on a corpus without one, the first "
+                   "character of the run's vocabulary)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
                    help="best: the weights of the run's lowest val loss (default); last: its last evaluation's")
     return p
@@ -39,8 +47,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--temperature must be a finite number above 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
-    if not args.prompt:
-        raise ConfigError("--prompt is empty; give at least one character (default: a newline)")
+    if args.prompt == "":
+        raise ConfigError("--prompt is empty; give at least one character, or leave it out (a newline)")
     if not 0 <= args.seed < 2**63:
         raise ConfigError(f"--seed must be a whole number in 0..{2**63 - 1}, got {args.seed}")
 
@@ -70,23 +78,39 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT, CharTokenizer, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return exits.run_command(lambda: _sample(args), USER_ERRORS, "nothing was written")
+    return exits.run_command(lambda: _sample(args), USER_ERRORS, "the text so far was printed; nothing was written")
+
+
+def default_prompt(tokenizer: CharTokenizer) -> str:
+    """A newline, as the runner's samples start; where the corpus has none, its vocabulary's first character."""
+    return "\n" if "\n" in tokenizer.chars else tokenizer.chars[0]
 
 
 def _sample(args: argparse.Namespace) -> int:
     check_args(args)
     model, tokenizer, summary = load_model(args.run_dir, args.checkpoint)
-    unknown = sorted(set(args.prompt) - set(tokenizer.chars))
+    prompt = default_prompt(tokenizer) if args.prompt is None else args.prompt
+    unknown = sorted(set(prompt) - set(tokenizer.chars))
     if unknown:
         raise ConfigError(f"prompt has characters outside the run's vocabulary: {''.join(unknown)!r}")
     if summary.get("status") != "completed":
         print(f"warning: this run is {summary.get('status', 'unknown')} ({summary.get('reason') or 'no reason'}); "
               f"the text comes from its checkpoint at step {summary['checkpoint_step']}", file=sys.stderr)
-    idx = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
-    out = model.generate(idx, args.tokens, args.temperature, args.top_k,
-                         generator=torch.Generator().manual_seed(args.seed))
-    print(args.prompt + tokenizer.decode(out[0, idx.size(1):].tolist()))
+    idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
+    tokens = model.stream(idx, args.temperature, args.top_k, generator=torch.Generator().manual_seed(args.seed))
+    try:
+        _write(prompt)
+        for start in range(0, args.tokens, CHUNK):
+            _write(tokenizer.decode([int(t) for t in itertools.islice(tokens, min(CHUNK, args.tokens - start))]))
+        _write("\n")
+    except BrokenPipeError:  # the reader stopped reading (`| head`): that is all the text it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush finds no pipe either
     return 0
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

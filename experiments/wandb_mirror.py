@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -73,15 +74,38 @@ def env_mode() -> str | None:
     return ENV_MODES[raw.lower()]
 
 
+class WandbFolderError(Exception):
+    """A folder W&B writes in every run cannot be written; the message names it and the variable that moves it."""
+
+
+def check_folders() -> None:
+    """W&B's data folder (artifact staging) and cache folder (its service's log) are writable.
+
+    Checked before anything of W&B starts: where it cannot write its log, wandb-core logs ~20 lines
+    to stderr instead, and the run then fails at its finish anyway (an unusable HOME, say).
+    """
+    from wandb import env
+
+    for var, folder in (("WANDB_DATA_DIR", env.get_data_dir()), ("WANDB_CACHE_DIR", env.get_cache_dir())):
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as e:
+            raise WandbFolderError(f"W&B cannot write its folder {folder} ({e.strerror or e}); set {var} to a "
+                                   "writable folder (or HOME to a usable home)") from None
+
+
 def resolve_mode(mode: str) -> str | None:
-    """'online', 'offline', or None (off). Auto asks WANDB_MODE, then whether an API key is configured."""
+    """'online', 'offline', or None (off). Auto asks WANDB_MODE, then whether an API key is configured.
+    WandbFolderError where W&B would be on but cannot write its folders."""
     if mode == "off":
         return None
+    wanted = env_mode()
+    if mode == "auto" and wanted == "disabled":
+        return None
+    check_folders()
     if mode != "auto":
         return mode
-    wanted = env_mode()
-    if wanted == "disabled":
-        return None
     if wanted:
         return wanted
     import wandb
@@ -187,10 +211,11 @@ class WandbMirror(Callback):
             fn(*args)
         except Exception as e:
             first_line = next(iter(str(e).splitlines()), "")
+            advice = "" if isinstance(e, WandbFolderError) else (
+                " Without a working W&B connection use --wandb offline (then `wandb sync`) or --wandb off.")
             print(f"warning: W&B mirror off for {self.cfg.experiment}/{self.cfg.run_id} ({action} failed: "
-                  f"{type(e).__name__}: {first_line}); training and the local record in {self.run_dir} continue. "
-                  "Without a working W&B connection use --wandb offline (then `wandb sync`) or --wandb off.",
-                  file=sys.stderr, flush=True)
+                  f"{type(e).__name__}: {first_line}); training and the local record in {self.run_dir} continue."
+                  + advice, file=sys.stderr, flush=True)
             self._abandon()
 
     def _abandon(self) -> None:

@@ -38,13 +38,12 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _verified(path: Path, what: str) -> Path:
+def _verified(path: Path, what: str, fix: str) -> Path:
     digest = sha256_of(path)
     if digest != TINY_SHAKESPEARE_SHA256:
         raise DataError(
-            f"{what} {path} is not Tiny Shakespeare: sha256 {digest[:12]}… != {TINY_SHAKESPEARE_SHA256[:12]}… "
-            f"(truncated or damaged?). Delete it and run again to re-download, or point "
-            f"{LOCAL_COPY_ENV} at a good copy."
+            f"{what} {path} is not Tiny Shakespeare (sha256 {digest[:12]}… != {TINY_SHAKESPEARE_SHA256[:12]}…, "
+            f"truncated or another file?); {fix}"
         )
     return path
 
@@ -71,11 +70,14 @@ def tiny_shakespeare_path() -> Path:
         path = Path(local)
         if not path.is_file():
             raise DataError(f"{LOCAL_COPY_ENV}={local} does not exist; point it at Tiny Shakespeare's input.txt")
-        return _verified(path, f"{LOCAL_COPY_ENV} file")
+        # The user's own file: never advise deleting it, only pointing elsewhere.
+        return _verified(path, f"the {LOCAL_COPY_ENV} file", f"point {LOCAL_COPY_ENV} at a correct copy of "
+                         "input.txt, or unset it to use the cached download")
     cached = cache_dir() / TINY_SHAKESPEARE / "input.txt"
     if not cached.exists():
         _download(TINY_SHAKESPEARE_URL, cached)
-    return _verified(cached, "cached file")
+    return _verified(cached, "cached file", f"delete it and run again to re-download, or point {LOCAL_COPY_ENV} "
+                     "at a good copy")
 
 
 def read_corpus(data: str) -> tuple[str, str]:

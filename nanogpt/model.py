@@ -20,7 +20,9 @@ whatever the norm placement or residual).
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -305,18 +307,32 @@ class GPT(nn.Module):
         return 2 * linear + n_attn * 4 * self.config.block_size * self.config.n_embd
 
     @torch.inference_mode()
-    def generate(
-        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+    def stream(
+        self, idx: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample max_new_tokens characters after the (B, T) context idx."""
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]
+    ) -> Iterator[torch.Tensor]:
+        """Sample characters after the (B, T) context idx, one (B, 1) tensor at a time, for as long as asked.
+
+        Only the last block_size tokens are held (all the model ever reads), so memory stays bounded however
+        many characters are drawn.
+        """
+        context = idx[:, -self.config.block_size :]
+        while True:
             logits, _ = self(context)
             logits = logits[:, -1, :].float() / max(temperature, 1e-8)
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
                 logits = logits.masked_fill(logits < kth, -float("inf"))
             probs = F.softmax(logits, dim=-1)
-            idx = torch.cat((idx, torch.multinomial(probs, 1, generator=generator)), dim=1)
-        return idx
+            token = torch.multinomial(probs, 1, generator=generator)
+            yield token
+            context = torch.cat((context, token), dim=1)[:, -self.config.block_size :]
+
+    @torch.inference_mode()
+    def generate(
+        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample max_new_tokens characters after the (B, T) context idx: idx and them, as one (B, T + n) tensor."""
+        tokens = itertools.islice(self.stream(idx, temperature, top_k, generator), max_new_tokens)
+        return torch.cat((idx, *tokens), dim=1)

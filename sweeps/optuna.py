@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -147,7 +148,10 @@ def run(args: argparse.Namespace, spec: str, results: Path) -> int:
     try:
         codes = [w.wait() for w in workers]
     except KeyboardInterrupt:
-        codes = [w.wait() for w in workers]  # Ctrl-C reached them too; let them record what they were doing
+        for w in workers:  # a terminal's Ctrl-C reached them too, a SIGTERM to this process did not
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        codes = [w.wait() for w in workers]  # each records its trial as interrupted first
         raise
     return 0 if not any(codes) else 1  # a worker killed by a signal has a negative code
 

@@ -199,3 +199,87 @@ def test_repeatedly_killed_ablation_completes_every_run_exactly_once(tmp_path, u
         steps = [r["step"] for r in records]
         assert not problems and steps == sorted(set(steps)), run_id  # each evaluation exactly once
     assert final_losses(killed / "smoke") == expected
+
+
+def start_ablation(args: list[str], results: Path) -> subprocess.Popen:
+    """The real CLI with Ctrl-C at its default, as in a terminal (a background job's ignored SIGINT survives exec)."""
+    return subprocess.Popen([sys.executable, "-m", "experiments.ablate", *args, "--results", str(results)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_a_run_in_flight(folder: Path, proc: subprocess.Popen) -> None:
+    """Until some run has evaluated at least once but not finished."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        for path in folder.glob("*/summary.json"):
+            summary = store.run_status(path.parent)
+            if summary == "running" and (path.parent / store.METRICS).exists():
+                return
+        time.sleep(0.01)
+    raise AssertionError("no run came to be in flight")
+
+
+@pytest.mark.reliability("fault", "SIGTERM, or Ctrl-C twice, to `make ablate` while runs are in flight")
+@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT")], ids=["sigterm", "ctrl-c twice"])
+def test_stopped_ablation_marks_its_runs_interrupted_and_resumes_to_the_same_numbers(tmp_path, uninterrupted,
+                                                                                     signals):
+    """Exit 130, one `interrupted:` line, no traceback or leaked semaphore; runs in flight marked interrupted, workers
+    gone; the rerun ends on the numbers of an uninterrupted ablation."""
+    args, expected = uninterrupted
+    stopped = tmp_path / "stopped"
+    proc = start_ablation(args, stopped)
+    wait_for_a_run_in_flight(stopped / "smoke", proc)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    for name in signals:
+        proc.send_signal(getattr(signal, name))
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=120)  # to EOF: what the resource tracker prints as it exits comes too
+    assert proc.returncode == 130, err
+    assert [line for line in err.splitlines() if line.startswith("interrupted:")] == [
+        "interrupted: finished runs are kept; run the same command again to train only what is missing"], err
+    assert "Traceback" not in err and "leaked semaphore" not in err, err
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "workers outlived the stopped ablation"
+    summaries = [json.loads(p.read_text()) for p in (stopped / "smoke").glob("*/summary.json")]
+    assert {(s["status"], s["reason"]) for s in summaries if s["status"] != "completed"} == {
+        ("interrupted", "interrupted")}
+
+    again = run_module("experiments.ablate", *args, "--results", stopped)
+    assert again.returncode == 0, again.stderr
+    assert final_losses(stopped / "smoke") == expected
+
+
+@pytest.mark.reliability("fault", "two `make ablate` at once on one results folder")
+def test_two_ablations_on_one_results_folder_both_end_completed(tmp_path, uninterrupted):
+    """The second waits for the runs the first trains and takes them as finished; both exit 0, every run is trained
+    once, with the numbers of one uninterrupted ablation."""
+    args, expected = uninterrupted
+    first = start_ablation(args, tmp_path)
+    wait_for_a_run_in_flight(tmp_path / "smoke", first)
+    second = start_ablation(args, tmp_path)
+    errs = [p.communicate(timeout=300)[1] for p in (first, second)]
+    assert (first.returncode, second.returncode) == (0, 0), errs
+    assert "(trained by another process)" in "".join(errs)
+    assert final_losses(tmp_path / "smoke") == expected
+    for path in (tmp_path / "smoke").glob("*/summary.json"):  # each run trained once, start to end, by one of them
+        assert "resumes" not in json.loads(path.read_text()), path
+
+
+@pytest.mark.reliability("fault", "SIGTERM to `make` itself during `make ablate`")
+def test_sigterm_to_make_stops_the_ablation_under_it(tmp_path, tiny_corpus):
+    """make's shell passes the SIGTERM on: the ablation marks its runs interrupted and exits 130, nothing is left
+    running (a bare `sh -c` died and left the ablation training as an orphan)."""
+    make = subprocess.Popen(["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}", "ablate",
+                             "PRESET=smoke", "SEEDS=1", "EXPERIMENTS=ladder", "JOBS=2", "WANDB=off",
+                             "SET=max_iters=400 eval_interval=40", f"DATA={tiny_corpus}", f"RESULTS={tmp_path}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_a_run_in_flight(tmp_path / "smoke", make)
+    below = psutil.Process(make.pid).children(recursive=True)
+    make.send_signal(signal.SIGTERM)  # to make alone, as `kill PID` does
+    _, err = make.communicate(timeout=120)
+    assert "interrupted: finished runs are kept" in err and "Error 130" in err and "Traceback" not in err, err
+    _, alive = psutil.wait_procs(below, timeout=10)
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+    statuses = {json.loads(p.read_text())["status"] for p in (tmp_path / "smoke").glob("*/summary.json")}
+    assert "interrupted" in statuses and "running" not in statuses, statuses

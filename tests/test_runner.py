@@ -188,17 +188,25 @@ def test_sigkill_then_resume_ends_on_the_numbers_of_an_uninterrupted_run(tmp_pat
     assert (run_dir / "samples.txt").read_text() == (run_folder(tmp_path / "whole") / "samples.txt").read_text()
 
 
-@pytest.mark.reliability("fault", "SIGTERM (kill, W&B agent early termination)")
-def test_sigterm_ends_the_run_like_ctrl_c_and_it_resumes(tmp_path, tiny_corpus):
-    """Exit 130, summary 'interrupted', checkpoint kept; --resume completes it."""
+@pytest.mark.reliability("fault", "SIGTERM (kill, W&B agent early termination), or Ctrl-C twice, to one run")
+@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT")], ids=["sigterm", "ctrl-c twice"])
+def test_sigterm_ends_the_run_like_ctrl_c_and_it_resumes(tmp_path, tiny_corpus, signals):
+    """Exit 130 with one `interrupted:` line and no traceback, summary 'interrupted', checkpoint kept; --resume
+    completes it."""
     args = (*SMOKE, "--data", str(tiny_corpus), *LONG, "--results", str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     while proc.poll() is None and not any(len(p.read_text().splitlines()) >= 3
                                           for p in tmp_path.glob("*/*/metrics.jsonl")):
         time.sleep(0.005)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait() == 130 and "rerun with --resume" in proc.stderr.read()
+    for name in signals:
+        proc.send_signal(getattr(signal, name))
+        time.sleep(0.01)
+    _, err = proc.communicate()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("interrupted:")] == [
+        "interrupted: the run folder keeps the last checkpoint; rerun with --resume"], err
     summary = json.loads((run_folder(tmp_path) / "summary.json").read_text())
     assert (summary["status"], summary["reason"]) == ("interrupted", "interrupted")
     resumed = run_module("experiments.run", *args, "--resume")

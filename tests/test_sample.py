@@ -3,17 +3,23 @@ fit the run's config give one `error:` line and exit 2, never a traceback; an un
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from experiments import run, sample, store
 from experiments.config import resolve
 from experiments.runner import train_run
 from nanogpt import checkpoint
+from nanogpt.model import GPT
+from tests.conftest import ROOT, run_module
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +131,77 @@ def test_a_run_without_a_best_checkpoint_says_to_sample_the_last(trained, tmp_pa
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and "no best.pt" in line and "--checkpoint last" in line
     assert sample.main([str(old), "--checkpoint", "last", "--tokens", "5"]) == 0
+
+
+@torch.inference_mode()
+def generate_before_streaming(model: GPT, idx: torch.Tensor, n: int, temperature: float, top_k: int | None,
+                              generator: torch.Generator) -> torch.Tensor:
+    """`GPT.generate` as it was before `stream`: the whole sequence held, its last block_size tokens read."""
+    for _ in range(n):
+        logits, _ = model(idx[:, -model.config.block_size:])
+        logits = logits[:, -1, :].float() / max(temperature, 1e-8)
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+            logits = logits.masked_fill(logits < kth, -float("inf"))
+        idx = torch.cat((idx, torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)), dim=1)
+    return idx
+
+
+@pytest.mark.parametrize(("prompt", "temperature", "top_k"), [("\n", 1.0, None), ("The quick", 0.7, 5)])
+def test_streamed_text_is_exactly_what_the_whole_sequence_gave(trained, capsys, prompt, temperature, top_k):
+    """The CLI's chunked stream prints, for the same seed, exactly the text of the old full-sequence loop."""
+    run_dir = run_dirs(trained)[0]
+    model, tokenizer, _ = sample.load_model(run_dir)
+    idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
+    tokens = 2 * sample.CHUNK + 37  # across chunk boundaries
+    whole = generate_before_streaming(model, idx, tokens, temperature, top_k, torch.Generator().manual_seed(3))
+    args = ["--tokens", str(tokens), "--seed", "3", "--prompt", prompt, "--temperature", str(temperature)]
+    assert sample.main([str(run_dir), *args, *(["--top-k", str(top_k)] if top_k else [])]) == 0
+    assert capsys.readouterr().out == prompt + tokenizer.decode(whole[0, idx.size(1):].tolist()) + "\n"
+    assert torch.equal(model.generate(idx, tokens, temperature, top_k, generator=torch.Generator().manual_seed(3)),
+                       whole)
+
+
+def test_a_long_stream_holds_only_the_models_context(trained):
+    """However many characters are drawn, the model never reads (and the stream never holds) more than block_size."""
+    model, tokenizer, _ = sample.load_model(run_dirs(trained)[0])
+    read: list[int] = []
+    model.register_forward_pre_hook(lambda module, inputs: read.append(inputs[0].size(1)))
+    stream = model.stream(torch.tensor([tokenizer.encode("The quick brown fox jumps")]), generator=torch.Generator())
+    assert len(list(itertools.islice(stream, 5000))) == 5000
+    assert len(read) == 5000 and max(read) == model.config.block_size < len("The quick brown fox jumps")
+
+
+@pytest.mark.reliability("fault", "sample --tokens 1000000000 read by a pipe that closes (`| head`)")
+def test_a_billion_tokens_stream_until_the_reader_stops(trained):
+    """Text arrives at once, chunk by chunk; when the reader closes the pipe, sample exits 0 without a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.sample", str(run_dirs(trained)[0]), "--tokens",
+                             "1000000000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = proc.stdout.read(3 * sample.CHUNK)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and not err, err
+    assert len(head) == 3 * sample.CHUNK and head.startswith(b"\n")
+
+
+@pytest.fixture(scope="module")
+def one_line_run(tmp_path_factory, tiny_corpus) -> Path:
+    """A finished smoke run on a corpus with no newline in it."""
+    corpus = tmp_path_factory.mktemp("one-line") / "one-line.txt"
+    corpus.write_text(tiny_corpus.read_text().replace("\n", " "), encoding="utf-8")
+    results = tmp_path_factory.mktemp("results")
+    train_run(resolve("smoke", "full", 0, {"data": str(corpus), "max_iters": 20, "eval_interval": 10}), results,
+              quiet=True)
+    [run_dir] = [p for p in (results / "adhoc").iterdir() if p.is_dir()]
+    return run_dir
+
+
+@pytest.mark.reliability("bad input", "sample: the default prompt on a corpus without newlines, a prompt outside it")
+def test_the_default_prompt_works_on_a_corpus_without_newlines(one_line_run):
+    """No --prompt: the text starts at the vocabulary's first character, exit 0; an explicit newline is one line."""
+    out = run_module("experiments.sample", one_line_run, "--tokens", "30")
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    assert out.stdout.startswith(" ") and len(out.stdout) == 1 + 30 + 1  # " " sorts first in this vocabulary
+    refused = run_module("experiments.sample", one_line_run, "--prompt", "\n")
+    assert refused.returncode == 2 and not refused.stdout
+    assert refused.stderr.splitlines() == ["error: prompt has characters outside the run's vocabulary: '\\n'"]

@@ -6,6 +6,7 @@ well under two minutes. PostgreSQL is a throwaway server started once for the se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from optuna.trial import TrialState
 
@@ -219,13 +221,13 @@ def test_sigkilled_worker_trial_is_retried_and_resumed(postgres, tiny_corpus, ti
     assert sorted(retry.intermediate_values) == list(range(0, max_iters + 1, every))  # reports carried over
 
 
-def _wait_for_checkpointed_trial(study: optuna.Study, folder: Path, worker: str, proc: subprocess.Popen) -> int:
-    """The number of a trial `worker` is running, once it has checkpointed an eval after step 0."""
+def _wait_for_checkpointed_trial(study: optuna.Study, folder: Path, worker: str | None, proc: subprocess.Popen) -> int:
+    """The number of a trial `worker` (None: any) is running, once it has checkpointed an eval after step 0."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the worker to kill exited early"
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("worker") == worker and "run_id" in t.user_attrs:
+            if worker in (None, t.user_attrs.get("worker")) and "run_id" in t.user_attrs:
                 metrics, _ = store.read_jsonl(folder / t.user_attrs["run_id"] / store.METRICS)
                 if len(metrics) >= 3:  # the checkpoint is written before the next eval: it is past step 0
                     return t.number
@@ -281,6 +283,67 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_
     assert_grid_done_once(load(journal, "stop"), points=3)
     run = store.read_run(tmp_path / "stop" / run_id)
     assert run.status == "completed" and run.summary["resumes"] == 1 and run.summary["resumed_from_step"] >= 100
+
+
+@pytest.mark.reliability("fault", "SIGTERM to `sweeps.optuna run` mid-trial")
+def test_sigterm_to_a_sweep_ends_it_like_ctrl_c(tiny_corpus, tiny_grid, tmp_path):
+    """Exit 130 with `interrupted:` and no traceback; its workers stop too, each trial in flight failed with no outcome
+    (so the next run re-enqueues it) and its run marked interrupted."""
+    journal = str(tmp_path / "study.journal")
+    proc = subprocess.Popen([sys.executable, "-m", "sweeps.optuna", "run", "--study", "term", "--grid", tiny_grid,
+                             "--seeds", "1", "--workers", "1", "--threads", "1", "--quiet", "--results",
+                             str(tmp_path), "--storage", journal, *smoke(tiny_corpus, 2000, 100)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    study = None
+    while study is None:  # until `run` has created the study
+        assert proc.poll() is None, proc.stderr.read()
+        with contextlib.suppress(KeyError, FileNotFoundError):
+            study = load(journal, "term")
+        time.sleep(0.05)
+    stopped = _wait_for_checkpointed_trial(study, tmp_path / "term", None, proc)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: run the same command again" in err, err
+    assert "Traceback" not in err and "failed with parameters" not in err, err
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "sweep workers outlived the stopped sweep"
+    trial = load(journal, "term").trials[stopped]
+    assert trial.state == TrialState.FAIL and "outcome" not in trial.user_attrs
+    assert store.read_run(tmp_path / "term" / trial.user_attrs["run_id"]).summary["reason"] == "interrupted"
+
+
+INVALID_SPACE = """\
+preset: smoke
+n_trials: 2
+set: {max_iters: 20, eval_interval: 10}
+pruner: {type: none}
+params:
+  n_embd: {type: categorical, choices: [48, 40]}
+  n_head: {type: categorical, choices: [5, 4]}
+"""
+
+
+@pytest.mark.reliability("bad input", "a sweep trial whose sampled combination gives no valid model")
+def test_an_invalid_trial_is_one_line_and_the_study_goes_on(tiny_corpus, tmp_path):
+    """The worker says `trial 0 skipped: ...` in one line, no Optuna traceback; the trial fails as invalid, the next
+    one completes, the worker exits 0."""
+    (tmp_path / "space.yaml").write_text(INVALID_SPACE)
+    journal = str(tmp_path / "search.journal")
+    common = ["--study", "invalid", "--results", str(tmp_path), "--storage", journal]
+    assert sweeps_cli.main(["create", *common, "--space", str(tmp_path / "space.yaml"), "--data",
+                            str(tiny_corpus)]) == 0
+    study = load(journal, "invalid")
+    for n_embd in (48, 40):  # 48 is not divisible by 5 heads; 40 is
+        study.enqueue_trial({"n_embd": n_embd, "n_head": 5})
+    out = cli("worker", *common, "--threads", "1", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert ("trial 0 skipped: n_embd (48) must be divisible by n_head (5); pick n_head among the divisors of n_embd"
+            in out.stderr.splitlines()), out.stderr
+    assert "Traceback" not in out.stderr and "Trial 0 failed" not in out.stderr, out.stderr
+    invalid, valid = study.get_trials(deepcopy=False)
+    assert (invalid.state, invalid.user_attrs["outcome"]) == (TrialState.FAIL, "invalid")
+    assert valid.state == TrialState.COMPLETE
 
 
 def test_every_trial_is_mirrored_to_wandb_under_the_study(tiny_corpus, tiny_grid, tmp_path, monkeypatch):

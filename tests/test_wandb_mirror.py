@@ -207,6 +207,23 @@ def test_wandb_failure_to_start_never_stops_training(tmp_path, tiny_corpus, monk
     assert run.samples
 
 
+@pytest.mark.reliability("fault", "HOME unusable for W&B (a file, so nothing can be made under it)")
+def test_an_unusable_home_is_one_warning_and_the_run_completes(tmp_path, tiny_corpus, monkeypatch):
+    """Exactly one stderr line, the warning naming W&B's folder and the variable that moves it, none of wandb-core's
+    log lines; exit 0, the local record complete."""
+    for var in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_MODE", "XDG_CACHE_HOME",
+                "XDG_DATA_HOME"):
+        monkeypatch.delenv(var, raising=False)  # W&B's folders default to ones under HOME
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    out = run_module("experiments.run", *cli_args(tiny_corpus, tmp_path, "--wandb", "offline"), env={"HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"{WARNING} for adhoc/") and f"W&B cannot write its folder {home}/" in line, line
+    assert "set WANDB_DATA_DIR to a writable folder" in line and "--wandb offline" not in line, line
+    assert read_run(only_run_dir(tmp_path)).summary["status"] == "completed"
+
+
 @pytest.mark.reliability("fault", "W&B service (wandb-core) SIGKILLed mid-run")
 def test_wandb_service_killed_mid_run_never_stops_training(tmp_path, tiny_corpus):
     """One warning, exit 0, every evaluation recorded locally; what reached W&B stays readable."""
