@@ -7,6 +7,7 @@ SQLite file), so the URL, and any password in it, never has to be typed on a com
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"{e}; run a sweep first (make sweep) or pass --storage") from None
     print(f"optuna-dashboard for {storage.display_name(spec)} at http://{HOST}:{args.port}/dashboard "
           "(Ctrl-C stops it)", file=sys.stderr, flush=True)
+    # A server records nothing, so a signal ends it at once: the shared handler's KeyboardInterrupt, landing in
+    # a request, is swallowed by wsgiref, which would keep serving with further signals ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         run_server(opened, host=HOST, port=args.port)
     except OSError as e:
