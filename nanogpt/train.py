@@ -61,13 +61,30 @@ class TrainResult:
     skipped_steps: int = 0  # fp16: optimizer steps the gradient scaler skipped for inf/NaN gradients
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters that share their optimizer settings: weight decay, and a multiplier of the scheduled lr."""
+
+    names: tuple[str, ...]
+    weight_decay: float
+    lr_scale: float = 1.0
+
+
+def param_groups(model: GPT, cfg: TrainConfig) -> list[ParamGroup]:
+    """Weight decay on matrices only (not biases, norms): the one place that decides each parameter's settings,
+    for the lone trainer's AdamW and the ensemble's alike."""
+    named = dict(model.named_parameters())  # a tied weight once, under its first name
+    matrices = tuple(n for n, p in named.items() if p.dim() >= 2)
+    vectors = tuple(n for n, p in named.items() if p.dim() < 2)
+    return [ParamGroup(matrices, cfg.weight_decay), ParamGroup(vectors, 0.0)]
+
+
+def make_optimizer(model: GPT, groups: Sequence[ParamGroup], cfg: TrainConfig) -> torch.optim.AdamW:
+    named = dict(model.named_parameters())
     return torch.optim.AdamW(
+        [{"params": [named[n] for n in g.names], "weight_decay": g.weight_decay} for g in groups],
         # The fused kernel (CPU and CUDA) is one op per group: 4x faster than the per-tensor loop on CPU.
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True
+        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True,
     )
 
 
@@ -118,7 +135,8 @@ class Trainer:
         self.world = world or SingleProcess()
         self.world.check_batch(cfg.batch_size)
         self.model, self.cfg, self.device, self.seed = model.to(device), cfg, device, seed
-        self.optimizer = make_optimizer(model, cfg)
+        self.groups = param_groups(model, cfg)
+        self.optimizer = make_optimizer(model, self.groups, cfg)
         block, bs, shard = model.config.block_size, cfg.batch_size, (self.world.rank, self.world.size)
         # Separate streams: how often we evaluate never changes which batches we train on.
         self.batches = {
@@ -265,8 +283,8 @@ class Trainer:
                 return self._result("completed", step)
 
             lr = cfg.lr_at(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            for group, settings in zip(opt.param_groups, self.groups, strict=True):
+                group["lr"] = lr * settings.lr_scale
             x, y = self.batches["train"].next()
             objective, loss = self.objective(x, y)
             opt.zero_grad(set_to_none=True)
