@@ -65,6 +65,13 @@ RULES: tuple[Rule, ...] = (
          _defaults("bias")),
     Rule("default init", "scaled_residual_init only scales GPT-2's normal init (GPT._init_gpt2)",
          lambda c: c["init"] == "default", _defaults("scaled_residual_init")),
+    Rule("SP has no base width", "only muP reads mup_base_width (ModelConfig.mup_base)",
+         lambda c: c["parametrization"] == "sp", _defaults("mup_base_width")),
+    Rule("muP at its base width is SP", "every muP multiplier is 1 at the base width, and without "
+         "an LM head (the bigram table) nothing grows with n_embd (nanogpt.mup)",
+         lambda c: c["parametrization"] == "mup"
+         and (c["mup_base_width"] in (None, c["n_embd"]) or not c["lm_head"]),
+         _defaults("parametrization", "mup_base_width")),
     Rule("constant lr", "TrainConfig.lr_at returns lr at every step: warmup and decay are never read",
          lambda c: c["lr_schedule"] == "constant", _defaults("warmup_iters", "min_lr", "lr_decay_iters")),
     Rule("cosine to the end", "TrainConfig.lr_at decays over max_iters when lr_decay_iters is 0; the shipped "

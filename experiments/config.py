@@ -103,8 +103,14 @@ def _preset(preset: str) -> dict[str, Any]:
 
 
 def base_model(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every setting of the experiment's base model: the preset with the overrides applied."""
-    given = _preset(preset)["settings"] | (overrides or {})
+    """Every setting of the experiment's base model: the preset with the overrides applied.
+
+    muP's base width is the preset's own n_embd unless given: a number from here on, so that a
+    variant, an axis or an override that changes n_embd changes the width muP scales to, never the
+    width the preset was tuned at."""
+    settings = _preset(preset)["settings"]
+    base_width = settings.get("n_embd", DEFAULTS["n_embd"])
+    given = {"mup_base_width": base_width} | settings | (overrides or {})
     return {k: DEFAULTS[k] for k in MODEL_AND_TRAIN} | parse_settings(given)
 
 

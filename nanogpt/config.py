@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args, get_origin, get_type_hints
 
 TINY_SHAKESPEARE = "tinyshakespeare"  # the `data` value that names the built-in corpus
@@ -39,6 +39,10 @@ class ModelConfig:
     rope: bool = False  # rotary position embedding of q and k in every attention layer
     qk_norm: bool = False  # normalise each head's q and k (kind: `norm`) before the dot product
     n_kv_head: int = 0  # key/value heads shared by the n_head query heads; 0 = n_head, 1 = multi-query
+    # How the init, the per-layer Adam lrs and the logits scale with n_embd (nanogpt.mup): the
+    # standard parametrization, or muP from a base model of width mup_base_width (None: n_embd).
+    parametrization: Literal["sp", "mup"] = "sp"
+    mup_base_width: int | None = None
 
     @property
     def width(self) -> int:
@@ -48,6 +52,17 @@ class ModelConfig:
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def mup_base(self) -> ModelConfig | None:
+        """muP's base model: this one at width `mup_base_width`, made of heads of this model's size
+        (fewer or more of them), under SP; only its shapes are used (nanogpt.mup). None under SP or
+        at the base width, where muP is SP."""
+        if self.parametrization == "sp" or self.mup_base_width in (None, self.n_embd):
+            return None
+        width = self.mup_base_width
+        return replace(self, n_embd=width, n_head=max(1, width // self.head_size),
+                       parametrization="sp", mup_base_width=None)
 
     def validate(self) -> None:
         """Raise ValueError with a message a person can act on."""
@@ -76,6 +91,21 @@ class ModelConfig:
             )
         if self.rope and self.attention and self.head_size % 2:
             raise ValueError(f"rope rotates pairs of channels: head size n_embd/n_head ({self.head_size}) must be even")
+        if self.parametrization == "mup" and self.mup_base_width is not None:
+            self._validate_mup_base()
+
+    def _validate_mup_base(self) -> None:
+        base, size = self.mup_base_width, self.head_size
+        if base < 1:
+            raise ValueError(f"mup_base_width must be at least 1, got {base}")
+        # The base model widens by heads, as the width axis does: its head size is this model's.
+        if self.attention and base % size:
+            raise ValueError(f"mup_base_width ({base}) must be a multiple of the head size "
+                             f"n_embd/n_head ({size}): muP's base model is this one with heads of "
+                             "the same size, fewer or more of them")
+        if self.attention and self.n_kv_head and (base // size) % self.n_kv_head:
+            raise ValueError(f"mup_base_width ({base}) gives the base model {base // size} heads, "
+                             f"which its n_kv_head ({self.n_kv_head}) key/value heads must divide")
 
 
 

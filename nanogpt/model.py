@@ -11,6 +11,10 @@ The modern switches turn that GPT-2 block into a Llama-style one, one component 
 - `qk_norm`: normalise each head's q and k before the dot product (OLMo 2, Qwen 3, Gemma 3);
 - `n_kv_head`: grouped-query attention, n_head query heads sharing n_kv_head key/value heads.
 
+`parametrization: mup` scales the init, the per-layer Adam lrs and the logits with the width
+(muP), so that the hyperparameters of a base model of width `mup_base_width` transfer; its rules
+are in nanogpt.mup.
+
 A switched-off component is simply not built: it owns no parameters and costs nothing at run
 time (a residual block adds 0 for it). `forward` therefore has no branches on the config; the
 choices are made once, in `__init__` (`nn.Identity` where something is absent, one block class
@@ -28,6 +32,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from nanogpt import mup
 from nanogpt.config import ModelConfig
 
 
@@ -247,11 +252,22 @@ class GPT(nn.Module):
         # Pre-norm leaves the residual stream un-normalised, so GPT-2 adds one final norm;
         # post-norm already ends every sub-layer with one.
         self.ln_f = make_norm(cfg, cfg.width) if cfg.norm_position == "pre" else nn.Identity()
+        base = cfg.mup_base  # None under SP and at muP's base width, where muP is SP
+        # muP (nanogpt.mup): the readout's fan-in n_embd has grown by m = n_embd / the base model's,
+        # so the logits are scaled back by 1/m.
+        self.readout_multiplier = (mup.Multiply(base.n_embd / cfg.n_embd) if base and cfg.lm_head
+                                   else nn.Identity())
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if cfg.lm_head else nn.Identity()
         if cfg.weight_tying:
             self.lm_head.weight = self.wte.weight
         if cfg.init == "gpt2":
             self.apply(self._init_gpt2)
+        if base:  # muP's init: the SP init just drawn, rescaled
+            widths = self.widths()
+            # A tied readout's weight is named wte.weight: it is the embedding, and keeps its init.
+            linears = {name: m for name, m in self.named_modules()
+                       if isinstance(m, nn.Linear) and f"{name}.weight" in widths}
+            mup.rescale_init(linears, widths, cfg.init)
 
     def _init_gpt2(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding):
@@ -268,7 +284,7 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.drop(self.add_positions(self.wte(idx)))
-        logits = self.lm_head(self.ln_f(self.blocks(x)))
+        logits = self.lm_head(self.readout_multiplier(self.ln_f(self.blocks(x))))
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
@@ -288,6 +304,15 @@ class GPT(nn.Module):
                 hook.remove()
         attn = max((m.max_logit(x.float()).item() for m, x in inputs), default=None)
         return {"max_attn_logit": attn, "max_output_logit": logits.float().amax().item()}
+
+    def widths(self) -> dict[str, mup.Width]:
+        """Each parameter's growth from muP's base model, by name (as `named_parameters` names them:
+        a tied weight once, as `wte.weight`); all `mup.SP` under SP or at the base width."""
+        if self.config.mup_base is None:
+            return dict.fromkeys((name for name, _ in self.named_parameters()), mup.SP)
+        with torch.device("meta"):  # shapes only: nothing allocated, no random numbers drawn
+            base = GPT(self.config.mup_base)
+        return mup.widths(self, base)
 
     def num_params(self) -> int:
         """Trainable parameters, each shared tensor counted once."""

@@ -71,12 +71,22 @@ class ParamGroup:
 
 
 def param_groups(model: GPT, cfg: TrainConfig) -> list[ParamGroup]:
-    """Weight decay on matrices only (not biases, norms): the one place that decides each parameter's settings,
-    for the lone trainer's AdamW and the ensemble's alike."""
+    """The one place that decides each parameter's settings, for the lone trainer's AdamW and the
+    ensemble's alike.
+
+    Weight decay on matrices only (not biases, norms). Under muP a hidden matrix's lr is divided,
+    and its weight decay multiplied, by its width multiplier (nanogpt.mup); under SP there are two
+    groups, the matrices then the vectors.
+    """
+    widths = model.widths()
     named = dict(model.named_parameters())  # a tied weight once, under its first name
-    matrices = tuple(n for n, p in named.items() if p.dim() >= 2)
+    matrices: dict[tuple[float, float], list[str]] = {}  # (lr scale, decay scale) -> names
+    for name in (n for n, p in named.items() if p.dim() >= 2):
+        scales = (widths[name].lr_scale, widths[name].weight_decay_scale)
+        matrices.setdefault(scales, []).append(name)
     vectors = tuple(n for n, p in named.items() if p.dim() < 2)
-    return [ParamGroup(matrices, cfg.weight_decay), ParamGroup(vectors, 0.0)]
+    return [ParamGroup(tuple(names), cfg.weight_decay * decay_scale, lr_scale)
+            for (lr_scale, decay_scale), names in matrices.items()] + [ParamGroup(vectors, 0.0)]
 
 
 def make_optimizer(model: GPT, groups: Sequence[ParamGroup], cfg: TrainConfig) -> torch.optim.AdamW:

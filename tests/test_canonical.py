@@ -39,6 +39,8 @@ SPELLINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "no norm built": ({"norm_position": "none"}, {"norm_position": "none", "norm": "rmsnorm"}),
     "bias without layers": (NO_BLOCKS | {"norm": "rmsnorm"}, NO_BLOCKS | {"norm": "rmsnorm", "bias": False}),
     "default init": ({"init": "default"}, {"init": "default", "scaled_residual_init": True}),
+    "SP has no base width": ({}, {"mup_base_width": 8}),
+    "muP at its base width is SP": ({}, {"parametrization": "mup"}),  # base: smoke's n_embd 16
     "constant lr": ({}, {"warmup_iters": 3, "min_lr": 0.5, "lr_decay_iters": 7}),
     "cosine to the end": ({"lr_schedule": "cosine", "warmup_iters": 1, "lr_decay_iters": SHORT["max_iters"]},
                           {"lr_schedule": "cosine", "warmup_iters": 1, "lr_decay_iters": 0}),
@@ -53,6 +55,8 @@ MATTERS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     (NO_BLOCKS, NO_BLOCKS | {"norm_position": "none"}),  # ... and pre-norm's final norm is no block's
     ({"lr_schedule": "cosine"}, {"lr_schedule": "cosine", "min_lr": 0.5}),
     ({"lr_schedule": "cosine"}, {"lr_schedule": "cosine", "lr_decay_iters": 2}),
+    ({"n_embd": 32, "n_head": 4}, {"n_embd": 32, "n_head": 4, "parametrization": "mup"}),
+    ({"parametrization": "mup"}, {"parametrization": "mup", "mup_base_width": 8}),
 ]
 
 
@@ -134,7 +138,9 @@ def test_the_canonical_form_is_a_fixed_point_of_itself():
                "n_head": (1, 2, 4), "n_kv_head": (0, 1, 2, 4), "norm_position": ("none", "pre", "post"),
                "norm": ("layernorm", "rmsnorm"), "qk_norm": (True, False), "rope": (True, False),
                "bias": (True, False), "init": ("default", "gpt2"), "scaled_residual_init": (True, False),
-               "lr_schedule": ("constant", "cosine"), "lr_decay_iters": (0, 5), "activation": ("relu", "swiglu")}
+               "lr_schedule": ("constant", "cosine"), "lr_decay_iters": (0, 5),
+               "activation": ("relu", "swiglu"), "parametrization": ("sp", "mup"),
+               "mup_base_width": (None, 16, 32), "n_embd": (16, 32)}
     for _ in range(500):
         flat = DEFAULTS | {k: rng.choice(v) for k, v in choices.items()}
         once = canonical_form(flat)

@@ -314,7 +314,8 @@ def test_configs_from_before_the_modern_switches_keep_their_hash(preset, variant
 
 def test_added_settings_are_left_out_of_the_hash_only_at_their_neutral_value():
     added = {s.name for s in REGISTRY.values() if not s.label and s.hash_key not in FORMAT_1_HASHED}
-    assert added == {"norm", "rope", "qk_norm", "n_kv_head", "z_loss"}
+    assert added == {"norm", "rope", "qk_norm", "n_kv_head", "z_loss", "parametrization",
+                     "mup_base_width"}
     assert {"experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type",
                       "tags", "dtype_reason"} == LABELS
     base = resolve("tutorial")
