@@ -147,3 +147,9 @@ gpu-check:  ## one CUDA GPU, <= 8 min: seed speed+MFU, fp16 vs fp32, fp16 kill+r
 	$(GPU_PY) -m benchmarks.gpu_check $(if $(DRY_RUN),--dry-run) $(if $(REPORT),--report $(REPORT)) \
 		$(if $(PARTS),--parts $(PARTS)) $(if $(JOBS),--jobs $(JOBS))
 # <<< gpu <<<
+
+# >>> mup: the coordinate check of muP against SP (benchmarks/coord_check.py, docs/mup.md) >>>
+.PHONY: coord-check
+coord-check: setup  ## muP's coordinate check, a few minutes -> docs/figures/coord_check.png, docs/mup.md
+	$(PY) -m benchmarks.coord_check $(ARGS)
+# <<< mup <<<

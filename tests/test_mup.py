@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks import coord_check
 from experiments.config import resolve
 from experiments.plan import plan
 from experiments.settings import RunConfig
@@ -167,3 +168,39 @@ def test_the_base_width_is_the_presets_whatever_changes_n_embd():
     assert given.model.mup_base_width == 32
     assert given.model.mup_base.n_head == 2  # heads of the same size, 16: fewer of them
 
+
+def test_the_coordinate_check_finds_mup_flat_in_width_and_sp_growing(tiny_corpus, tmp_path, capsys):
+    """A small `make coord-check`: the measured slopes of log2 RMS against log2 width, written to
+    the doc with the command, and the figure."""
+    figure, doc = tmp_path / "coord_check.png", tmp_path / "mup.md"
+    args = ["--preset", "smoke", "--widths", "16", "32", "64", "--steps", "4", "--seeds", "1"]
+    code = coord_check.main([*args, "--set", f"data={tiny_corpus}", "--out", str(figure),
+                             "--doc", str(doc)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    slopes = {}  # the printed table: parametrization -> embedding, attention, MLP, logits
+    for line in out.out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] in ("sp", "mup"):
+            slopes[cells[0]] = [float(c) for c in cells[1:]]
+    sp, mup = slopes["sp"], slopes["mup"]
+    assert max(map(abs, mup)) < 0.3  # embedding, attention, MLP, logits: flat in width
+    assert min(sp[1:]) > 0.5  # attention, MLP and logits grow with width under SP
+    ratio = float(re.search(r"SP's curves move ([\d.]+)x as much with width as muP's", out.out)[1])
+    assert ratio > 4
+    assert figure.stat().st_size > 20_000
+    section = doc.read_text()
+    assert "<!-- bench:coord-check -->" in section and " ".join(args) in section
+    assert re.search(r"`: \d+ s \(the runs and the figure\) on ", section)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--widths", "32", "40"], "width 40 is not a multiple of the preset's head size 16"),
+    (["--steps", "0"], "give --steps and --seeds of at least 1"),
+])
+def test_the_coordinate_check_refuses_bad_input_in_one_line(args, message, tmp_path, capsys):
+    written = ["--out", str(tmp_path / "c.png"), "--doc", str(tmp_path / "m.md")]
+    code = coord_check.main([*args, *written])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())
