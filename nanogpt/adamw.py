@@ -25,16 +25,17 @@ EPS = 1e-8  # torch.optim.AdamW's default, which the lone trainer uses
 class EnsembleAdamW:
     def __init__(self, flat: FlatParameters, groups: Sequence[Sequence[ParamGroup]], cfgs: Sequence[TrainConfig]):
         """`groups[i]` are member i's parameter groups (`nanogpt.train.param_groups`), `cfgs[i]` its settings."""
-        self.flat, self.groups, self.cfgs = flat, groups, cfgs
+        self.flat, self.cfgs = flat, cfgs
         self.exp_avg = torch.zeros_like(flat.data)
         self.exp_avg_sq = torch.zeros_like(flat.data)
         # torch keeps a float32 step count per parameter; the members' are one (E,) tensor, member i's a view.
         self.steps = torch.zeros(flat.size, dtype=torch.float32, device=flat.data.device)
-        # Member i's parameters, gradients and moments per group, one tensor per parameter as torch holds them:
-        # views made once (every update is in place, so they stay the members' own).
-        self.tensors = [[(*([flat.view(rows, i, name) for name in g.names]
-                             for rows in (flat.data, flat.grad, self.exp_avg, self.exp_avg_sq)),
-                          [self.steps[i]] * len(g.names)) for g in member]
+        # Member i's groups, each with its parameters, gradients and moments, one tensor per parameter as torch
+        # holds them: views made once (every update is in place, so they stay the member's own). A group without
+        # parameters (the bigram table has no vectors) is skipped, as torch skips it.
+        self.tensors = [[(g, *([flat.view(rows, i, name) for name in g.names]
+                               for rows in (flat.data, flat.grad, self.exp_avg, self.exp_avg_sq)),
+                          [self.steps[i]] * len(g.names)) for g in member if g.names]
                         for i, member in enumerate(groups)]
 
     @torch.no_grad()
@@ -43,10 +44,10 @@ class EnsembleAdamW:
         for i in members:
             self.steps[i] += 1
             cfg = self.cfgs[i]
-            for group, tensors in zip(self.groups[i], self.tensors[i], strict=True):
-                torch._fused_adamw_(*tensors[:4], [], tensors[4], lr=lrs[i] * group.lr_scale, beta1=cfg.beta1,
-                                    beta2=cfg.beta2, weight_decay=group.weight_decay, eps=EPS, amsgrad=False,
-                                    maximize=False)
+            for group, params, grads, exp_avgs, exp_avg_sqs, steps in self.tensors[i]:
+                torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lrs[i] * group.lr_scale,
+                                    beta1=cfg.beta1, beta2=cfg.beta2, weight_decay=group.weight_decay, eps=EPS,
+                                    amsgrad=False, maximize=False)
 
     def member_state(self, i: int) -> dict[str, dict[str, torch.Tensor]]:
         """Member i's AdamW state by parameter name, as torch keeps it per parameter (views: copy to keep)."""

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -43,8 +44,10 @@ from nanogpt.train import (
     rng_state,
 )
 
-# Settings every member must share: they fix the shapes, the step count and when the loop stops to evaluate.
-SHARED = ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval", "dtype")
+# The settings each member keeps for itself; it shares the rest (the shapes, the step count, when to evaluate).
+PER_MEMBER = ("lr", "lr_schedule", "warmup_iters", "min_lr", "lr_decay_iters", "weight_decay", "beta1", "beta2",
+              "grad_clip", "z_loss")
+SHARED = tuple(f.name for f in fields(TrainConfig) if f.name not in PER_MEMBER)
 
 
 class EnsembleTrainer:
@@ -222,13 +225,7 @@ class EnsembleTrainer:
                     self._finish(i, "completed", step)
                 return [r for r in self.results if r is not None]  # all of them by now
 
-            lrs = [c.lr_at(step) for c in self.cfgs]
-            x, y = self._next("train")
-            objective, loss = self.objective(x.view(-1, x.size(-1)), y.view(-1, y.size(-1)))
-            self.flat.grad.zero_()
-            objective.sum().backward()
-            self._clip(live)
-            self.optimizer.step(lrs, live)
+            objective, loss = self.train_step([c.lr_at(step) for c in self.cfgs], live)
             first_bad = torch.where(torch.isfinite(objective) | (first_bad <= step), first_bad, step)
             self.step += 1
             self.tokens_seen += tokens_per_step
@@ -238,6 +235,17 @@ class EnsembleTrainer:
                     if self.results[i] is None:
                         for cb in callbacks[i]:
                             cb.on_log(self.step, loss_i, self.cfgs[i].lr_at(step))
+
+    def train_step(self, lrs: Sequence[float], live: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of every member on its next batch, the `live` ones updated, member i at `lrs[i]`: the
+        members' objectives and losses, (E,) each (not synced)."""
+        x, y = self._next("train")
+        objective, loss = self.objective(x.view(-1, x.size(-1)), y.view(-1, y.size(-1)))
+        self.flat.grad.zero_()
+        objective.sum().backward()
+        self._clip(live)
+        self.optimizer.step(lrs, live)
+        return objective, loss
 
     def _evaluate(self, callbacks: Sequence[Sequence[Callback]], train_time: float, window_tokens: int) -> None:
         """Evaluate every live member and hand each its metrics; finish those that stop or diverge here."""

@@ -28,7 +28,6 @@ from torch.nn import functional as F
 
 from nanogpt.model import GPT, PositionEmbedding
 
-
 # A member's gradient is a view into the (E, N) gradient rows by design; torch warns of such gradients once.
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
