@@ -9,9 +9,9 @@ layers that own parameters learn to tell them apart. So the GPT's own `forward` 
 - attention needs nothing: a (member, sequence) pair is one more sequence to the fused kernel;
 - parameter-free modules (dropout, activations, rotary positions) are shared as they are.
 
-Every member's parameters are views into one (E, N) tensor, and their gradients views into another, laid out
-in `GPT.named_parameters()` order: the per-member optimizer (`nanogpt.adamw`) then updates all of them in a
-handful of ops, and a member's state dict is one row, sliced. Horizontal fusion: Wang et al., "Horizontally
+Every member's parameters are views into one flat tensor, and their gradients views into another, laid out in
+`GPT.named_parameters()` order: the per-member optimizer (`nanogpt.adamw`) steps each member's own tensors,
+and a member's state dict is a set of views. Horizontal fusion: Wang et al., "Horizontally
 Fused Training Array" (MLSys 2021).
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -28,50 +27,44 @@ from torch.nn import functional as F
 
 from nanogpt.model import GPT, PositionEmbedding
 
-# A member's gradient is a view into the (E, N) gradient rows by design; torch warns of such gradients once.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-
 
 class FlatParameters:
-    """The members' parameters as rows of one (E, N) tensor; each named parameter is a slice of every row."""
+    """The members' parameters in one flat tensor: each named parameter an (E, *shape) block of it, member-major.
+
+    Every parameter, its gradient and each member's slice of either is then a contiguous view, and zeroing all
+    gradients is one op.
+    """
 
     def __init__(self, members: Sequence[GPT]):
         named = list(members[0].named_parameters())  # a tied weight once, under its first name
+        self.size = len(members)
         self.shapes = {name: p.shape for name, p in named}
         self.offsets: dict[str, int] = {}
         n = 0
         for name, p in named:
-            self.offsets[name], n = n, n + p.numel()
-        self.data = torch.stack([
-            torch.cat([p.detach().reshape(-1) for _, p in m.named_parameters()]) for m in members
-        ])
+            self.offsets[name], n = n, n + self.size * p.numel()
+        self.data = torch.cat([torch.stack([dict(m.named_parameters())[name].detach() for m in members]).view(-1)
+                               for name, _ in named])
         self.grad = torch.zeros_like(self.data)
-        self.size, self.numel = len(members), n
 
-    def columns(self, name: str) -> slice:
-        return slice(self.offsets[name], self.offsets[name] + math.prod(self.shapes[name]))
+    def block(self, storage: torch.Tensor, name: str) -> torch.Tensor:
+        """Every member's `name` in `storage` (the data, the gradients, or a tensor laid out as they are)."""
+        start = self.offsets[name]
+        return storage[start:start + self.size * math.prod(self.shapes[name])].view(self.size, *self.shapes[name])
+
+    def view(self, storage: torch.Tensor, i: int, name: str) -> torch.Tensor:
+        """Member i's `name` in `storage`."""
+        return self.block(storage, name)[i]
 
     def parameter(self, name: str) -> nn.Parameter:
         """A leaf parameter (E, *shape) that shares the flat storage; its gradient accumulates into `grad`."""
-        cols = self.columns(name)
-        p = nn.Parameter(self.data[:, cols].view(self.size, *self.shapes[name]))
-        p.grad = self.grad[:, cols].view(self.size, *self.shapes[name])  # backward adds into it, in place
+        p = nn.Parameter(self.block(self.data, name))
+        p.grad = self.block(self.grad, name)  # backward adds into it, in place
         return p
 
-    def view(self, rows: torch.Tensor, i: int, name: str) -> torch.Tensor:
-        """Member i's `name` in (E, N) `rows` laid out as these parameters are (the data, gradients, moments)."""
-        return rows[i, self.columns(name)].view(self.shapes[name])
-
     def member(self, i: int) -> dict[str, torch.Tensor]:
-        """Member i's parameters by name, as views of its row."""
+        """Member i's parameters by name, as views."""
         return {name: self.view(self.data, i, name) for name in self.shapes}
-
-    def columns_of(self, names: Sequence[str]) -> torch.Tensor:
-        """A (N,) mask of the columns that belong to the named parameters."""
-        mask = torch.zeros(self.numel, dtype=torch.bool)
-        for name in names:
-            mask[self.columns(name)] = True
-        return mask
 
 
 class StackedLinear(nn.Module):
@@ -182,6 +175,4 @@ def stack(members: Sequence[GPT]) -> tuple[GPT, FlatParameters]:
             else:
                 continue
             setattr(parent, child_name, new)
-    left = [n for n, p in stacked.named_parameters() if p.dim() == 0 or n not in flat.shapes and p.size(0) != flat.size]
-    assert not left, f"parameters not stacked: {left}"
     return stacked, flat
