@@ -21,18 +21,22 @@ from experiments import store
 from experiments.config import RunConfig
 from experiments.machine import Prepared, prepare
 from experiments.progress import Progress
+from experiments.recorder import RunRecorder
 from experiments.runner import (
+    USER_ERRORS,
     close_run,
     finished_summary,
     open_run,
     sample_text,
     seeded_model,
     static_fields,
+    train_locked,
     train_run,
 )
 from experiments.wandb_mirror import WandbMirror, WandbSettings
 from nanogpt import checkpoint
 from nanogpt.ensemble import EnsembleTrainer
+from nanogpt.model import GPT
 from nanogpt.precision import choose
 from nanogpt.train import TrainResult
 
@@ -65,8 +69,12 @@ def train_group(cfgs: Sequence[RunConfig], results: Path, *, force: bool = False
             else:
                 starts.setdefault(_start_step(run_dir), []).append(i)
         for members in starts.values():
-            summaries |= dict(zip(members, _train_members([ready[i] for i in members], [dirs[i] for i in members],
-                                                          quiet, wandb), strict=True))
+            if len(members) == 1:  # e.g. a run half-trained alone: it resumes alone
+                i = members[0]
+                summaries[i] = train_locked(ready[i], dirs[i], resume=True, force=False, quiet=quiet, wandb=wandb)
+            else:
+                trained = _train_members([ready[i] for i in members], [dirs[i] for i in members], quiet, wandb)
+                summaries |= dict(zip(members, trained, strict=True))
     return [summaries[i] for i in range(len(cfgs))]
 
 
@@ -78,41 +86,54 @@ def _start_step(run_dir: Path) -> int:
 
 def _train_members(ready: Sequence[Prepared], dirs: Sequence[Path], quiet: bool,
                    wandb: WandbSettings | None) -> list[dict[str, Any]]:
-    """Train members that start from one step as one ensemble (locked, not finished); their summaries."""
+    """Train members that start from one step as one ensemble (locked, not finished); their summaries.
+
+    A member whose folder cannot be resumed (damaged: `open_run` refuses it) fails alone, as its lone run would;
+    a stop (Ctrl-C, SIGTERM) or a failure of the ensemble itself ends every member still training, recorded.
+    """
     device = ready[0].device
-    models = [seeded_model(r.cfg).to(device) for r in ready]
     precision = choose(ready[0].cfg.train.dtype, device)
     ids = [r.cfg.run_id for r in ready]
-    recorders, states = [], []
-    for i, (r, run_dir, model) in enumerate(zip(ready, dirs, models, strict=True)):
-        static = static_fields(r, model, device, precision, ensemble={"member": i, "size": len(ready), "runs": ids})
-        recorder, state = open_run(r, run_dir, model, device, static)
-        recorders.append(recorder)
-        states.append(state)
-    trainer = EnsembleTrainer(models, ready[0].corpus, [r.cfg.train for r in ready], [r.cfg.seed for r in ready],
-                              device)
-    if states[0] is not None:
-        trainer.restore(states)
-    mirrors = [WandbMirror.start(wandb, run_dir, r.cfg) for r, run_dir in zip(ready, dirs, strict=True)]
-    first = ready[0].cfg
-    progress = Progress(f"{first.experiment}/{first.variant} x{len(ready)}", first.train.max_iters, trainer.step,
-                        quiet=quiet)
     summaries: dict[int, dict[str, Any]] = {}
-
-    def record(i: int, result: TrainResult) -> None:  # as each member ends: the others may train on for long
-        r = ready[i]
-        samples = sample_text(trainer.member_model(i), r.corpus, r.cfg.seed) if result.status == "completed" else None
-        summaries[i] = recorders[i].finish(result.status, result.reason, samples)
-        mirrors[i].close(summaries[i], samples)
-
+    opened: dict[int, tuple[GPT, RunRecorder, dict[str, Any] | None]] = {}
+    mirrors = {i: WandbMirror.start(None, dirs[i], r.cfg) for i, r in enumerate(ready)}  # off until they start
+    progress = None
     try:
-        trainer.run([[recorder, mirror] + ([progress] if i == 0 else [])
-                     for i, (recorder, mirror) in enumerate(zip(recorders, mirrors, strict=True))], record)
+        for i, (r, run_dir) in enumerate(zip(ready, dirs, strict=True)):
+            model = seeded_model(r.cfg).to(device)
+            static = static_fields(r, model, device, precision, ensemble={"member": i, "size": len(ready), "runs": ids})
+            try:
+                opened[i] = (model, *open_run(r, run_dir, model, device, static))
+            except USER_ERRORS as e:
+                summaries[i] = {"run_id": r.cfg.run_id, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
+        members = list(opened)
+        if not members:
+            return [summaries[i] for i in range(len(ready))]
+        trainer = EnsembleTrainer([opened[i][0] for i in members], ready[0].corpus,
+                                  [ready[i].cfg.train for i in members], [ready[i].cfg.seed for i in members], device)
+        if opened[members[0]][2] is not None:
+            trainer.restore([opened[i][2] for i in members])
+        mirrors |= {i: WandbMirror.start(wandb, dirs[i], ready[i].cfg) for i in members}
+        first = ready[members[0]].cfg
+        progress = Progress(f"{first.experiment}/{first.variant} x{len(members)}", first.train.max_iters,
+                            trainer.step, quiet=quiet)
+
+        def record(k: int, result: TrainResult) -> None:  # as each member ends: the others may train on for long
+            i, r = members[k], ready[members[k]]
+            samples = (sample_text(trainer.member_model(k), r.corpus, r.cfg.seed) if result.status == "completed"
+                       else None)
+            summaries[i] = opened[i][1].finish(result.status, result.reason, samples,
+                                               skipped_steps=result.skipped_steps)
+            mirrors[i].close(summaries[i], samples)
+
+        trainer.run([[opened[i][1], mirrors[i]] + ([progress] if k == 0 else []) for k, i in enumerate(members)],
+                    record)
     except BaseException as e:
-        for i, (recorder, mirror) in enumerate(zip(recorders, mirrors, strict=True)):
+        for i, (_, recorder, _) in opened.items():
             if i not in summaries:
-                close_run(recorder, mirror, e)
+                close_run(recorder, mirrors[i], e)
         raise
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     return [summaries[i] for i in range(len(ready))]

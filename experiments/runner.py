@@ -81,7 +81,7 @@ def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: boo
         return {"run_id": cfg.run_id, "rank": world.rank, "status": trainer.run().status}
     # --- end data-parallel
     with store.run_lock(run_dir):
-        return _train_locked(ready, run_dir, resume, force, callbacks, quiet, wandb, world)
+        return train_locked(ready, run_dir, resume, force, callbacks, quiet, wandb, world)
 
 
 def seeded_model(cfg: RunConfig) -> GPT:
@@ -154,9 +154,11 @@ def close_run(recorder: RunRecorder, mirror: WandbMirror, error: BaseException) 
         mirror.close(recorder.finish(status, reason))
 
 
-def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
-                  callbacks: Sequence[Callback], quiet: bool, wandb: WandbSettings | None,
-                  world: distributed.SingleProcess) -> dict[str, Any]:
+def train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool, callbacks: Sequence[Callback] = (),
+                 quiet: bool = True, wandb: WandbSettings | None = None,
+                 world: distributed.SingleProcess | None = None) -> dict[str, Any]:
+    """`train_run` for a caller that holds the run's lock already."""
+    world = world or distributed.SingleProcess()
     cfg, corpus = ready.cfg, ready.corpus
     try:
         finished = finished_summary(ready, run_dir, resume, force)
