@@ -133,10 +133,11 @@ class EnsembleTrainer:
         """Each member's mean cross-entropy over its rows of (E*B, T) x, y, and its logits: ((E,), (E*B, T, V))."""
         with self.autocast:
             logits, _ = self.model(x)
-        # One cross-entropy per member: its mean is then summed in the order its lone run sums it.
-        flat = logits.reshape(-1, logits.size(-1)).float()
-        loss = [F.cross_entropy(li, yi) for li, yi in zip(flat.chunk(self.size), y.reshape(-1).chunk(self.size),
-                                                           strict=True)]
+        # cross_entropy is log_softmax, row by row, then the mean of each member's rows: one mean per member, so
+        # that it sums its rows in the order its lone run sums them.
+        log_probs = F.log_softmax(logits.reshape(-1, logits.size(-1)).float(), dim=-1)
+        loss = [F.nll_loss(lp, yi) for lp, yi in zip(log_probs.chunk(self.size), y.reshape(-1).chunk(self.size),
+                                                      strict=True)]
         return torch.stack(loss), logits
 
     def objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,9 +149,9 @@ class EnsembleTrainer:
         return loss + self.z_loss * z, loss
 
     def _next(self, stream: str, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every member's next n batches from its own stream, stacked member-major: (E, n*B, T) each."""
-        xs, ys = zip(*(b[stream].next(n) for b in self.batches), strict=True)
-        return torch.stack(xs), torch.stack(ys)
+        """Every member's next n batches from its own stream, member-major: (E * n * B, T) each."""
+        streams = [b[stream] for b in self.batches]
+        return streams[0].gather(torch.cat([s.draw(n) for s in streams]))  # one split, one gather for all
 
     @torch.inference_mode()
     def estimate_loss(self) -> list[dict[str, float]]:
@@ -159,7 +160,7 @@ class EnsembleTrainer:
         out: list[dict[str, float]] = [{} for _ in range(self.size)]
         rows_total = self.cfg.eval_iters * self.cfg.batch_size
         for split in ("train", "val"):
-            x, y = self._next(f"eval_{split}", self.cfg.eval_iters)
+            x, y = (t.view(self.size, -1, t.size(-1)) for t in self._next(f"eval_{split}", self.cfg.eval_iters))
             rows = max(self.cfg.batch_size, EVAL_TOKENS // x.size(-1))
             chunks = math.ceil(x.size(1) / rows)
             loss_sum = torch.zeros(self.size, device=self.device)
@@ -239,8 +240,7 @@ class EnsembleTrainer:
     def train_step(self, lrs: Sequence[float], live: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of every member on its next batch, the `live` ones updated, member i at `lrs[i]`: the
         members' objectives and losses, (E,) each (not synced)."""
-        x, y = self._next("train")
-        objective, loss = self.objective(x.view(-1, x.size(-1)), y.view(-1, y.size(-1)))
+        objective, loss = self.objective(*self._next("train"))
         self.flat.grad.zero_()
         objective.sum().backward()
         self._clip(live)
