@@ -7,7 +7,7 @@ SHARED_DATA := $(abspath ../shared/data/tinyshakespeare/input.txt)
 export NANOGPT_TINYSHAKESPEARE ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA))
 
 # make ablate PRESET=cpu SEEDS=5 JOBS=2 WANDB=offline EXPERIMENTS="ladder" FORCE=1 DATA=my_corpus.txt
-#             SET="lr=3e-4 n_layer=4" NAME=tutorial-lr3e-4 DRY_RUN=1
+#             SET="lr=3e-4 n_layer=4" NAME=tutorial-lr3e-4 DRY_RUN=1 ENSEMBLE=off
 # PRESET empty: the experiments' own (tutorial for the ladder and leave-one-out). NAME empty: the preset's name.
 PRESET      ?=
 WANDB       ?= auto
@@ -127,6 +127,12 @@ bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs
 LRS ?=
 ABLATE_ARGS += $(if $(LRS),--lrs $(LRS))
 # <<< lr-axis <<<
+
+# >>> ensembles: the runs of one architecture (seeds, lrs) trained as one batched model (experiments.grouping) >>>
+# make ablate ENSEMBLE=off: every run alone; ENSEMBLE=4: groups of at most 4; empty: auto (where it pays here).
+ENSEMBLE ?=
+ABLATE_ARGS += $(if $(ENSEMBLE),--ensemble $(ENSEMBLE))
+# <<< ensembles <<<
 
 # >>> dashboard: W&B workspace and report built by code (analysis/wandb_dashboard.py, docs/wandb-dashboards.md) >>>
 # make wandb-dashboard NAME=tutorial [JSON=DIR] [WANDB_ENTITY=me WANDB_PROJECT=nanogpt-ablations]

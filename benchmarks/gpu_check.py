@@ -1,13 +1,16 @@
 """The GPU check: one prepared script for a machine with one CUDA GPU, at most 8 minutes, every part timed out.
 
-    python -m benchmarks.gpu_check [--report results/gpu-check.md] [--parts a,b,c,d] [--jobs N] [--dry-run]
+    python -m benchmarks.gpu_check [--report results/gpu-check.md] [--parts a,b,c,e,f,d] [--jobs N] [--dry-run]
     make gpu-check [DRY_RUN=1] [REPORT=path]
 
 (a) the `seed` preset, 2000 iterations, compile on, dtype auto: wall time, tokens/s, MFU, best and final val;
 (b) the same preset, 200 iterations, eager, dtype=float16 (the T4 path) and float32: their tokens/s ratio; and an
     fp16 run SIGKILLed after its second evaluation, resumed: are its losses those of the uninterrupted run?
-(c) the default `make ablate` training (ladder + leave-one-out, 45 tutorial runs, W&B off) with the GPU job
-    default of experiments.placement: wall time (the report notebooks are not run: they need papermill);
+(c) the default `make ablate` training (ladder + leave-one-out, 45 tutorial runs, W&B off) run by run
+    (`--ensemble off`) with the GPU job default of experiments.placement: wall time (the report notebooks are not
+    run: they need papermill);
+(e) the same 45 runs as ensembles (`--ensemble auto`, experiments.grouping);
+(f) the 60-run norms LR grid, as ensembles and run by run;
 (d) the CUDA-marked tests and the model/training tests.
 
 It runs on the check machine as it is: its python3 with a CUDA torch, pandas, pyyaml, tqdm and pytest, no venv,
@@ -98,19 +101,49 @@ def dtype_measure(work: Path, args: argparse.Namespace, timeout: float) -> dict[
             "result": f"{result}; fp16 killed after step {killed_at}, resumed: {same}"}
 
 
-def ablate_commands(work: Path, args: argparse.Namespace) -> list[list[str]]:
+NORMS_GRID = ("--experiments", "norms", "--lrs", "1e-3", "2e-3", "5e-3", "1e-2")
+
+
+def ablate_commands(work: Path, args: argparse.Namespace, name: str = "c", ensemble: str = "off",
+                    what: Sequence[str] = ()) -> list[list[str]]:
     jobs = ["--jobs", str(args.jobs)] if args.jobs else []
-    return [python("-m", "experiments.ablate", "--results", str(work / "c"), "--wandb", "off", *jobs)]
+    return [python("-m", "experiments.ablate", *what, "--results", str(work / name), "--wandb", "off",
+                   "--ensemble", ensemble, *jobs)]
 
 
-def ablate_measure(work: Path, args: argparse.Namespace, timeout: float) -> dict[str, Any]:
-    [command] = ablate_commands(work, args)
-    took, ok = timed(command, timeout, work / "c.log")
-    log = (work / "c.log").read_text(errors="replace")
+def ablate_measure(work: Path, args: argparse.Namespace, timeout: float, name: str = "c", ensemble: str = "off",
+                   what: Sequence[str] = ()) -> dict[str, Any]:
+    [command] = ablate_commands(work, args, name, ensemble, what)
+    took, ok = timed(command, timeout, work / f"{name}.log")
+    log = (work / f"{name}.log").read_text(errors="replace")
     placement = next((line.split("(", 1)[1].rstrip(")") for line in log.splitlines() if "runs planned" in line), "?")
-    summaries = (json.loads(p.read_text()) for p in (work / "c").glob("*/*/summary.json"))
+    summaries = (json.loads(p.read_text()) for p in (work / name).glob("*/*/summary.json"))
     finished = sum(s.get("status") == "completed" for s in summaries)
     return {"wall": took, "done": ok, "result": f"{finished} runs completed; {placement}"}
+
+
+def ensemble_commands(work: Path, args: argparse.Namespace) -> list[list[str]]:
+    return ablate_commands(work, args, "e", "auto")
+
+
+def ensemble_measure(work: Path, args: argparse.Namespace, timeout: float) -> dict[str, Any]:
+    return ablate_measure(work, args, timeout, "e", "auto")
+
+
+def grid_commands(work: Path, args: argparse.Namespace) -> list[list[str]]:
+    return [*ablate_commands(work, args, "f-auto", "auto", NORMS_GRID),
+            *ablate_commands(work, args, "f-off", "off", NORMS_GRID)]
+
+
+def grid_measure(work: Path, args: argparse.Namespace, timeout: float) -> dict[str, Any]:
+    """The 60-run norms grid as ensembles, then run by run with what is left of the part's time."""
+    start = time.monotonic()
+    together = ablate_measure(work, args, timeout, "f-auto", "auto", NORMS_GRID)
+    alone = ablate_measure(work, args, timeout - (time.monotonic() - start), "f-off", "off", NORMS_GRID)
+    ratio = f"; auto {alone['wall'] / together['wall']:.2f}x as fast" if together["done"] and alone["done"] else ""
+    return {"wall": time.monotonic() - start, "done": together["done"] and alone["done"],
+            "result": f"auto: {together['wall']:.0f} s, {together['result']}; off: {alone['wall']:.0f} s, "
+                      f"{alone['result']}{ratio}"}
 
 
 def tests_commands(_: Path, __: argparse.Namespace) -> list[list[str]]:
@@ -125,13 +158,17 @@ def tests_measure(work: Path, args: argparse.Namespace, timeout: float) -> dict[
 
 
 PARTS = (
-    Part("a", "`seed` preset, 2000 iterations, compile on, dtype auto", 150, seed_commands, seed_measure),
-    Part("b", "`seed` preset, 200 iterations, eager: float16 vs float32; fp16 killed and resumed", 70,
+    Part("a", "`seed` preset, 2000 iterations, compile on, dtype auto", 90, seed_commands, seed_measure),
+    Part("b", "`seed` preset, 200 iterations, eager: float16 vs float32; fp16 killed and resumed", 50,
          dtype_commands, dtype_measure),
-    Part("c", "`make ablate` training: ladder + leave-one-out, 45 tutorial runs, W&B off, GPU job default", 180,
-         ablate_commands, ablate_measure),
+    Part("c", "`make ablate ENSEMBLE=off` training: ladder + leave-one-out, 45 tutorial runs, W&B off, one process "
+         "per run (GPU job default)", 100, ablate_commands, ablate_measure),
+    Part("e", "the same 45 runs as ensembles (`ENSEMBLE=auto`): goal under 60 s", 50, ensemble_commands,
+         ensemble_measure),
+    Part("f", "`EXPERIMENTS=norms LRS=\"1e-3 2e-3 5e-3 1e-2\"` (60 runs): ENSEMBLE=auto, then off", 100,
+         grid_commands, grid_measure),
     # The last part may use what the others left unspent, up to its own timeout: the budget still holds.
-    Part("d", "CUDA-marked tests and the model/training tests", 120, tests_commands, tests_measure),
+    Part("d", "CUDA-marked tests and the model/training tests", 85, tests_commands, tests_measure),
 )
 
 
@@ -244,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--report", type=Path, default=ROOT / "results" / "gpu-check.md",
                    help="the Markdown section's file (default results/gpu-check.md); logs go beside it")
-    p.add_argument("--parts", default="a,b,c,d", help="which parts, e.g. c (default a,b,c,d)")
+    p.add_argument("--parts", default="a,b,c,e,f,d", help="which parts, e.g. c,e (default all: a,b,c,e,f,d)")
     p.add_argument("--jobs", type=int, help="part c: parallel runs instead of the GPU default (try another JOBS=)")
     p.add_argument("--dry-run", action="store_true", help="print what would run, with the timeouts, and exit")
     return p

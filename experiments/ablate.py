@@ -40,13 +40,17 @@ from tqdm import tqdm
 from experiments import cli, exits, manifest, placement, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
 from experiments.definitions import get_experiment, parse_lrs
+from experiments.ensemble import train_group
+from experiments.grouping import EnsembleMode, Group, Grouping, Timer, describe_groups, group
 from experiments.machine import check_results, default_jobs
 from experiments.plan import Plan, default_preset, describe_plan, kept_notes, plan, same_model_note
 from experiments.presets import PRESETS
 from experiments.runner import USER_ERRORS, train_run
 from experiments.wandb_mirror import WandbSettings
+from nanogpt.data import Corpus
 
 DEFAULT_EXPERIMENTS = ("ladder", "leave_one_out")
+OFF = EnsembleMode("off")
 
 
 def _die_with_parent(parent: int) -> None:
@@ -88,26 +92,33 @@ def _init_worker(where: placement.Placement, started: Any, parent: int) -> None:
     torch.set_num_threads(where.threads)
 
 
-def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings) -> dict[str, Any]:
+def _train_group(group: Group, results: Path, force: bool, wandb: WandbSettings) -> list[dict[str, Any]]:
+    """Train one group of planned runs (one run, or an ensemble: experiments.ensemble); a summary per run."""
     global _training
-    if _stopped:  # a run handed over after the stop began
-        return {"run_id": cfg.run_id, "status": "interrupted"}
+    if _stopped:  # a group handed over after the stop began
+        return [{"run_id": cfg.run_id, "status": "interrupted"} for cfg in group]
     started, _training = time.perf_counter(), True
     try:
-        while True:
-            try:
-                summary = train_run(cfg, results, resume=True, force=force, quiet=True, wandb=wandb)
-                break
-            except store.RunBusyError:
-                # Another process (a second ablation on this results folder) trains it now: wait for it, then
-                # take its result, or resume the run if it stopped short. Its run is as fresh as --force asks.
-                _wait_for_other(store.RunStore(results).run_dir(cfg.experiment, cfg.run_id))
-                force = False
+        try:
+            summaries = train_group(group, results, force=force, wandb=wandb)
+        except store.RunBusyError:  # another process (a second ablation) trains one of them now: one by one
+            summaries = [_train_one(cfg, results, force, wandb) for cfg in group]
     except Exception as e:  # noqa: BLE001 - one broken run must not stop the others; it is recorded
-        return {"run_id": cfg.run_id, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
+        return [{"run_id": cfg.run_id, "status": "failed", "reason": f"{type(e).__name__}: {e}"} for cfg in group]
     finally:
         _training = False
-    return summary | {"seconds": time.perf_counter() - started}
+    return [summary | {"seconds": time.perf_counter() - started} for summary in summaries]
+
+
+def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings) -> dict[str, Any]:
+    """Train one run; a run another process trains now is waited for, then taken as it finished it (or resumed if
+    it stopped short). Its run is as fresh as --force asks."""
+    while True:
+        try:
+            return train_run(cfg, results, resume=True, force=force, quiet=True, wandb=wandb)
+        except store.RunBusyError:
+            _wait_for_other(store.RunStore(results).run_dir(cfg.experiment, cfg.run_id))
+            force = False
 
 
 def _wait_for_other(run_dir: Path, poll_sec: float = 0.5) -> None:
@@ -116,40 +127,42 @@ def _wait_for_other(run_dir: Path, poll_sec: float = 0.5) -> None:
 
 
 def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False,
-            wandb: WandbSettings | None = None) -> list[dict[str, Any]]:
+            wandb: WandbSettings | None = None, ensemble: EnsembleMode = OFF,
+            corpus: Corpus | None = None) -> list[dict[str, Any]]:
     """Train every planned run not yet finished; returns one summary per run, in plan order.
 
-    `jobs` None: the machine's default (experiments.placement: one per core, or several per GPU).
+    `jobs` None: the machine's default (experiments.placement: one per core, or several per GPU). Runs that
+    may share an ensemble train as `ensemble` says (experiments.grouping; `auto` times steps on `corpus`).
     """
-    runs = store.RunStore(results)
-    cached = set() if force else {c.run_id for c in p.runs if runs.finished(c.experiment, c.run_id)}
-    todo = [c for c in p.runs if c.run_id not in cached]
-    done = {run_id: {"run_id": run_id, "status": "cached"} for run_id in cached}
+    todo, done = _todo(p, results, force)
     where = placement.for_runs(p.runs, jobs)
     jobs = where.jobs
+    grouping = plan_groups(p, todo, ensemble, where, corpus)
+    for note in grouping.notes:
+        print(f"ensemble ({ensemble}): {note}", file=sys.stderr)
+    shared = sum(len(g) > 1 for g in grouping.groups)
     print(f"{len(p.runs)} runs planned in {p.folder}: {len(done)} already finished, {len(todo)} to train "
-          f"({where.describe()})", file=sys.stderr, flush=True)
+          f"({where.describe()}" + (f"; {shared} ensembles" if shared else "") + ")", file=sys.stderr, flush=True)
     bar = tqdm(total=len(p.runs), initial=len(done), unit="run", dynamic_ncols=True, disable=not sys.stderr.isatty())
     # Fresh interpreters (spawn), not forks: nothing of this process (OpenMP pools, a W&B service)
     # leaks into the workers; each imports torch once and trains many runs.
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=_init_worker,
                              initargs=(where, spawn.Value("i", 0), os.getpid())) as pool:
-        pending: dict[Future, RunConfig] = {}
-        queue = list(todo)
+        pending: dict[Future, Group] = {}
+        queue = list(grouping.groups)
         try:
             while queue or pending:
                 while queue and len(pending) < jobs:
-                    cfg = queue.pop(0)
-                    pending[pool.submit(_train_one, cfg, results, force, wandb)] = cfg
-                bar.set_description(", ".join(f"{c.variant} s{c.seed}" for c in pending.values()))
+                    g = queue.pop(0)
+                    pending[pool.submit(_train_group, g, results, force, wandb)] = g
+                bar.set_description(", ".join(_label(g) for g in pending.values()))
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    cfg = pending.pop(future)
-                    summary = future.result()
-                    done[cfg.run_id] = summary
-                    bar.update()
-                    _report(len(done), len(p.runs), cfg, summary, bar)
+                    for cfg, summary in zip(pending.pop(future), future.result(), strict=True):
+                        done[cfg.run_id] = summary
+                        bar.update()
+                        _report(len(done), len(p.runs), cfg, summary, bar)
         except KeyboardInterrupt:
             for future in pending:
                 future.cancel()
@@ -165,6 +178,26 @@ def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False
     return [done[c.run_id] for c in p.runs]
 
 
+def _todo(p: Plan, results: Path, force: bool) -> tuple[list[RunConfig], dict[str, dict[str, Any]]]:
+    """The planned runs to train, and a 'cached' summary of each finished one (--force: none is)."""
+    runs = store.RunStore(results)
+    cached = set() if force else {c.run_id for c in p.runs if runs.finished(c.experiment, c.run_id)}
+    return [c for c in p.runs if c.run_id not in cached], {r: {"run_id": r, "status": "cached"} for r in cached}
+
+
+def plan_groups(p: Plan, todo: Sequence[RunConfig], mode: EnsembleMode, where: placement.Placement,
+                corpus: Corpus | None = None) -> Grouping:
+    """How the runs to train are grouped (auto: measured on this machine, with the threads a worker gets)."""
+    timer = None
+    if mode.kind == "auto" and todo:
+        timer = Timer(corpus or Corpus.load(todo[0].data), p.device, where.threads)
+    return group(todo, mode, where.jobs, timer)
+
+
+def _label(g: Group) -> str:
+    return f"{g[0].variant} s{g[0].seed}" if len(g) == 1 else f"{g[0].variant} x{len(g)}"
+
+
 def _stop_workers() -> None:
     for worker in multiprocessing.active_children():
         with contextlib.suppress(ProcessLookupError):
@@ -178,7 +211,8 @@ def _report(n_done: int, total: int, cfg: RunConfig, summary: dict[str, Any], ba
     if summary.get("skipped"):  # it was not finished when planned: another process finished it meanwhile
         line += " (trained by another process)"
     if "seconds" in summary:
-        line += f" ({summary['seconds']:.1f}s)"
+        together = summary.get("ensemble") or {}
+        line += f" ({summary['seconds']:.1f}s" + (f", ensemble of {together['size']})" if together else ")")
     if bar.disable:
         print(line, file=sys.stderr, flush=True)
     else:
@@ -209,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "would; the point at the preset's lr is today's run); replaces a definition's own lrs:")
     cli.add_store_arguments(p)
     p.add_argument("--force", action="store_true", help="retrain runs that are already recorded")
+    p.add_argument("--ensemble", default="auto", metavar="auto|off|N",
+                   help="train the runs of one architecture (its seeds, its lrs) as one batched ensemble, each run "
+                   "recorded as itself with the numbers it has alone: auto (default: where this machine measures "
+                   "that it pays), off, or groups of at most N")
     cli.add_wandb_arguments(p)
     p.add_argument("--print-folder", action="store_true",
                    help="print the experiment folder these arguments use (what `make ablate` reports on) and exit")
@@ -239,10 +277,14 @@ def _ablate(args: argparse.Namespace) -> int:
     if args.data:
         overrides = with_flag(overrides, "data", args.data, "--data")
     lrs = parse_lrs(args.lrs, "--lrs") if args.lrs else None
-    p, _ = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides, lrs)
+    ensemble = EnsembleMode.parse(args.ensemble)
+    p, corpus = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides, lrs)
     check_results(results)
     if args.dry_run:
         print(describe_plan(p, results))
+        todo, _ = _todo(p, results, args.force)
+        where = placement.for_runs(p.runs, args.jobs)
+        print(describe_groups(plan_groups(p, todo, ensemble, where, corpus), ensemble))
         return 0
     manifest.write(p.folder, p.manifest)
     for v in p.variants:  # what --dry-run says, said before training too: no --set is dropped silently
@@ -251,7 +293,7 @@ def _ablate(args: argparse.Namespace) -> int:
         for note in notes:
             print(note, file=sys.stderr)
     try:
-        summaries = execute(p, results, args.jobs, args.force, wandb)
+        summaries = execute(p, results, args.jobs, args.force, wandb, ensemble, corpus)
     except BrokenProcessPool:
         raise exits.CommandFailed("a worker process died (killed or out of memory); run the same command again "
                                   "to resume") from None

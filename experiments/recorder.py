@@ -105,8 +105,10 @@ class RunRecorder(Callback):
                                        "config.json, metrics.jsonl and the checkpoint"}
         store.remove_partial_writes(run_dir)
         store.truncate_metrics(run_dir / store.METRICS, resumed_from)
-        summary |= {"status": "running", "resumed_from_step": resumed_from,
-                    "resumes": summary.get("resumes", 0) + 1}
+        # How this attempt trains (alone, or as a member of an ensemble) replaces how the last one did.
+        summary = {k: v for k, v in summary.items() if k != "ensemble"} | {
+            "status": "running", "resumed_from_step": resumed_from, "resumes": summary.get("resumes", 0) + 1,
+            **({"ensemble": static["ensemble"]} if "ensemble" in static else {})}
         store.write_json(run_dir / store.SUMMARY, summary)
         metrics, _ = store.read_jsonl(run_dir / store.METRICS)
         losses = store.loss_summary(metrics)

@@ -25,6 +25,7 @@ from experiments.wandb_mirror import WandbMirror, WandbSettings
 from nanogpt import checkpoint, distributed
 from nanogpt.data import Corpus, DataError
 from nanogpt.model import GPT
+from nanogpt.precision import Precision
 from nanogpt.train import Callback, Trainer
 
 SAMPLE_TOKENS = 500
@@ -80,55 +81,99 @@ def train_run(cfg: RunConfig, results: Path, *, resume: bool = False, force: boo
         return {"run_id": cfg.run_id, "rank": world.rank, "status": trainer.run().status}
     # --- end data-parallel
     with store.run_lock(run_dir):
-        return _train_locked(ready, run_dir, resume, force, callbacks, quiet, wandb, world)
+        return train_locked(ready, run_dir, resume, force, callbacks, quiet, wandb, world)
+
+
+def seeded_model(cfg: RunConfig) -> GPT:
+    """The run's model as its seed builds it: the same initial weights however the run is trained."""
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    return GPT(cfg.model)
 
 
 def make_trainer(ready: Prepared, world: distributed.SingleProcess | None = None) -> Trainer:
     """A seeded model and its trainer on the prepared device (a rank's own GPU when data-parallel)."""
     world = world or distributed.SingleProcess()
     cfg = ready.cfg
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    return Trainer(GPT(cfg.model), ready.corpus, cfg.train, cfg.seed, world.place(ready.device),
+    return Trainer(seeded_model(cfg), ready.corpus, cfg.train, cfg.seed, world.place(ready.device),
                    compile=cfg.compile, world=world)
 
 
-def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
-                  callbacks: Sequence[Callback], quiet: bool, wandb: WandbSettings | None,
-                  world: distributed.SingleProcess) -> dict[str, Any]:
-    cfg, corpus = ready.cfg, ready.corpus
+def finished_summary(ready: Prepared, run_dir: Path, resume: bool, force: bool) -> dict[str, Any] | None:
+    """A finished run's summary (nothing to train: a cache hit), or None once the folder is ready to train into:
+    cleared by `force`, or holding an unfinished run that `resume` continues (RunExistsError without it)."""
+    cfg = ready.cfg
     summary = store.read_summary(run_dir) if run_dir.exists() else None
     status = summary.get("status") if summary else None
     whole = summary is not None and identity(cfg).keys() <= summary.keys()  # else --resume rebuilds it
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
     elif status in ("completed", "diverged") and whole:
-        world.broadcast(False)  # data-parallel: the other ranks have nothing to train either
         return store.read_run(run_dir).summary | {"skipped": True}
     elif run_dir.exists() and not resume:
-        world.broadcast(False)
         state = f"status {status}" if whole else "its summary.json is missing, unreadable or incomplete"
         raise RunExistsError(f"{run_dir} holds an unfinished run ({state}); pass --resume to continue (or repair) "
                              "it or --force to start over")
+    return None
 
-    world.broadcast(True)
-    trainer = make_trainer(ready, world)
-    model, device = trainer.model, trainer.device
+
+def open_run(ready: Prepared, run_dir: Path, model: GPT, device: torch.device, static: dict[str, Any]
+             ) -> tuple[RunRecorder, dict[str, Any] | None]:
+    """The run's recorder, and the checkpoint it resumes from (its weights loaded into `model`) or None for a
+    fresh start. `static` is what the summary records besides the losses (`static_fields`)."""
+    cfg = ready.cfg
     ckpt_path = run_dir / store.CHECKPOINT
-    static = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
-              "train_flops_per_token": 3 * model.flops_per_token(), "vocab_size": cfg.model.vocab_size,
-              "data_sha256": cfg.data_sha256, "environment": environment(device), "world_size": world.size,
-              "precision": trainer.precision.record() | {"reason": cfg.dtype_reason}}
     if ckpt_path.exists():
         store.read_config(run_dir)  # before anything is changed: an edited config.json is never resumed
         state = checkpoint.load(ckpt_path)  # on the CPU: RNG states must not move to a GPU
         load_weights(model, state["model"], ckpt_path)
+        return RunRecorder.reopen(run_dir, cfg, state["step"], static), state
+    if run_dir.exists():
+        RunRecorder.check_fresh_start(run_dir)
+    return RunRecorder.create(run_dir, cfg, ready.corpus.tokenizer.to_json(), static), None
+
+
+def static_fields(ready: Prepared, model: GPT, device: torch.device, precision: Precision, world_size: int = 1,
+                  ensemble: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run's summary records besides its losses: its size, its machine, how it was trained."""
+    cfg = ready.cfg
+    fields = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
+              "train_flops_per_token": 3 * model.flops_per_token(), "vocab_size": cfg.model.vocab_size,
+              "data_sha256": cfg.data_sha256, "environment": environment(device), "world_size": world_size,
+              "precision": precision.record() | {"reason": cfg.dtype_reason}}
+    return fields | ({"ensemble": ensemble} if ensemble else {})
+
+
+def close_run(recorder: RunRecorder, mirror: WandbMirror, error: BaseException) -> None:
+    """Record a run that an exception ended: interrupted (Ctrl-C, SIGTERM) or failed."""
+    status, reason = ("interrupted", "interrupted") if isinstance(error, KeyboardInterrupt) else \
+        ("failed", f"{type(error).__name__}: {error}")
+    # On a full or read-only disk even this may fail: the summary then still says 'running', never
+    # 'completed', and the checkpoint of the last evaluation is intact for --resume.
+    with contextlib.suppress(OSError):
+        mirror.close(recorder.finish(status, reason))
+
+
+def train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool, callbacks: Sequence[Callback] = (),
+                 quiet: bool = True, wandb: WandbSettings | None = None,
+                 world: distributed.SingleProcess | None = None) -> dict[str, Any]:
+    """`train_run` for a caller that holds the run's lock already."""
+    world = world or distributed.SingleProcess()
+    cfg, corpus = ready.cfg, ready.corpus
+    try:
+        finished = finished_summary(ready, run_dir, resume, force)
+    except RunExistsError:
+        world.broadcast(False)
+        raise
+    world.broadcast(finished is None)  # data-parallel: the other ranks train only if rank 0 does
+    if finished is not None:
+        return finished
+    trainer = make_trainer(ready, world)
+    model, device = trainer.model, trainer.device
+    static = static_fields(ready, model, device, trainer.precision, world.size)
+    recorder, state = open_run(ready, run_dir, model, device, static)
+    if state is not None:
         trainer.restore(state)
-        recorder = RunRecorder.reopen(run_dir, cfg, trainer.step, static)
-    else:
-        if run_dir.exists():
-            RunRecorder.check_fresh_start(run_dir)
-        recorder = RunRecorder.create(run_dir, cfg, corpus.tokenizer.to_json(), static)
     trainer.follow_main()  # data-parallel: the other ranks start from this state
 
     mirror = WandbMirror.start(wandb, run_dir, cfg)  # after the recorder: it mirrors what is recorded
@@ -136,12 +181,7 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
     try:
         result = trainer.run([recorder, progress, mirror, *callbacks])
     except BaseException as e:
-        status, reason = ("interrupted", "interrupted") if isinstance(e, KeyboardInterrupt) else \
-            ("failed", f"{type(e).__name__}: {e}")
-        # On a full or read-only disk even this may fail: the summary then still says 'running', never
-        # 'completed', and the checkpoint of the last evaluation is intact for --resume.
-        with contextlib.suppress(OSError):
-            mirror.close(recorder.finish(status, reason))
+        close_run(recorder, mirror, e)
         raise
     finally:
         progress.close()
@@ -149,4 +189,3 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
     summary = recorder.finish(result.status, result.reason, samples, skipped_steps=result.skipped_steps)
     mirror.close(summary, samples)
     return summary
-

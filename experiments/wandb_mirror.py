@@ -36,8 +36,10 @@ STATE = "mirror.json"
 INIT_TIMEOUT_S, FINISH_TIMEOUT_S = 30.0, 120.0
 # Nothing per run beyond what we log: no system-stats sampler, no code/git/machine snapshot,
 # no console capture, no launch job, no W&B console chatter.
+# The members of an ensemble are W&B runs open at once in one process: each init creates a run of its own.
 LEAN = dict(x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True, console="off",
-            save_code=False, disable_code=True, disable_git=True, disable_job_creation=True, silent=True)
+            save_code=False, disable_code=True, disable_git=True, disable_job_creation=True, silent=True,
+            reinit="create_new")
 # wandb-core buffers the .wandb file for 15 s by default and drops the buffer when its parent is
 # SIGKILLed: flush often, so a killed run's W&B file holds all but its last ~0.1 s (measured: no
 # extra CPU in wandb-core).

@@ -172,10 +172,17 @@ class Batches:
         One draw of n * B starts equals n draws of B (the generator is consumed in order), so
         evaluating many batches in one forward sees the very batches a loop would.
         """
+        return self.gather(self.draw(n_batches))
+
+    def draw(self, n_batches: int = 1) -> torch.Tensor:
+        """The start offsets of the next n_batches batches (this rank's rows), advancing the generator."""
         n_rows = n_batches * self.batch_size
         starts = torch.randint(len(self.tokens) - self.block_size, (n_rows,), generator=self.generator)
-        starts = starts.tensor_split(self.world_size)[self.rank]
-        window = self.tokens[starts[:, None] + self._offsets]  # (rows, T+1), one gather
+        return starts.tensor_split(self.world_size)[self.rank]
+
+    def gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) for these start offsets: one gather for any number of rows (an ensemble's members' at once)."""
+        window = self.tokens[starts[:, None] + self._offsets]  # (rows, T+1)
         if self.device.type == "cuda":
             window = window.pin_memory().to(self.device, non_blocking=True)
         return window[:, :-1], window[:, 1:]

@@ -244,6 +244,27 @@ class Trainer:
             logits, loss = self.forward(x, y)
         return (loss + self.cfg.z_loss * log_z_squared(logits) if self.cfg.z_loss else loss), loss
 
+    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the next training batch at `lr`: its objective and its loss (not synced)."""
+        cfg, opt = self.cfg, self.optimizer
+        for group, settings in zip(opt.param_groups, self.groups, strict=True):
+            group["lr"] = lr * settings.lr_scale
+        x, y = self.batches["train"].next()
+        objective, loss = self.objective(x, y)
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(objective).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if self.scaler.is_enabled():
+            scale = self.scaler._scale.clone()  # the scale only drops when the step is skipped for inf grads
+            self.scaler.step(opt)
+            self.scaler.update()
+            self.skipped += self.scaler._scale < scale
+        else:
+            opt.step()
+        return objective, loss
+
     def _peak_memory_mb(self) -> float:
         self.peak_mem_mb = max(self.peak_mem_mb, peak_memory_mb(self.device))
         return self.peak_mem_mb
@@ -252,7 +273,7 @@ class Trainer:
         return TrainResult(status, step, reason, int(self.skipped))
 
     def run(self, callbacks: Sequence[Callback] = ()) -> TrainResult:
-        cfg, model, opt, world = self.cfg, self.model, self.optimizer, self.world
+        cfg, model, world = self.cfg, self.model, self.world
         model.train()
         tokens_per_step = cfg.batch_size * model.config.block_size
         # First non-finite step, tracked on the device so the hot loop never syncs for it.
@@ -293,22 +314,7 @@ class Trainer:
                 return self._result("completed", step)
 
             lr = cfg.lr_at(step)
-            for group, settings in zip(opt.param_groups, self.groups, strict=True):
-                group["lr"] = lr * settings.lr_scale
-            x, y = self.batches["train"].next()
-            objective, loss = self.objective(x, y)
-            opt.zero_grad(set_to_none=True)
-            self.scaler.scale(objective).backward()
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if self.scaler.is_enabled():
-                scale = self.scaler._scale.clone()  # the scale only drops when the step is skipped for inf grads
-                self.scaler.step(opt)
-                self.scaler.update()
-                self.skipped += self.scaler._scale < scale
-            else:
-                opt.step()
+            objective, loss = self.train_step(lr)
             first_bad = torch.where(torch.isfinite(objective) | (first_bad <= step), first_bad, step)
             self.step += 1
             self.tokens_seen += tokens_per_step

@@ -95,16 +95,17 @@ def test_bad_ablate_input_is_refused_before_anything_is_written(tmp_path, tiny_c
     assert not (tmp_path / "r").exists()
 
 
-# The two kill tests share one uninterrupted reference ablation (the smoke ladder, 9 runs of 400 steps).
-KILLABLE = ["--preset", "smoke", "--seeds", "1", "--experiments", "ladder", "--jobs", "2", "--wandb", "off",
-            "--set", "max_iters=400", "--set", "eval_interval=40"]
+# The kill tests share one uninterrupted reference ablation (the smoke ladder, 18 runs of 200 steps), trained run by
+# run; they train the same runs as ensembles of two seeds, which must end on the very same numbers.
+KILLABLE = ["--preset", "smoke", "--seeds", "2", "--experiments", "ladder", "--jobs", "2", "--wandb", "off",
+            "--set", "max_iters=200", "--set", "eval_interval=20", "--ensemble", "2"]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, tiny_corpus) -> tuple[list[str], dict[str, list[tuple]]]:
     """(the ablation's arguments, the losses of every run when nothing interrupts it)."""
     args, results = [*KILLABLE, "--data", str(tiny_corpus)], tmp_path_factory.mktemp("uninterrupted")
-    whole = run_module("experiments.ablate", *args, "--results", results)
+    whole = run_module("experiments.ablate", *args, "--results", results, "--ensemble", "off")
     assert whole.returncode == 0, whole.stderr
     return args, final_losses(results / "smoke")
 

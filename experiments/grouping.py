@@ -1,0 +1,212 @@
+"""Which planned runs train together as one ensemble (`--ensemble auto|off|N`, ENSEMBLE=), and why.
+
+Runs may share an ensemble when they differ only in their seed and in what each member keeps for itself
+(`nanogpt.ensemble.PER_MEMBER`: the lr and its schedule, weight decay, betas, clipping, z-loss): the seeds of a
+variant, the points of an LR grid. A member computes its lone run bit for bit, so grouping changes how long an
+ablation takes, never a number in it:
+
+- `off`: every run alone, as before ensembles existed;
+- `N`: the runs of one architecture in groups of at most N, split evenly;
+- `auto`: measured here. For each architecture this machine times training steps of one run alone and of all its
+  runs as one ensemble, on the threads a worker gets. An architecture whose ensemble does not step its runs at
+  least MIN_GAIN times as fast as training them one by one (a compute-bound model on a CPU) trains them alone;
+  the others are split into as many groups as keeps every worker busy to the end (the measured step times,
+  longest first). On a GPU a group also fits in a quarter of the memory free when measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from experiments.config import RunConfig
+from experiments.runner import seeded_model
+from experiments.settings import ConfigError
+from nanogpt.config import TrainConfig
+from nanogpt.data import Corpus
+from nanogpt.ensemble import PER_MEMBER, EnsembleTrainer
+from nanogpt.train import Trainer
+
+MIN_GAIN = 1.15  # the margin that keeps `auto` from choosing an ensemble that is only as fast, or noise
+MAX_SIZE = 64  # members of one ensemble at most
+MEASURE_SECONDS = 0.1  # each timing runs at least this long (and 3 steps), after one warm-up step
+Group = tuple[RunConfig, ...]
+
+
+@dataclass(frozen=True)
+class EnsembleMode:
+    """`auto`, `off`, or `fixed` groups of at most `size`."""
+
+    kind: str
+    size: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> EnsembleMode:
+        if text in ("auto", "off"):
+            return cls(text)
+        size = int(text) if text.isdigit() else 0
+        if size < 1:
+            raise ConfigError(f"--ensemble {text}: give auto, off, or the largest ensemble size N >= 1 (ENSEMBLE= "
+                              "for make)")
+        return cls("off") if size == 1 else cls("fixed", size)
+
+    def __str__(self) -> str:
+        return str(self.size) if self.kind == "fixed" else self.kind
+
+
+def architecture(cfg: RunConfig) -> tuple | None:
+    """What runs must share to train as one ensemble; None for a run that trains alone (compiled, or fp16,
+    whose gradient scaler is one per run)."""
+    if cfg.compile or cfg.train.dtype == "float16":
+        return None
+    shared = dataclasses.replace(cfg.train, **{k: getattr(TrainConfig, k) for k in PER_MEMBER})
+    return cfg.model, shared, cfg.data, cfg.data_sha256, cfg.device
+
+
+@dataclass(frozen=True)
+class Grouping:
+    groups: tuple[Group, ...]  # every run once, the longest group first
+    notes: tuple[str, ...]  # one line per architecture of several runs: how it trains, and why
+
+
+def group(runs: Sequence[RunConfig], mode: EnsembleMode, jobs: int, timer: Timer | None = None) -> Grouping:
+    """The runs to train (in plan order) grouped into ensembles for `jobs` workers; `auto` measures with `timer`."""
+    archs: dict[object, list[RunConfig]] = {}
+    alone: list[RunConfig] = []
+    for cfg in runs:
+        key = architecture(cfg)
+        if key is None or mode.kind == "off":
+            alone.append(cfg)
+        else:
+            archs.setdefault(key, []).append(cfg)
+    parts: dict[object, int] = {}  # architecture -> how many groups its runs train in (as many as runs: alone)
+    step: dict[object, Callable[[int], float]] = {}  # architecture -> measured seconds per step of n members
+    notes: list[str] = []
+    for key, members in archs.items():
+        name, m = f"{members[0].group or members[0].experiment}/{members[0].variant}", len(members)
+        if m == 1 or mode.kind == "fixed":
+            parts[key] = math.ceil(m / (mode.size or 1))
+            if m > 1:
+                notes.append(f"{name}: {m} runs in {parts[key]} ensemble(s) of at most {mode.size}")
+            continue
+        assert timer is not None, "auto measures step times"
+        size = min(m, MAX_SIZE, timer.capacity(tuple(members[:1])))
+        alone_s, together_s = timer(tuple(members[:1])), timer(tuple(members[:size]))
+        gain = size * alone_s / together_s
+        step[key] = _linear(alone_s, together_s, size)
+        if gain < MIN_GAIN:
+            parts[key] = m
+            notes.append(f"{name}: {m} runs alone (an ensemble of {size} steps them {gain:.2f}x as fast as one by "
+                         f"one: under {MIN_GAIN}x)")
+        else:
+            parts[key] = math.ceil(m / size)
+            notes.append(f"{name}: an ensemble steps its {m} runs {gain:.2f}x as fast as one by one (measured at "
+                         f"{size} members)")
+    measured = [t(1) for t in step.values()]
+    per_run = sum(measured) / len(measured) if measured else 1.0  # a guess for runs nothing measured
+
+    def cost(g: Group) -> float:
+        key = architecture(g[0])
+        return g[0].train.max_iters * (step[key](len(g)) if key in step else per_run * len(g))
+
+    def grouped(parts: dict[object, int]) -> list[Group]:
+        return [(cfg,) for cfg in alone] + [tuple(c) for k, n in parts.items() for c in _split(archs[k], n)]
+
+    if mode.kind == "auto":  # split ensembles further while that shortens the whole ablation
+        best = _makespan([cost(g) for g in grouped(parts)], jobs)
+        while True:
+            tries = [(_makespan([cost(g) for g in grouped(parts | {k: parts[k] + 1})], jobs), k)
+                     for k in step if parts[k] < len(archs[k])]
+            if not tries or min(tries, key=lambda t: t[0])[0] >= best:
+                break
+            best, k = min(tries, key=lambda t: t[0])
+            parts = parts | {k: parts[k] + 1}
+    return Grouping(tuple(sorted(grouped(parts), key=cost, reverse=True)), tuple(notes))
+
+
+def describe_groups(grouping: Grouping, mode: EnsembleMode) -> str:
+    """How the runs to train are grouped, as the dry-run shows it: the notes, then one line per ensemble."""
+    ensembles = [g for g in grouping.groups if len(g) > 1]
+    lines = [f"ensembles ({mode}): {len(ensembles)} of {sum(map(len, ensembles))} runs; "
+             f"{len(grouping.groups) - len(ensembles)} runs alone"]
+    lines += [f"  {note}" for note in grouping.notes]
+    lines += [f"  {g[0].group or g[0].experiment}/{g[0].variant} x{len(g)}: " + " ".join(cfg.run_id for cfg in g)
+              for g in ensembles]
+    return "\n".join(lines)
+
+
+def _split(members: Sequence[RunConfig], parts: int) -> list[list[RunConfig]]:
+    """`members` in `parts` groups whose sizes differ by at most one, in order."""
+    size, extra = divmod(len(members), parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [list(members[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def _linear(alone: float, together: float, size: int) -> Callable[[int], float]:
+    """Seconds per step of an ensemble of n, between the two measured sizes: overhead plus n times the work."""
+    return lambda n: alone + (together - alone) * (n - 1) / (size - 1)
+
+
+def _makespan(costs: Sequence[float], jobs: int) -> float:
+    """When the last of `jobs` workers is done, each taking the longest task left."""
+    workers = [0.0] * jobs
+    for c in sorted(costs, reverse=True):
+        workers[workers.index(min(workers))] += c
+    return max(workers)
+
+
+class Timer:
+    """Times training steps on this machine for `auto`: real steps of the planned runs on the corpus."""
+
+    def __init__(self, corpus: Corpus, device: torch.device, threads: int):
+        self.corpus, self.device, self.threads = corpus, device, threads
+
+    def capacity(self, run: Group) -> int:
+        """How many members of this run's architecture fit in a quarter of the free GPU memory (a CPU: no limit).
+
+        A member needs its weights, gradients and two moments (16 bytes a parameter), and its activations:
+        measured as one training step's peak.
+        """
+        if self.device.type != "cuda":
+            return MAX_SIZE
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        self._step(run)()
+        per_member = torch.cuda.max_memory_allocated(self.device) - base
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return max(1, int(free / 4 // max(per_member, 1)))
+
+    def __call__(self, runs: Group) -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # what a worker gets
+        try:
+            step = self._step(runs)
+            step()  # warm-up: first-call allocations
+            self._sync()
+            start, n = time.perf_counter(), 0
+            while n < 3 or time.perf_counter() - start < MEASURE_SECONDS:
+                step()
+                n += 1
+            self._sync()
+            return (time.perf_counter() - start) / n
+        finally:
+            torch.set_num_threads(before)
+
+    def _step(self, runs: Group) -> Callable[[], object]:
+        models = [seeded_model(cfg).to(self.device) for cfg in runs]
+        if len(runs) == 1:
+            trainer = Trainer(models[0], self.corpus, runs[0].train, runs[0].seed, self.device)
+            return lambda: trainer.train_step(runs[0].train.lr)
+        ensemble = EnsembleTrainer(models, self.corpus, [cfg.train for cfg in runs], [cfg.seed for cfg in runs],
+                                   self.device)
+        lrs, live = [cfg.train.lr for cfg in runs], range(len(runs))
+        return lambda: ensemble.train_step(lrs, live)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
