@@ -88,6 +88,7 @@ ARCHITECTURES = {
     "llama-like": dict(norm="rmsnorm", activation="swiglu", rope=True, pos_emb=False, qk_norm=True, n_kv_head=1,
                        weight_tying=True, scaled_residual_init=True),
     "qk-layernorm, gelu, default init": dict(qk_norm=True, activation="gelu", init="default", bias=False),
+    "muP at twice its base width": dict(parametrization="mup", mup_base_width=8, weight_tying=True),
 }
 
 
