@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import papermill
 from nbconvert import MarkdownExporter
 from papermill.exceptions import PapermillExecutionError
@@ -30,6 +31,14 @@ from sweeps import storage
 HERE = Path(__file__).resolve().parent
 
 
+def table_files(plan: dict[str, Any], planned: pd.DataFrame) -> tuple[str, dict[str, str]]:
+    """The tables' Markdown (what is printed) and every file of them by name: `tables.md` (with one sample
+    per rung) and one `<table>.csv` per numeric table."""
+    text, samples, numeric = tables.report(plan, planned)
+    files = {"tables.md": f"{text}\n{samples}\n" if samples else text}
+    return text, files | {f"{name}.csv": table.to_csv(index=False) for name, table in numeric.items()}
+
+
 def write_tables(folder: Path) -> str:
     """The tables of one experiment folder, written as Markdown (with one sample per rung) and CSV;
     returns the tables' Markdown."""
@@ -37,10 +46,9 @@ def write_tables(folder: Path) -> str:
     results = load_runstore(folder.parent, folder.name)
     for problem in results.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    text, samples, numeric = tables.report(plan, tables.planned_runs(plan, results.runs, folder))
-    store.write_atomic(folder / "tables.md", f"{text}\n{samples}\n" if samples else text)
-    for name, table in numeric.items():
-        store.write_atomic(folder / f"{name}.csv", table.to_csv(index=False))
+    text, files = table_files(plan, tables.planned_runs(plan, results.runs, folder))
+    for name, content in files.items():
+        store.write_atomic(folder / name, content)
     return text
 
 
