@@ -12,7 +12,7 @@ VOCAB = 65
 
 
 def _noise(*keys: int) -> float:
-    """A small fixed offset per (variant, point, seed): seeds differ, and not all by the same amount."""
+    """A small fixed offset per (variant, point, seed): seeds differ, not all by the same amount."""
     mixed = sum((i + 3) * k * k + 5 * k for i, k in enumerate(keys)) + keys[0] * keys[-1] * 7
     return (mixed * 7 % 11 - 5) * 0.004
 
@@ -31,10 +31,11 @@ def run(run_id: str, variant: str, seed: int, final_val: float, status: str = "c
 
 
 def todays_manifest() -> tuple[dict[str, Any], pd.DataFrame]:
-    """A format-1 manifest (a ladder, a leave-one-out with a same-model note, an LR axis) and its runs, with
-    every status the tables count: diverged, failed, running, a run never started, one missing from the frame."""
+    """A format-1 manifest (a ladder, a leave-one-out with a same-model note, an LR axis) and its
+    runs, with every status the tables count: diverged, failed, running, never started."""
     rows: list[dict[str, Any]] = []
-    rungs = [("bigram", 2.50, 4225), ("attention", 2.40, 8640), ("mlp", 2.22, 16992), ("full", 2.06, 42592)]
+    rungs = [("bigram", 2.50, 4225), ("attention", 2.40, 8640), ("mlp", 2.22, 16992),
+             ("full", 2.06, 42592)]
     ladder = []
     for i, (name, val, params) in enumerate(rungs):
         runs = []
@@ -54,7 +55,8 @@ def todays_manifest() -> tuple[dict[str, Any], pd.DataFrame]:
             status = "failed" if (name, seed) == ("no_norm", 2) else "completed"
             rows.append(run(run_id, name, seed, val + _noise(i, seed), status, 42144))
             runs.append({"seed": seed, "run_id": run_id})
-        loo.append({"name": name, "adds": f"without {name[3:]}", "component": name[3:], "runs": runs})
+        loo.append({"name": name, "adds": f"without {name[3:]}", "component": name[3:],
+                    "runs": runs})
     grid = []
     lrs = [0.001, 0.003, 0.01]
     for i, (name, vals) in enumerate([("base", (2.30, 2.10, 2.05)), ("wide", (2.25, 2.02, 2.60)),
@@ -65,19 +67,21 @@ def todays_manifest() -> tuple[dict[str, Any], pd.DataFrame]:
                 run_id = f"{name}-s{seed}-{i:02d}{lrs.index(lr):02d}cccc"
                 status = ("diverged" if (name, lr, seed) == ("post", 0.01, 0) else
                           "running" if (name, lr, seed) == ("wide", 0.01, 2) else "completed")
-                rows.append(run(run_id, name, seed, val + _noise(i, lrs.index(lr), seed), status, 42592))
+                val_seed = val + _noise(i, lrs.index(lr), seed)
+                rows.append(run(run_id, name, seed, val_seed, status, 42592))
                 runs.append({"seed": seed, "lr": lr, "run_id": run_id})
         grid.append({"name": name, "adds": f"{name} model", "component": name, "runs": runs})
     manifest = {
         "format": 1, "name": "synthetic", "preset": "smoke", "seeds": list(SEEDS), "overrides": {},
         "data": "tinyshakespeare",
         "experiments": [
-            {"name": "rungs", "job_type": "ladder", "description": "Four rungs.", "compare": "previous",
-             "variants": ladder},
-            {"name": "loo", "job_type": "leave-one-out", "description": "One part removed at a time.",
-             "compare": "full", "variants": loo, "same_models": {"no_init": "full"}},
-            {"name": "grid", "job_type": "grid", "description": "Three models over three lrs.", "compare": "base",
-             "lrs": lrs, "variants": grid},
+            {"name": "rungs", "job_type": "ladder", "description": "Four rungs.",
+             "compare": "previous", "variants": ladder},
+            {"name": "loo", "job_type": "leave-one-out",
+             "description": "One part removed at a time.", "compare": "full", "variants": loo,
+             "same_models": {"no_init": "full"}},
+            {"name": "grid", "job_type": "grid", "description": "Three models over three lrs.",
+             "compare": "base", "lrs": lrs, "variants": grid},
         ],
     }
     return manifest, pd.DataFrame(rows)

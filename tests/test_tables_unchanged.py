@@ -7,14 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis import report, tables
+from experiments import manifest, store
 from tests.synthetic_runs import todays_manifest
 
 GOLDEN = Path(__file__).parent / "golden" / "todays_tables"
 
 
 def test_todays_tables_and_csvs_are_byte_identical(tmp_path):
-    doc, runs = todays_manifest()
-    unreadable = "no_mlp-s0-0005bbbb"  # a folder whose files cannot be read: no row, but the folder is there
+    written, runs = todays_manifest()
+    store.write_json(tmp_path / manifest.MANIFEST, written)
+    doc = manifest.read(tmp_path)
+    unreadable = "no_mlp-s0-0005bbbb"  # files that cannot be read: no row, but the folder is there
     (tmp_path / unreadable).mkdir()
     planned = tables.planned_runs(doc, runs[runs["run_id"] != unreadable], tmp_path)
     text, files = report.table_files(doc, planned)
