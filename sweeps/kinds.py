@@ -104,8 +104,9 @@ class GridSweep:
         moved: dict[str, Any] = {}
         for axis in (a for a in AXES if a.setting in params):
             value = params[axis.setting]
-            if axis.setting not in owns:
-                moved |= {k: v for k, v in axis.settings(base, value).items() if k not in owns}
+            if axis.setting not in owns:  # with what moves along (width's n_head) where it does
+                moved |= {k: v for k, v in axis.settings(base, value).items()
+                          if k not in owns and (k == axis.setting or v != base[k])}
             elif value != own[axis.setting]:
                 moved[axis.setting] = value
         return run_command(self.preset, f"{experiment.name}/{params['variant']}", params["seed"],

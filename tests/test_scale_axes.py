@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from scipy import stats
@@ -17,7 +19,11 @@ from analysis import comparison, tables
 from analysis.confidence import trend
 from analysis.from_runstore import load_runstore
 from experiments import ablate, manifest, store
+from experiments import run as run_cli
 from experiments.plan import describe_plan, plan
+from sweeps import optuna as sweeps_cli
+from sweeps import storage
+from sweeps.kinds import from_attr
 from tests.conftest import run_module
 
 # Two variants compared with the first; smoke: n_embd 16, 2 heads (head size 8), 2 layers.
@@ -252,3 +258,32 @@ def test_scale_and_trend_tables_equal_a_hand_computation_from_the_runs(pair, tmp
         for ext in ("png", "svg"):
             assert (folder / "report" / "figures" / f"{name}.{ext}").stat().st_size > 1000
         assert f"{name}.png" in (folder / "report" / "progression.md").read_text()
+
+
+def test_an_optuna_grid_takes_the_scale_axes_and_each_point_reruns_as_one_command(pair, tmp_path,
+                                                                                  tiny_corpus,
+                                                                                  capsys):
+    """The grid's trials train the plan's runs; a trial's command (best.json's) trains that run."""
+    (pair / "pair.yaml").write_text(PAIR + OWNERS.splitlines(keepends=True)[1])  # narrow
+    data = ["--data", str(tiny_corpus), "--set", "max_iters=10"]
+    args = ["--study", "sizes", "--grid", "pair", "--seeds", "1", "--widths", "16", "32",
+            "--depths", "1", "2", "--results", str(tmp_path), "--preset", "smoke", *data]
+    assert sweeps_cli.main(["create", *args]) == 0
+    assert sweeps_cli.main(["worker", "--study", "sizes", "--results", str(tmp_path), "--threads",
+                            "1", "--quiet", "--wandb", "off"]) == 0
+    study = optuna.load_study(study_name="sizes",
+                              storage=storage.default_storage(tmp_path / "sizes"))
+    trials = study.get_trials()
+    p, _ = plan("smoke", range(1), ["pair"], tmp_path, "sizes",
+                {"data": str(tiny_corpus), "max_iters": 10}, {"width": WIDTHS, "depth": DEPTHS})
+    assert sorted(t.user_attrs["run_id"] for t in trials) == sorted(c.run_id for c in p.runs)
+    assert len(trials) == 10 and all(t.state.name == "COMPLETE" for t in trials)  # narrow: 2
+    assert {t.params["n_embd"] for t in trials} == {8, 16, 32}
+    assert {t.params["n_layer"] for t in trials} == {1, 2}
+    sweep = from_attr(study.user_attrs["sweep"], "sizes")
+    capsys.readouterr()
+    for trial in trials:
+        command = shlex.split(sweep.command(trial.params))
+        assert command[:3] == ["python", "-m", "experiments.run"]
+        assert run_cli.main([*command[3:], "--results", str(tmp_path), "--dry-run"]) == 0
+        assert trial.user_attrs["run_id"] in capsys.readouterr().out
