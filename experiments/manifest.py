@@ -133,7 +133,8 @@ def _same_base_model(recorded: dict[str, Any], planned: dict[str, Any], folder: 
             f"{axes[0].make_variable}=)" if axes else "")
     raise ConfigError(f"{folder} records {said(recorded)}; this plan has {said(planned)}: a "
                       "results folder holds one base model, so give the same PRESET= and "
-                      f"SET={hint}, or another NAME= for this plan")
+                      f"SET={hint}, another NAME= for this plan, or delete its {MANIFEST} to "
+                      "record this plan afresh (the run folders stay)")
 
 
 def _merge_entry(recorded: dict[str, Any] | None, planned: dict[str, Any],

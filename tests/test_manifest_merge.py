@@ -117,7 +117,8 @@ def test_a_folder_holds_one_base_model(definitions, tmp_path, tiny_corpus, capsy
                    f"data={tiny_corpus}; this plan has preset smoke, set lr=0.003 "
                    f"data={tiny_corpus}: a results folder holds one base model, so give the same "
                    "PRESET= and SET= (to train several learning rates, give them as an axis: "
-                   "--lrs, LRS=), or another NAME= for this plan\n")
+                   "--lrs, LRS=), another NAME= for this plan, or delete its experiment.json to "
+                   "record this plan afresh (the run folders stay)\n")
     assert ablate.main([*args, "--set", "lr=3e-3", "--name", "other", "--dry-run"]) == 0
     assert (tmp_path / "smoke" / manifest.MANIFEST).read_text() == before
 
