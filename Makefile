@@ -99,9 +99,9 @@ SWEEP_STUDY = $(or $(STUDY),$(if $(GRID),$(firstword $(GRID))-grid,search))
 SWEEP_ENV = $(if $(STORAGE),NANOGPT_SWEEP_STORAGE='$(STORAGE)')
 .PHONY: sweep sweep-worker dashboard bench-sweep
 
-sweep: setup  ## Optuna study on a local SQLite file: make sweep [SPACE=file | GRID=ladder SEEDS=3 [LRS="1e-3 5e-3"]] [STUDY=name WORKERS=2]
+sweep: setup  ## Optuna study on a local SQLite file: make sweep [SPACE=file | GRID=ladder SEEDS=3 [LRS="1e-3 5e-3"] [DEPTHS=...]] [STUDY=name WORKERS=2]
 	@$(SWEEP_ENV) $(PY) -m sweeps.optuna run --study $(SWEEP_STUDY) \
-		$(if $(GRID),--grid $(GRID) --seeds $(SEEDS) $(if $(LRS),--lrs $(LRS)),--space $(SPACE)) \
+		$(if $(GRID),--grid $(GRID) --seeds $(SEEDS) $(AXIS_ARGS),--space $(SPACE)) \
 		$(if $(WORKERS),--workers $(WORKERS)) \
 		--results $(RESULTS) --wandb $(WANDB)
 
@@ -121,12 +121,17 @@ bench: setup  ## training speed (ms/iter, tokens/s, MFU, time to target) -> docs
 	$(PY) -m benchmarks.train_speed $(ARGS)
 # <<< speed <<<
 
-# >>> lr-axis: a learning-rate axis for `make ablate` and `make sweep GRID=` (experiments/plan.py, docs/lr-fair.md) >>>
+# >>> axes: learning-rate, width and depth axes for `make ablate` and `make sweep GRID=` (experiments/axes.py) >>>
 # make ablate EXPERIMENTS=norms LRS="1e-3 2e-3 5e-3 1e-2": every variant x seed at each lr; the tables then compare
-# each variant at its own best lr. Empty: a definition's own `lrs:` if it has one, else no axis (today's runs).
-LRS ?=
-ABLATE_ARGS += $(if $(LRS),--lrs $(LRS))
-# <<< lr-axis <<<
+# each variant at its own best lr (docs/lr-fair.md). make ablate EXPERIMENTS=leave_one_out DEPTHS="1 2 4 8"
+# WIDTHS="32 64 128": every variant at every size; Δ vs the baseline at each size and its trend (docs/scale.md).
+# Empty: a definition's own `lrs:`, `widths:`, `depths:` if it has one, else no axis (today's runs).
+LRS    ?=
+WIDTHS ?=
+DEPTHS ?=
+AXIS_ARGS = $(if $(LRS),--lrs $(LRS)) $(if $(WIDTHS),--widths $(WIDTHS)) $(if $(DEPTHS),--depths $(DEPTHS))
+ABLATE_ARGS += $(AXIS_ARGS)
+# <<< axes <<<
 
 # >>> ensembles: the runs of one architecture (seeds, lrs) trained as one batched model (experiments.grouping) >>>
 # make ablate ENSEMBLE=off: every run alone; ENSEMBLE=4: groups of at most 4; empty: auto (where it pays here).

@@ -1,9 +1,11 @@
-"""The progression figures, drawn for a README: labelled axes with units, rung order kept, one colour
-per component (analysis.palette, from the tables' `component` column), saved as PNG and SVG by `show`."""
+"""The progression figures, drawn for a README: labelled axes with units, rung order kept, one
+colour per component (analysis.palette, from the tables' `component` column), saved as PNG and SVG
+by `show`. `of` picks a definition's figures from its comparison (analysis.comparison)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,8 +15,10 @@ from IPython.display import Image, display
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from analysis.comparison import LR_GRID, Comparison
 from analysis.confidence import t_interval
 from analysis.palette import colours
+from experiments.axes import LR, Axis, describe
 
 LOSS_UNIT = "loss (nats/char)"
 DODGE = 1.04
@@ -162,6 +166,109 @@ def attention_logits(evals: pd.DataFrame, table: pd.DataFrame, lrs: list[float],
     sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="variant", frameon=False)
     fig.suptitle(title)
     return fig
+
+
+def delta_vs_size(table: pd.DataFrame, scale: list[Axis], against: str, title: str) -> Figure:
+    """Δ final val against the size (log2 x), a line per variant with its 95% CI band: a panel per
+    scale axis (and per size of the other one, where there are two); from the scale table."""
+    rows = table[table["compared_with"].notna()]
+    panels = [(axis, fixed, part) for axis in scale
+              for fixed, part in _along(rows, [a for a in scale if a is not axis])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), sharey=True,
+                             squeeze=False)
+    palette = colours(table)
+    for ax, (axis, fixed, part) in zip(axes[0], panels, strict=True):
+        for variant, line in part.groupby("variant", sort=False):
+            line = line.sort_values(axis.name)
+            colour = palette[variant]
+            ax.plot(line[axis.name], line["delta_val_mean"], "o-", color=colour, label=variant,
+                    ms=5)
+            band = line.dropna(subset=["delta_val_low"])
+            ax.fill_between(band[axis.name], band["delta_val_low"], band["delta_val_high"],
+                            color=colour, alpha=0.2, lw=0)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log", base=2)
+        values = sorted(part[axis.name].unique())
+        ax.set_xticks(values, [axis.text(v) for v in values])
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        ax.set(xlabel=f"{axis.title} ({axis.setting}, log scale)", title=describe(fixed) or None,
+               ylabel=f"Δ final val vs {against} (nats/char)")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="variant (band: 95% CI)",
+                       frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def scaling_curves(table: pd.DataFrame, title: str) -> Figure:
+    """Final val loss against parameters (log-log), a line per variant through its sizes, with
+    95% CIs as bars."""
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    palette = colours(table)
+    done = table.dropna(subset=["final_val_loss_mean"])
+    for variant, line in done.groupby("variant", sort=False):
+        line = line.sort_values("params")
+        colour = palette[variant]
+        ax.plot(line["params"], line["final_val_loss_mean"], "-", color=colour, lw=1.2)
+        for i, row in enumerate(line.itertuples()):
+            ax.errorbar(row.params, row.final_val_loss_mean, yerr=_xerr(row, "final_val_loss"),
+                        fmt="o", ms=6, capsize=3, color=colour, label=None if i else variant)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2, 3, 5)))  # 2k, 3k, 5k, 10k, ...
+    for axis, formatter in ((ax.xaxis, ticker.EngFormatter()),
+                            (ax.yaxis, ticker.FormatStrFormatter("%.2f"))):
+        axis.set_major_formatter(formatter)
+        axis.set_minor_formatter(formatter)
+    ax.tick_params(which="both", length=0, pad=6)  # major and minor labels on one line
+    ax.set(xlabel="parameters (log scale)", ylabel=f"final val {LOSS_UNIT} (log scale)",
+           title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="variant", frameon=False)
+    return fig
+
+
+def of(compared: Comparison, evals: pd.DataFrame) -> list[tuple[str, Figure]]:
+    """A definition's figures by file name, as its axes call for: none before a run completed."""
+    table, name, compare = compared.table, compared.name, compared.compare
+    if not table["completed"].any():
+        return []
+    if compared.scale:
+        against = "the row above" if compare == "previous" else compare
+        return [(f"{name}_delta_vs_size", delta_vs_size(
+                    table, compared.scale, against, f"{name}: Δ final val against the size")),
+                (f"{name}_scaling", scaling_curves(
+                    table, f"{name}: final val loss against parameters, at every size"))]
+    if compared.lrs:
+        made = [(f"{name}_lr_curves", lr_curves(
+                    compared.tables[LR_GRID], table,
+                    f"{name}: final val loss against learning rate, mean and 95% CI over seeds")),
+                (f"{name}_lr_sensitivity", lr_sensitivity(
+                    table, f"{name}: LR sensitivity, mean and 95% CI over seeds"))]
+        logits = evals[(evals["definition"] == name) & evals["max_attn_logit"].notna()]
+        if not logits.empty:  # runs that recorded it: attention logits' growth at the highest lrs
+            top = sorted(logits[LR.column].unique())[-2:]
+            made.append((f"{name}_attention_logits", attention_logits(
+                logits, table, top,
+                f"{name}: the largest attention logit during training at the highest learning "
+                "rates")))
+        return made
+    if compare == "previous":
+        done = evals[(evals["definition"] == name) & (evals["status"] == "completed")]
+        return [(f"{name}_loss_curves", loss_curves(
+                    done, table, f"{name}: loss per rung, mean and 95% CI over seeds")),
+                (f"{name}_final_val_loss", final_loss(table, f"{name}: final val loss per rung")),
+                (f"{name}_loss_vs_cost", loss_vs_cost(
+                    table, f"{name}: final val loss against size and compute"))]
+    return [(f"{name}_delta", delta(table, compare,
+                                    f"{name}: the effect of each change vs {compare}"))]
+
+
+def _along(rows: pd.DataFrame, others: list[Axis]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """The rows at each size of the other scale axes ({} and every row where there is none)."""
+    if not others:
+        return [({}, rows)]
+    names = [a.name for a in others]
+    return [(dict(zip(names, key, strict=True)), part)
+            for key, part in rows.groupby(names, sort=True)]
 
 
 def _xerr(row, name: str) -> list[list[float]] | None:

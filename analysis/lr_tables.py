@@ -25,8 +25,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.confidence import holm, mean_ci, paired_delta, paired_p
-from analysis.tables import loss_cell, p_cell, same_models_note, status_counts
+from analysis.confidence import mean_ci
+from analysis.tables import (
+    baseline_of,
+    loss_cell,
+    p_cell,
+    paired,
+    run_counts,
+    same_models_note,
+    val_by_seed,
+    with_holm,
+)
+from experiments.axes import LR
 
 EXPLANATION = (
     "With a learning-rate axis each variant is shown at its own best lr (lowest mean final val over seeds among "
@@ -37,11 +47,11 @@ EXPLANATION = (
 UNSTABLE = ("diverged", "failed")
 
 
-def grid(planned: pd.DataFrame, definition: str) -> pd.DataFrame:
-    """Per variant x grid lr: final val mean and CI over completed seeds, completed and planned counts."""
-    part = planned[planned["definition"] == definition]
+def grid(part: pd.DataFrame) -> pd.DataFrame:
+    """Per variant x grid lr of one definition's planned runs: final val mean and CI over completed
+    seeds, completed and planned counts."""
     rows = []
-    for (variant, lr), runs in part.groupby(["variant", "grid_lr"], sort=False):
+    for (variant, lr), runs in part.groupby(["variant", LR.column], sort=False):
         done = runs[runs["status"] == "completed"]
         mean, low, high = mean_ci(done["final_val_loss"])
         rows.append({"variant": variant, "lr": float(lr), "final_val_loss_mean": mean, "final_val_loss_low": low,
@@ -50,40 +60,40 @@ def grid(planned: pd.DataFrame, definition: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparison(planned: pd.DataFrame, definition: str, lrs: list[float]) -> pd.DataFrame:
-    """The LR-fair table of one definition: per variant its best lr and the numbers at it (see the module)."""
-    part = planned[planned["definition"] == definition]
+def best_lrs(part: pd.DataFrame) -> dict[str, float]:
+    """Each variant's best lr among one definition's planned runs (see the module)."""
+    cells = grid(part)
+    return {v: _best_lr(cells[cells["variant"] == v]) for v in dict.fromkeys(part["variant"])}
+
+
+def at_lr(runs: pd.DataFrame, lr: float) -> pd.DataFrame:
+    """The runs at one grid lr."""
+    return runs[runs[LR.column] == lr]
+
+
+def comparison(part: pd.DataFrame, lrs: list[float]) -> pd.DataFrame:
+    """The LR-fair table of one definition's planned runs: per variant its best lr and the numbers
+    at it (see the module)."""
     compare = part["compare"].iloc[0]
     variants = list(dict.fromkeys(part["variant"]))
-    cells = grid(planned, definition)
-    best = {v: _best_lr(cells[cells["variant"] == v]) for v in variants}
+    best = best_lrs(part)
+    at_best = {v: val_by_seed(at_lr(part[part["variant"] == v], best[v])) for v in variants}
     rows = []
     for i, variant in enumerate(variants):
         runs = part[part["variant"] == variant]
-        baseline = (variants[i - 1] if i else None) if compare == "previous" else (
-            compare if variant != compare else None)
-        at_best = _val_by_seed(runs, best[variant])
+        baseline = baseline_of(variants, i, compare)
         row: dict[str, Any] = {"variant": variant, "adds": runs["adds"].iloc[0], "component": runs["component"].iloc[0],
                                "best_lr": best[variant], "best_lr_at_edge": best[variant] in (lrs[0], lrs[-1])
                                and len(lrs) > 1}
-        val = mean_ci(at_best.values())
+        val = mean_ci(at_best[variant].values())
         row["final_val_loss_mean"], row["final_val_loss_low"], row["final_val_loss_high"] = val
-        if baseline:
-            theirs = _val_by_seed(part[part["variant"] == baseline], best[baseline])
-            delta, p = paired_delta(at_best, theirs), paired_p(at_best, theirs)
-        else:
-            delta, p = (math.nan,) * 3, math.nan
-        row["delta_val_mean"], row["delta_val_low"], row["delta_val_high"] = delta
-        row["delta_val_p"] = p
+        row |= paired(at_best[variant], at_best[baseline] if baseline else None)
         row["sensitivity_mean"], row["sensitivity_low"], row["sensitivity_high"] = mean_ci(
             lr_sensitivity(runs, lrs).values())
         row |= {"compared_with": baseline, "compared_at_lr": best[baseline] if baseline else math.nan,
-                "completed": int((runs["status"] == "completed").sum()), "planned": len(runs),
-                "runs": status_counts(runs["status"]), "run_ids": " ".join(runs["run_id"])}
+                **run_counts(runs)}
         rows.append(row)
-    table = pd.DataFrame(rows)
-    table["delta_val_p_holm"] = holm(table["delta_val_p"])
-    return table
+    return with_holm(rows)
 
 
 def lr_sensitivity(runs: pd.DataFrame, lrs: list[float]) -> dict[int, float]:
@@ -91,7 +101,7 @@ def lr_sensitivity(runs: pd.DataFrame, lrs: list[float]) -> dict[int, float]:
     mean over η of min(ℓ(η), ℓ₀) − min over η of ℓ(η); a diverged run's ℓ(η) is taken as ℓ₀ (it learned nothing)."""
     out = {}
     for seed, by_seed in runs.groupby("seed"):
-        points = by_seed.set_index("grid_lr")
+        points = by_seed.set_index(LR.column)
         if not set(lrs) <= set(points.index) or not points.loc[lrs, "status"].isin(("completed", "diverged")).all():
             continue  # a seed still missing a grid point has no sensitivity yet
         init = [_loss_at_init(points.loc[lr]) for lr in lrs]
@@ -110,7 +120,7 @@ def markdown(table: pd.DataFrame, compare: str) -> str:
     against = "previous" if compare == "previous" else compare
     shown = pd.DataFrame({
         "variant": table["variant"], change: table["adds"],
-        "best lr": [_best_text(r) for _, r in table.iterrows()],
+        "best lr": [best_text(r) for _, r in table.iterrows()],
         "final val at best lr": [loss_cell(r, "final_val_loss") for _, r in table.iterrows()],
         f"Δ val vs {against} at its best lr": [loss_cell(r, "delta_val", signed=True) for _, r in table.iterrows()],
         "p (Holm)": table["delta_val_p_holm"].map(p_cell),
@@ -120,31 +130,38 @@ def markdown(table: pd.DataFrame, compare: str) -> str:
     return shown.to_markdown(index=False, disable_numparse=True)
 
 
-def grid_markdown(cells: pd.DataFrame, table: pd.DataFrame) -> str:
-    """Final val per variant (rows, table order) x lr (columns); each variant's best lr in bold."""
-    best = dict(zip(table["variant"], table["best_lr"], strict=True))
+def grid_markdown(cells: pd.DataFrame, best: dict[str, float],
+                  rows: list[dict[str, Any]] | None = None) -> str:
+    """Final val per row x lr (columns), each row's best lr in bold. Rows: `{"variant": v}` per
+    variant of `best` (in its order), or the given rows, each naming its variant and any columns of
+    its own before the lrs."""
     lrs = sorted(cells["lr"].unique())
-    rows = []
-    for variant in table["variant"]:
-        row = {"variant": variant}
-        for lr in lrs:
-            cell = cells[(cells["variant"] == variant) & (cells["lr"] == lr)]
+    columns = [f"lr {text}" for text in LR.texts(lrs)]
+    shown = []
+    for row in rows or [{"variant": v} for v in best]:
+        line = dict(row)
+        for lr, column in zip(lrs, columns, strict=True):
+            cell = cells[(cells["variant"] == row["variant"]) & (cells["lr"] == lr)]
             text = loss_cell(cell.iloc[0], "final_val_loss") if len(cell) else "—"
             if len(cell) and cell.iloc[0]["completed"] < cell.iloc[0]["planned"]:
                 text += f" ({cell.iloc[0]['completed']}/{cell.iloc[0]['planned']})"
-            row[f"lr {lr:g}"] = f"**{text}**" if best[variant] == lr else text
-        rows.append(row)
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+            line[column] = f"**{text}**" if best[row["variant"]] == lr else text
+        shown.append(line)
+    return pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True)
 
 
-def section(entry: dict[str, Any], planned: pd.DataFrame, table: pd.DataFrame) -> str:
+GRID_CAPTION = ("Final val loss at every grid lr (mean ± 95% CI; (k/n): only k of n seeds "
+                "completed; bold: the best lr):")
+
+
+def section(entry: dict[str, Any], part: pd.DataFrame, table: pd.DataFrame) -> str:
     """One LR-axis definition's heading, description, LR-fair table and grid table."""
-    lrs = " ".join(f"{lr:g}" for lr in entry["lrs"])
+    lrs = " ".join(LR.texts(entry["axes"]["lr"]))
+    best = dict(zip(table["variant"], table["best_lr"], strict=True))
     return "\n\n".join(p for p in (
-        f"## {entry['name']} (learning-rate axis: {lrs})", entry.get("description", ""), EXPLANATION,
-        markdown(table, entry.get("compare", "previous")),
-        "Final val loss at every grid lr (mean ± 95% CI; (k/n): only k of n seeds completed; bold: the best lr):",
-        grid_markdown(grid(planned, entry["name"]), table), same_models_note(entry)) if p)
+        f"## {entry['name']} ({LR.axis_name}: {lrs})", entry.get("description", ""), EXPLANATION,
+        markdown(table, entry.get("compare", "previous")), GRID_CAPTION,
+        grid_markdown(grid(part), best), same_models_note(entry)) if p)
 
 
 def _best_lr(cells: pd.DataFrame) -> float:
@@ -154,11 +171,6 @@ def _best_lr(cells: pd.DataFrame) -> float:
     return float(eligible.loc[eligible["final_val_loss_mean"].idxmin(), "lr"])
 
 
-def _val_by_seed(runs: pd.DataFrame, lr: float) -> dict[int, float]:
-    done = runs[(runs["grid_lr"] == lr) & (runs["status"] == "completed")]
-    return dict(zip(done["seed"].astype(int), done["final_val_loss"], strict=True))
-
-
 def _loss_at_init(run: pd.Series) -> float:
     init = run.get("initial_val_loss")
     if init is not None and pd.notna(init):
@@ -166,7 +178,7 @@ def _loss_at_init(run: pd.Series) -> float:
     return math.log(float(run["config.vocab_size"]))  # a uniform prediction over the characters
 
 
-def _best_text(row: pd.Series) -> str:
+def best_text(row: pd.Series) -> str:
     if pd.isna(row["best_lr"]):
         return "—"
     return f"{row['best_lr']:g}" + (" (grid edge: widen the grid)" if row["best_lr_at_edge"] else "")

@@ -1,7 +1,9 @@
 """Tables, figures and the Markdown report of an experiment: `python -m analysis.report results/tutorial`.
 
 1. Prints the comparison tables (one per experiment definition in `experiment.json`) and writes them
-   into the experiment folder: `tables.md` (every table and one sample per rung) and `<definition>.csv`.
+   into the experiment folder: `tables.md` (every table and one sample per rung) and
+   `<definition>.csv` (with axes also `<definition>_lr_grid.csv`, `<definition>_trend.csv`; the CSV
+   of a table a definition no longer has is removed).
 2. Runs `progression.ipynb` headless (papermill, a real kernel) and, with `--storage`, `sweep.ipynb`
    for an Optuna study; each executed notebook is kept in `<folder>/report/` beside its Markdown
    export (`progression.md`, `sweep.md`) and the figures it saved (`figures/*.png` and `*.svg`).
@@ -10,18 +12,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import papermill
 from nbconvert import MarkdownExporter
 from papermill.exceptions import PapermillExecutionError
 from traitlets.config import Config
 
-from analysis import tables
+from analysis import comparison, tables
 from analysis.from_optuna import load_study, open_storage
 from analysis.from_runstore import load_runstore
 from experiments import exits, manifest, store
@@ -30,17 +34,29 @@ from sweeps import storage
 HERE = Path(__file__).resolve().parent
 
 
+def table_files(plan: dict[str, Any], planned: pd.DataFrame) -> tuple[str, dict[str, str]]:
+    """The tables' Markdown (what is printed) and every file of them by name: `tables.md` (with one
+    sample per rung) and one `<table>.csv` per numeric table."""
+    text, samples, numeric = comparison.report(plan, planned)
+    files = {"tables.md": f"{text}\n{samples}\n" if samples else text}
+    return text, files | {f"{name}.csv": t.to_csv(index=False) for name, t in numeric.items()}
+
+
 def write_tables(folder: Path) -> str:
-    """The tables of one experiment folder, written as Markdown (with one sample per rung) and CSV;
-    returns the tables' Markdown."""
+    """The tables of one experiment folder, written as Markdown (with one sample per rung) and CSV,
+    and the CSV of a table its definitions no longer have removed; returns the tables' Markdown.
+    The caller holds the folder's manifest lock."""
     plan = manifest.read(folder)
     results = load_runstore(folder.parent, folder.name)
     for problem in results.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    text, samples, numeric = tables.report(plan, tables.planned_runs(plan, results.runs, folder))
-    store.write_atomic(folder / "tables.md", f"{text}\n{samples}\n" if samples else text)
-    for name, table in numeric.items():
-        store.write_atomic(folder / f"{name}.csv", table.to_csv(index=False))
+    text, files = table_files(plan, tables.planned_runs(plan, results.runs, folder))
+    for name, content in files.items():
+        store.write_atomic(folder / name, content)
+    for entry in plan["experiments"]:
+        for suffix in comparison.SUFFIXES:
+            if f"{entry['name']}{suffix}.csv" not in files:
+                (folder / f"{entry['name']}{suffix}.csv").unlink(missing_ok=True)
     return text
 
 
@@ -100,6 +116,12 @@ def _report(args: argparse.Namespace) -> int:
                                 "to report an Optuna study")
     if args.storage:  # fail here, with a plain message, rather than inside the notebook
         load_study(open_storage(args.storage), args.study or None)
+    # One report of a folder at a time: the last one to write read every run the others finished.
+    with manifest.lock(folder) if has_manifest else contextlib.nullcontext():
+        return _write_report(args, folder, has_manifest)
+
+
+def _write_report(args: argparse.Namespace, folder: Path, has_manifest: bool) -> int:
     if has_manifest:
         print(write_tables(folder), end="")
         print(f"tables and one sample per rung: {folder / 'tables.md'}", file=sys.stderr)

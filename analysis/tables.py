@@ -1,8 +1,11 @@
-"""The comparison tables: one per experiment definition in the manifest (the ladder, leave-one-out, ...).
+"""The comparison tables of an experiment without axes, and what every comparison table shares: the
+planned runs of a manifest, the baseline of each row, the paired Δ, the counts of runs, the cells.
 
 Rows follow the manifest's variant order and take their runs from the manifest's run ids (a run
 shared by two experiments appears in both). Only completed runs enter a mean; a planned run that
 failed, diverged, is still running or was never started is counted in `runs`, never averaged in.
+Which table an experiment gets (this one, analysis.lr_tables or analysis.scale_tables) is for
+analysis.comparison to say.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.confidence import holm, mean_ci, paired_delta, paired_p
+from experiments.axes import AXES
 
 LOSSES = ("initial_train_loss", "initial_val_loss", "final_train_loss", "final_val_loss")
 LOSS_HEADERS = {"initial_train_loss": "initial train", "initial_val_loss": "initial val",
@@ -31,13 +35,14 @@ EXPLANATION = (
 
 def membership(manifest: dict[str, Any]) -> pd.DataFrame:
     """One row per planned run of each definition: definition, order, variant, adds, component, seed, run_id,
-    and grid_lr, its point on the definition's learning-rate axis (NaN without one; analysis.lr_tables)."""
+    and per axis (experiments.axes) its point on it: grid_width, grid_depth, grid_lr (NaN: not an
+    axis of it)."""
     rows = [{"definition": e["name"], "compare": e.get("compare", "previous"), "order": i, "variant": v["name"],
              "adds": v.get("adds", ""), "component": v.get("component", ""), "seed": r["seed"], "run_id": r["run_id"],
-             "grid_lr": r.get("lr", math.nan)}
+             **{a.column: r.get(a.name, math.nan) for a in AXES}}
             for e in manifest["experiments"] for i, v in enumerate(e["variants"]) for r in v["runs"]]
     return pd.DataFrame(rows, columns=["definition", "compare", "order", "variant", "adds", "component", "seed",
-                                       "run_id", "grid_lr"])
+                                       "run_id", *(a.column for a in AXES)])
 
 
 def planned_runs(manifest: dict[str, Any], runs: pd.DataFrame, folder: Path) -> pd.DataFrame:
@@ -51,34 +56,65 @@ def planned_runs(manifest: dict[str, Any], runs: pd.DataFrame, folder: Path) -> 
     return planned
 
 
-def comparison(planned: pd.DataFrame, definition: str) -> pd.DataFrame:
-    """The numeric table of one definition: per variant, means and CIs over completed seeds, Δ final val."""
-    part = planned[planned["definition"] == definition]
+def baseline_of(variants: list[str], i: int, compare: str) -> str | None:
+    """The variant row i is compared with: the row above (compare "previous") or the baseline."""
+    if compare == "previous":
+        return variants[i - 1] if i else None
+    return compare if variants[i] != compare else None
+
+
+def paired(values: dict[int, float], baseline: dict[int, float] | None) -> dict[str, float]:
+    """Δ final val against the baseline's values, paired by seed: mean and 95% CI, and the paired
+    t-test's p (NaN without a baseline). Holm's correction over a table's rows is `with_holm`'s."""
+    if baseline is None:
+        return {"delta_val_mean": math.nan, "delta_val_low": math.nan, "delta_val_high": math.nan,
+                "delta_val_p": math.nan}
+    mean, low, high = paired_delta(values, baseline)
+    return {"delta_val_mean": mean, "delta_val_low": low, "delta_val_high": high,
+            "delta_val_p": paired_p(values, baseline)}
+
+
+def run_counts(runs: pd.DataFrame) -> dict[str, Any]:
+    """A row's runs: how many completed, how many were planned, all of them by status, their ids."""
+    return {"completed": int((runs["status"] == "completed").sum()), "planned": len(runs),
+            "runs": status_counts(runs["status"]), "run_ids": " ".join(runs["run_id"])}
+
+
+def with_holm(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as a table, with their Δ's p-values Holm-adjusted over the table."""
+    table = pd.DataFrame(rows)
+    table["delta_val_p_holm"] = holm(table["delta_val_p"])
+    return table
+
+
+def val_by_seed(runs: pd.DataFrame) -> dict[int, float]:
+    """Final val loss by seed, of the completed runs among `runs`."""
+    done = runs[runs["status"] == "completed"]
+    return dict(zip(done["seed"].astype(int), done["final_val_loss"], strict=True))
+
+
+def comparison(part: pd.DataFrame) -> pd.DataFrame:
+    """The numeric table of one definition's planned runs: per variant, means and CIs over completed
+    seeds, Δ final val."""
     compare = part["compare"].iloc[0]
     variants = list(dict.fromkeys(part["variant"]))
-    val_by_seed = {v: _by_seed(part[(part["variant"] == v) & (part["status"] == "completed")]) for v in variants}
+    values = {v: val_by_seed(part[part["variant"] == v]) for v in variants}
     rows = []
     for i, variant in enumerate(variants):
         runs = part[part["variant"] == variant]
         done = runs[runs["status"] == "completed"]
-        if compare == "previous":
-            baseline = variants[i - 1] if i else None
-        else:
-            baseline = compare if variant != compare else None
-        row: dict[str, Any] = {"variant": variant, "adds": runs["adds"].iloc[0], "component": runs["component"].iloc[0],
-                               "params": _first(runs, "params"), "flops_per_token": _first(runs, "flops_per_token")}
+        baseline = baseline_of(variants, i, compare)
+        row: dict[str, Any] = {"variant": variant, "adds": runs["adds"].iloc[0],
+                               "component": runs["component"].iloc[0],
+                               "params": first(runs, "params"),
+                               "flops_per_token": first(runs, "flops_per_token")}
         for loss in LOSSES:
             row[f"{loss}_mean"], row[f"{loss}_low"], row[f"{loss}_high"] = mean_ci(done[loss])
-        delta = paired_delta(val_by_seed[variant], val_by_seed[baseline]) if baseline else (math.nan,) * 3
-        row["delta_val_mean"], row["delta_val_low"], row["delta_val_high"] = delta
-        row["delta_val_p"] = paired_p(val_by_seed[variant], val_by_seed[baseline]) if baseline else math.nan
+        row |= paired(values[variant], values[baseline] if baseline else None)
         row |= {"compared_with": baseline, "tokens_per_sec": done["tokens_per_sec"].mean(),
-                "train_flops": done["train_flops"].mean(), "completed": len(done), "planned": len(runs),
-                "runs": status_counts(runs["status"]), "run_ids": " ".join(runs["run_id"])}
+                "train_flops": done["train_flops"].mean(), **run_counts(runs)}
         rows.append(row)
-    table = pd.DataFrame(rows)
-    table["delta_val_p_holm"] = holm(table["delta_val_p"])
-    return table
+    return with_holm(rows)
 
 
 def markdown(table: pd.DataFrame, compare: str) -> str:
@@ -87,11 +123,12 @@ def markdown(table: pd.DataFrame, compare: str) -> str:
     delta = "Δ val vs previous" if compare == "previous" else f"Δ val vs {compare}"
     shown = pd.DataFrame({
         "variant": table["variant"], change: table["adds"],
-        "params": table["params"].map(_count), "FLOPs/token": table["flops_per_token"].map(_count),
+        "params": table["params"].map(count_cell),
+        "FLOPs/token": table["flops_per_token"].map(count_cell),
         **{LOSS_HEADERS[loss]: [loss_cell(r, loss) for _, r in table.iterrows()] for loss in LOSSES},
         delta: [loss_cell(r, "delta_val", signed=True) for _, r in table.iterrows()],
         "p (Holm)": table["delta_val_p_holm"].map(p_cell),
-        "tokens/s": table["tokens_per_sec"].map(_count), "runs": table["runs"],
+        "tokens/s": table["tokens_per_sec"].map(count_cell), "runs": table["runs"],
     })
     return shown.to_markdown(index=False, disable_numparse=True)
 
@@ -134,32 +171,9 @@ def samples_section(manifest: dict[str, Any], planned: pd.DataFrame) -> str:
     return "\n\n".join([f"## Samples (first {SAMPLE_CHARS} characters)", *parts]) if parts else ""
 
 
-def report(manifest: dict[str, Any], planned: pd.DataFrame) -> tuple[str, str, dict[str, pd.DataFrame]]:
-    """The Markdown of every table (what `make ablate` prints), of one sample per rung, and the numeric tables:
-    `<definition>`, and for a definition with a learning-rate axis its LR-fair table and `<definition>_lr_grid`."""
-    from analysis import lr_tables  # it builds on this module's cells, so it imports this module first
-
-    numeric, sections = {}, []
-    for e in manifest["experiments"]:
-        name = e["name"]
-        if "lrs" in e:
-            numeric[name] = lr_tables.comparison(planned, name, e["lrs"])
-            numeric[f"{name}_lr_grid"] = lr_tables.grid(planned, name)
-            sections.append(lr_tables.section(e, planned, numeric[name]))
-        else:
-            numeric[name] = comparison(planned, name)
-            sections.append(section(e, numeric[name]))
-    parts = [title(manifest), EXPLANATION, *sections]
-    return "\n\n".join(parts) + "\n", samples_section(manifest, planned), numeric
-
-
 def title(manifest: dict[str, Any]) -> str:
     seeds = ", ".join(map(str, manifest.get("seeds", [])))
     return f"# {manifest['name']}: preset {manifest.get('preset')}, seeds {seeds}"
-
-
-def _by_seed(runs: pd.DataFrame) -> dict[int, float]:
-    return dict(zip(runs["seed"].astype(int), runs["final_val_loss"], strict=True))
 
 
 def status_counts(statuses: pd.Series) -> str:
@@ -169,12 +183,12 @@ def status_counts(statuses: pd.Series) -> str:
     return ", ".join(f"{n} {status}" for status, n in counted)
 
 
-def _first(runs: pd.DataFrame, column: str) -> float:
+def first(runs: pd.DataFrame, column: str) -> float:
     values = runs[column].dropna()
     return values.iloc[0] if len(values) else math.nan
 
 
-def _count(value: float) -> str:
+def count_cell(value: float) -> str:
     return "—" if pd.isna(value) else f"{value:,.0f}"
 
 

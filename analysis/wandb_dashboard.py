@@ -6,7 +6,9 @@ library, `wandb-workspaces` (pydantic models, no server needed to build them):
 - a saved workspace view (`wandb_workspaces.workspaces.Workspace`): its run set is this folder's runs
   (`config.experiment` = the folder's name), grouped by `config.variant` in the analysis figures' colours;
   one section per experiment definition with the loss curves, final and best val loss per variant, val
-  loss against parameters and FLOPs/token, the comparison table (Δ vs the baseline) and the samples;
+  loss against parameters and FLOPs/token and against each of its axes' settings (lr, n_embd,
+  n_layer), the comparison tables (Δ vs the baseline; with a scale axis, per size, and its trend)
+  and the samples;
 - a report (`wandb_workspaces.reports.v2.Report`), the W&B twin of report/progression.md: the same
   headings, text and tables, and per definition a panel grid whose run set is exactly its runs;
 - with `--study`, an Optuna search's section: parallel coordinates over its searched settings.
@@ -27,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 from matplotlib.colors import to_hex
@@ -35,7 +36,8 @@ from wandb_workspaces import expr
 from wandb_workspaces.reports.v2 import internal as report_model
 from wandb_workspaces.workspaces import internal as workspace_model
 
-from analysis import lr_tables, palette, tables
+from analysis import comparison, palette, tables
+from analysis.comparison import Comparison
 from analysis.from_runstore import load_runstore
 from experiments import manifest, store
 from sweeps import storage
@@ -69,10 +71,10 @@ def variant_colours(entry: dict[str, Any]) -> dict[str, str]:
     return {v["name"]: to_hex(palette.colour(v.get("component") or v["name"])) for v in entry["variants"]}
 
 
-def panels(entry: dict[str, Any], table: pd.DataFrame, lrs: bool) -> list[Any]:
+def panels(compared: Comparison) -> list[Any]:
     """One definition's panels, shared by its workspace section and its report panel grid."""
     by_variant = {"groupby": wr.Config(VARIANT), "groupby_aggfunc": "mean", "groupby_rangefunc": SPREAD}
-    name = entry["name"]
+    name = compared.name
     made: list[Any] = [
         wr.LinePlot(title=f"{name}: {key} per variant (mean, band: lowest to highest seed)", x=STEP, y=[key],
                     title_x=STEP, title_y=key, **by_variant)
@@ -82,17 +84,13 @@ def panels(entry: dict[str, Any], table: pd.DataFrame, lrs: bool) -> list[Any]:
                         orientation="v", title_y=key, **by_variant) for key in FINALS]
     made += [wr.ScatterPlot(title=f"{name}: final val loss against {label}", x=wr.SummaryMetric(key),
                             y=wr.SummaryMetric("final_val_loss"), log_x=True) for key, label in COSTS.items()]
-    if lrs:  # an LR axis: every variant over the learning rates it was trained at
-        made.append(wr.ScatterPlot(title=f"{name}: final val loss against the learning rate", x=wr.Config("lr"),
-                                   y=wr.SummaryMetric("final_val_loss"), log_x=True))
-    made.append(wr.MarkdownPanel(markdown=f"**{name}** ({delta_header(entry)}, the tables' numbers)\n\n"
-                                 + table_markdown(entry, table)))
+    # Each axis: every variant over the values of the setting it was trained at.
+    made += [wr.ScatterPlot(title=f"{name}: final val loss against the {axis.title}",
+                            x=wr.Config(axis.setting), y=wr.SummaryMetric("final_val_loss"),
+                            log_x=True) for axis in compared.axes]
+    made.append(wr.MarkdownPanel(markdown=f"**{name}** ({compared.delta_header()}, the tables' "
+                                 f"numbers)\n\n{compared.markdown()}"))
     return _in_rows(made)
-
-
-def table_markdown(entry: dict[str, Any], table: pd.DataFrame) -> str:
-    """The tables' own Markdown of one definition: the LR-fair table where it has an LR axis."""
-    return (lr_tables if "lrs" in entry else tables).markdown(table, entry.get("compare", "previous"))
 
 
 def _in_rows(made: list[Any]) -> list[Any]:
@@ -107,22 +105,17 @@ def samples_table() -> wr.WeavePanelSummaryTable:
     return wr.WeavePanelSummaryTable(table_name=SAMPLES)
 
 
-def delta_header(entry: dict[str, Any]) -> str:
-    compare = entry.get("compare", "previous")
-    return "Δ val vs the row above" if compare == "previous" else f"Δ val vs {compare}"
-
-
 def folder_filter(name: str) -> list[expr.FilterExpr]:
     return [expr.Config("experiment") == name]
 
 
-def workspace(label: str, plan: dict[str, Any] | None, numeric: dict[str, pd.DataFrame], searched: Searched | None,
-              entity: str, project: str) -> ws.Workspace:
+def workspace(label: str, plan: dict[str, Any] | None, compared: list[Comparison],
+              searched: Searched | None, entity: str, project: str) -> ws.Workspace:
     """The saved view: the folder's runs, a section per definition (runs grouped by variant) and one for a search."""
     # Sections lay their panels out in flow order (three a row), so the samples table can come last.
-    sections = [ws.Section(name=e["name"], panels=[*panels(e, numeric[e["name"]], "lrs" in e), samples_table()],
+    sections = [ws.Section(name=c.name, panels=[*panels(c), samples_table()],
                            is_open=True, layout_settings=ws.SectionLayoutSettings(columns=3, rows=3))
-                for e in (plan["experiments"] if plan else [])]
+                for c in compared]
     if searched:
         sections.append(ws.Section(name=f"sweep: {searched.study}", panels=sweep_panels(searched), is_open=True,
                                    layout_settings=ws.SectionLayoutSettings(columns=3, rows=3)))
@@ -192,16 +185,16 @@ def panel_grid(plan: dict[str, Any], entry: dict[str, Any], shown: list[Any]) ->
                         custom_run_colors={group[v]: c for v, c in variant_colours(entry).items()})
 
 
-def report(label: str, plan: dict[str, Any] | None, numeric: dict[str, pd.DataFrame], samples: str,
+def report(label: str, plan: dict[str, Any] | None, compared: list[Comparison], samples: str,
            searched: Searched | None, entity: str, project: str) -> wr.Report:
-    """The progression report: title and explanation, per definition its heading, text, table and panels; then
-    the search, if any."""
+    """The progression report: title and explanation, per definition its heading, text, tables and
+    panels; then the search, if any."""
     blocks: list[Any] = [wr.P(tables.EXPLANATION)] if plan else []
-    for entry in plan["experiments"] if plan else []:
-        blocks += [wr.H2(entry["name"]), *([wr.P(entry["description"])] if entry.get("description") else []),
-                   wr.MarkdownBlock(table_markdown(entry, numeric[entry["name"]])),
-                   panel_grid(plan, entry, panels(entry, numeric[entry["name"]], "lrs" in entry)),
-                   panel_grid(plan, entry, [samples_table()])]
+    for c in compared:
+        described = [wr.P(c.entry["description"])] if c.entry.get("description") else []
+        blocks += [wr.H2(c.name), *described,
+                   wr.MarkdownBlock(c.markdown()), panel_grid(plan, c.entry, panels(c)),
+                   panel_grid(plan, c.entry, [samples_table()])]
     if samples:
         blocks.append(wr.MarkdownBlock(samples))
     if searched:
@@ -218,16 +211,18 @@ def report(label: str, plan: dict[str, Any] | None, numeric: dict[str, pd.DataFr
 def build(folder: Path, plan: dict[str, Any] | None, searched: Searched | None, entity: str,
           project: str) -> tuple[ws.Workspace, wr.Report]:
     """The workspace and the report of one experiment folder, with the tables' numbers from its run store."""
-    numeric: dict[str, pd.DataFrame] = {}
+    compared: list[Comparison] = []
     samples = ""
     if plan:
         results = load_runstore(folder.parent, folder.name)
         for problem in results.problems:
             print(f"warning: {problem}", file=sys.stderr)
-        _, samples, numeric = tables.report(plan, tables.planned_runs(plan, results.runs, folder))
+        planned = tables.planned_runs(plan, results.runs, folder)
+        compared = list(comparison.of(plan, planned))
+        samples = tables.samples_section(plan, planned)
     label = folder.name
-    return (workspace(label, plan, numeric, searched, entity, project),
-            report(label, plan, numeric, samples, searched, entity, project))
+    return (workspace(label, plan, compared, searched, entity, project),
+            report(label, plan, compared, samples, searched, entity, project))
 
 
 def to_json(obj: ws.Workspace | wr.Report) -> str:

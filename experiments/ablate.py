@@ -1,7 +1,8 @@
 """Run experiment definitions over seeds: `python -m experiments.ablate --preset tutorial --seeds 3`.
 
-The main job behind `make ablate`. It plans every (experiment, variant, seed) run, writes the plan
-as the experiment manifest, then trains what is missing in parallel worker processes:
+The main job behind `make ablate`. It plans every (experiment, variant, point, seed) run,
+records the plan in the experiment manifest (merged with what the folder already records), then
+trains what is missing in parallel worker processes:
 
 - cached: a run whose folder already holds a finished run is skipped (`--force` retrains);
 - resumable: a half-finished run continues from its checkpoint, so killing this command and
@@ -37,9 +38,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from experiments import cli, exits, manifest, placement, store
+from experiments import axes, cli, exits, manifest, placement, store
 from experiments.config import ConfigError, RunConfig, parse_assignments, with_flag
-from experiments.definitions import get_experiment, parse_lrs
+from experiments.definitions import get_experiment
 from experiments.ensemble import train_group
 from experiments.grouping import EnsembleMode, Group, Grouping, Timer, describe_groups, group
 from experiments.machine import check_results, default_jobs
@@ -238,9 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change the base model (the preset) before the variants apply; a setting a variant sets "
                    "itself keeps the variant's value")
-    p.add_argument("--lrs", nargs="+", metavar="LR",
-                   help="a learning-rate axis: train every variant at each of these lrs (each as --set lr=LR "
-                   "would; the point at the preset's lr is today's run); replaces a definition's own lrs:")
+    axes.add_arguments(p, "train every variant (the point at the preset's value is today's run)")
     cli.add_store_arguments(p)
     p.add_argument("--force", action="store_true", help="retrain runs that are already recorded")
     p.add_argument("--ensemble", default="auto", metavar="auto|off|N",
@@ -276,17 +275,18 @@ def _ablate(args: argparse.Namespace) -> int:
     overrides = parse_assignments(args.set)
     if args.data:
         overrides = with_flag(overrides, "data", args.data, "--data")
-    lrs = parse_lrs(args.lrs, "--lrs") if args.lrs else None
     ensemble = EnsembleMode.parse(args.ensemble)
-    p, corpus = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides, lrs)
+    p, corpus = plan(args.preset, range(args.seeds), args.experiments, results, args.name, overrides,
+                     axes.given(args))
     check_results(results)
+    manifest.merged_into(p.folder, p.manifest)  # a plan the folder cannot record is refused here
     if args.dry_run:
         print(describe_plan(p, results))
         todo, _ = _todo(p, results, args.force)
         where = placement.for_runs(p.runs, args.jobs)
         print(describe_groups(plan_groups(p, todo, ensemble, where, corpus), ensemble))
         return 0
-    manifest.write(p.folder, p.manifest)
+    manifest.record(p.folder, p.manifest)
     for v in p.variants:  # what --dry-run says, said before training too: no --set is dropped silently
         notes = [same_model_note(v)] if v.same_as else []
         notes += [f"{v.experiment}/{v.name}: {note}" for note in kept_notes(v, p.manifest["overrides"])]

@@ -1,30 +1,33 @@
-"""The plan of an ablation: every (experiment, variant, seed) run, resolved and checked; writes nothing.
+"""The plan of an ablation: every (experiment, variant, point, seed) run, resolved and checked;
+writes nothing.
 
 The base model is the preset with the --set / SET= overrides applied; each variant's own settings
 then apply on top (see experiments.config). Two variants of one experiment that resolve to the same
-config (a rung whose one change is a no-op on this base model, experiments.canonical) are one model: the
-plan says so, trains it once and gives the later one no row in the tables. A config that two experiments
-share (the ladder's `full` is leave-one-out's `full`) is one run, listed in both and said so in the plan.
+config (a rung whose one change is a no-op on this base model, experiments.canonical) are one
+model: the plan says so and trains it once; where that holds at every point, the later one gets no
+row in the tables. A config that two experiments share (the ladder's `full` is leave-one-out's
+`full`) is one run, listed in both and said so in the plan.
 
-A learning-rate axis (`--lrs`, LRS=, or a definition's own `lrs:`) plans every variant at every
-grid lr. A grid point's base model is the base model with `lr` replaced exactly as `--set lr=X`
-replaces it, so the point at the base model's lr is today's run (same config hash, same run id)
-and every other point is the run `--set lr=X` trains. A variant that fixes an lr of its own (the
-tutorial's bigram trains at 10x the preset's lr) keeps its ratio to the base model: it trains at
-its own lr x (grid lr / base lr), so it moves along the grid instead of training one config at
-every point. An experiment without an axis is planned exactly as before.
+Axes (experiments.axes: --lrs, --widths, --depths, or a definition's own lrs:, widths:, depths:)
+plan every variant at every point of their product. A point's base model is the base model with the
+point's settings applied exactly as --set applies them, so the point at the base model's own values
+is today's run (same config hash, same run id) and every other point is the run --set would train.
+A variant that sets an axis's setting itself keeps it (the ladder's one-block rungs on a depth
+axis: one run at every depth), except its own lr, which moves along an lr grid
+(experiments.axes.LearningRate.own). An experiment without axes is planned exactly as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import store
+from experiments.axes import AXES, BY_NAME, Grid, Point, describe, ordered, points
 from experiments.config import RunConfig, base_model, build, owned_settings, shown, variant_settings
-from experiments.definitions import Experiment, get_experiment
+from experiments.definitions import Experiment, Variant, get_experiment
 from experiments.machine import prepare
 from experiments.settings import ConfigError
 from nanogpt.data import Corpus
@@ -40,14 +43,15 @@ MAX_SEEDS = 10_000
 class PlannedVariant:
     experiment: str
     name: str
-    differs: dict[str, Any]  # the settings in which it differs from the base model
+    differs: dict[str, Any]  # the settings in which it differs from the base model (at its point)
     kept: dict[str, Any]  # overrides this variant sets itself: its own value wins
     runs: tuple[RunConfig, ...]  # one per seed
-    shared_with: str | None = None  # the variant of another experiment it is the same run as
-    lr: float | None = None  # its point on the experiment's learning-rate axis (None: no axis)
-    own_lr: float | None = None  # the lr the variant fixes itself, before the grid scaled it
-    # The variant of its own experiment it is the same model as (its changes are no-ops on this base model,
-    # experiments.canonical): trained once, and no row of its own in the tables.
+    shared_with: str | None = None  # another variant (experiment or point) that is the same run
+    point: Point = field(default_factory=dict)  # its point on the experiment's axes ({}: no axes)
+    notes: tuple[str, ...] = ()  # what the point leaves to it: its own lr scaled, n_layer kept
+    # The variant of its own experiment it is the same model as at this point (its changes are
+    # no-ops on this base model, experiments.canonical): trained once; where that holds at every
+    # point, no row of its own in the tables.
     same_as: str | None = None
 
 
@@ -71,11 +75,11 @@ def default_preset(definitions: Sequence[Experiment]) -> str:
 
 def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[str], results: Path,
          name: str | None = None, overrides: dict[str, Any] | None = None,
-         lrs: Sequence[float] | None = None) -> tuple[Plan, Corpus]:
+         grid: Grid | None = None) -> tuple[Plan, Corpus]:
     """Resolve every run of the given experiments; validates everything, writes nothing.
 
-    `lrs` (already parsed, see definitions.parse_lrs) is the learning-rate axis of every experiment,
-    replacing a definition's own `lrs:`; without it, a definition's own grid (if any) applies.
+    `grid` (parsed: experiments.axes.given) holds axes for every experiment, each replacing a
+    definition's own axis of that name; a definition's other axes still apply.
     """
     definitions = [get_experiment(e) for e in experiment_names]
     preset = preset or default_preset(definitions)
@@ -84,54 +88,113 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
         raise ConfigError(f"{len(seeds)} seeds: give --seeds N with 1 <= N <= {MAX_SEEDS}")
     name = name or preset
     overrides = overrides or {}
-    grids = {d.name: tuple(lrs) if lrs else d.lrs for d in definitions}
-    with_axis = [d for d, grid in grids.items() if grid]
-    if with_axis and "lr" in overrides:
-        raise ConfigError(f"lr is given twice: by --set lr={overrides['lr']} and by the learning-rate axis of "
-                          f"{', '.join(with_axis)} (--lrs, LRS= or its lrs:); give one")
+    given = grid or {}
+    grids = {d.name: ordered(d.axes | given) for d in definitions}
     base = base_model(preset, overrides)
+    _check_axes(definitions, grids, given, base, overrides)
     corpus: Corpus | None = None
     device: torch.device | None = None
     planned: list[PlannedVariant] = []
-    owner: dict[str, PlannedVariant] = {}  # config hash (first seed) -> the first variant that has it
+    owner: dict[Any, PlannedVariant] = {}  # config hash (first seed) -> the first variant with it
     for definition in definitions:
-        for lr in grids[definition.name] or (None,):
-            at = base if lr is None else base_model(preset, overrides | {"lr": lr})  # what --set lr=X does
-            for variant in definition.applicable(at):
-                changes = variant_settings(preset, definition, variant, at)
-                owns = owned_settings(preset, definition, variant)
-                own_lr = None
-                if lr is not None and "lr" in owns:
-                    own_lr = changes["lr"]
-                    changes["lr"] = scaled_lr(own_lr, lr, base["lr"])
-                labels = {"experiment": name, "group": definition.name, "job_type": definition.job_type}
-                ready = prepare(build(preset, variant.name, seeds[0], at | changes, labels), corpus)
+        for point in points(grids[definition.name]):
+            for variant in definition.applicable(_at(preset, overrides, base, point)):
+                labels = {"experiment": name, "group": definition.name,
+                          "job_type": definition.job_type}
+                at, changes, notes = _at_point(preset, definition, variant, overrides, base, point)
+                try:
+                    ready = prepare(build(preset, variant.name, seeds[0], at | changes, labels),
+                                    corpus)
+                except ConfigError as e:
+                    if not point:
+                        raise
+                    raise ConfigError(f"{definition.name}/{variant.name} at {describe(point)}: "
+                                      f"{e}") from None
                 first, corpus, device = ready.cfg, ready.corpus, ready.device
-                earlier = owner.get((definition.name, first.hash)) or owner.get(first.hash)
-                same = earlier if earlier and earlier.experiment == definition.name else None
+                # Another variant of this experiment at this point with this config: a collapse. Any
+                # other variant with it (another experiment's, or at another point) shares its runs;
+                # the same variant at another point (a setting it keeps) is one run at both.
+                here = (definition.name, tuple(point.items()), first.hash)
+                same = owner.get(here)
+                earlier = same or owner.get(first.hash)
+                itself = earlier and (earlier.experiment, earlier.name) == (definition.name,
+                                                                           variant.name)
+                shared = None if same or itself else earlier
+                owns = owned_settings(preset, definition, variant)
                 this = PlannedVariant(
-                    definition.name, variant.name, {k: v for k, v in changes.items() if base[k] != v},
+                    definition.name, variant.name, {k: v for k, v in changes.items() if at[k] != v},
                     {k: changes[k] for k in overrides if k in owns and changes[k] != base[k]},
                     earlier.runs if earlier else tuple(replace(first, seed=s) for s in seeds),
-                    f"{earlier.experiment}/{earlier.name}" if earlier and not same else None, lr, own_lr,
-                    f"{same.experiment}/{same.name}" if same else None)
+                    _named(shared, point) if shared else None, point, tuple(notes),
+                    _named(same, point) if same else None)
                 owner.setdefault(first.hash, this)
-                owner.setdefault((definition.name, first.hash), this)
+                owner.setdefault(here, this)
                 planned.append(this)
-    assert corpus is not None and device is not None  # every definition has at least one variant
+    assert corpus is not None and device is not None  # every definition has a variant
     runs = _unique_runs(planned, len(seeds))
-    doc = {"name": name, "preset": preset, "seeds": seeds, "overrides": overrides, "data": runs[0].data,
+    doc = {"name": name, "preset": preset, "seeds": seeds, "overrides": overrides,
+           "data": runs[0].data, "base_point": {a.name: a.at(base) for a in AXES},
            "experiments": [_entry(d, planned, grids[d.name]) for d in definitions]}
-    return Plan(store.RunStore(results).experiment_dir(name), doc, runs, tuple(planned), device), corpus
+    folder = store.RunStore(results).experiment_dir(name)
+    return Plan(folder, doc, runs, tuple(planned), device), corpus
 
 
-def scaled_lr(own: float, grid: float, base: float) -> float:
-    """A variant's own lr moved along the grid: own x grid / base, rounded to 12 significant digits so
-    that 1e-2 x 2e-3 / 1e-3 is 0.02, not 0.020000000000000004 (the hash sees the float's text)."""
-    if base <= 0:
-        raise ConfigError(f"the base model's lr is {base}: a variant's own lr cannot be scaled with the grid; "
-                          "give the base model an lr > 0")
-    return float(f"{own * grid / base:.12g}")
+def _named(v: PlannedVariant, point: Point) -> str:
+    """`experiment/variant`, and its point where it is another one."""
+    return f"{v.experiment}/{v.name}" + (f" @ {describe(v.point)}" if v.point != point else "")
+
+
+def _check_axes(definitions: Sequence[Experiment], grids: dict[str, Grid], given: Grid,
+                base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Refuse a setting given both by --set and by an axis, and points the base model can't take."""
+    for axis in AXES:
+        users = [d for d in definitions if axis.name in grids[d.name]]
+        if users and axis.setting in overrides:
+            raise ConfigError(
+                f"{axis.setting} is given twice: by --set "
+                f"{axis.setting}={shown(overrides[axis.setting])} and by the {axis.axis_name} of "
+                f"{', '.join(d.name for d in users)} ({axis.flag}, {axis.make_variable}= or its "
+                f"{axis.plural}:); give one")
+        for d in users:
+            where = axis.flag if axis.name in given else f"{d.path}: '{axis.plural}'"
+            axis.check(base, grids[d.name][axis.name], where)
+
+
+def _at(preset: str, overrides: dict[str, Any], base: dict[str, Any],
+        point: Point) -> dict[str, Any]:
+    """The base model at a point: each axis's settings applied as --set applies them."""
+    if not point:
+        return base
+    moved: dict[str, Any] = {}
+    for axis, value in point.items():
+        moved |= BY_NAME[axis].settings(base, value)
+    return base_model(preset, overrides | moved)
+
+
+def _at_point(preset: str, definition: Experiment, variant: Variant, overrides: dict[str, Any],
+              base: dict[str, Any], point: Point
+              ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The base model a variant starts from at a point, what it sets over it, and what the point
+    leaves to it. An axis whose setting the variant sets itself does not apply to it (Axis.own says
+    what it trains at instead); a setting an axis moves along with its own (width's n_head) that
+    the variant sets keeps the variant's value, as an override would."""
+    owns = owned_settings(preset, definition, variant)
+    own_axes = {a for a in point if BY_NAME[a].setting in owns}
+    at = _at(preset, overrides, base, {a: v for a, v in point.items() if a not in own_axes})
+    changes = variant_settings(preset, definition, variant, at)
+    notes = []
+    for axis in (BY_NAME[a] for a in point):
+        value = point[axis.name]
+        if axis.name in own_axes:
+            own = changes[axis.setting]
+            changes[axis.setting] = axis.own(own, value, base)
+            notes += [note for note in [axis.own_note(own, value, changes[axis.setting])] if note]
+            continue
+        notes += [f"keeps its own {k}={shown(changes[k])}: the variant sets it, so "
+                  f"{axis.label(value)}'s {k}={shown(v)} does not apply to it"
+                  for k, v in axis.settings(base, value).items()
+                  if k != axis.setting and k in owns and v != base[k] and changes[k] != v]
+    return at, changes, notes
 
 
 def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[RunConfig, ...]:
@@ -146,21 +209,23 @@ def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[RunConfig
     return tuple(replace(cfg, tags=tuple(dict.fromkeys(member_of[run_id]))) for run_id, cfg in first.items())
 
 
-def _entry(definition: Experiment, planned: list[PlannedVariant], lrs: tuple[float, ...]) -> dict[str, Any]:
-    """The manifest entry of one definition: each variant once, with its runs (per lr, then seed, on an axis);
-    a variant that is the same model as another of it is listed under `same_models`, not as a variant."""
+def _entry(definition: Experiment, planned: list[PlannedVariant], grid: Grid) -> dict[str, Any]:
+    """The manifest entry of one definition: each variant once, with its runs (per point, then
+    seed); a variant that is the same model as another of it at every point is listed under
+    `same_models`, not as a variant."""
+    mine = [v for v in planned if v.experiment == definition.name]
+    collapsed = {v.name for v in mine if v.same_as} - {v.name for v in mine if not v.same_as}
+    same = {v.name: v.same_as.split("/", 1)[1] for v in mine if v.name in collapsed and v.same_as}
     variants: dict[str, dict[str, Any]] = {}
-    same = {v.name: v.same_as.split("/", 1)[1] for v in planned if v.experiment == definition.name and v.same_as}
-    for v in (v for v in planned if v.experiment == definition.name and not v.same_as):
+    for v in (v for v in mine if v.name not in collapsed):
         component = definition.variant(v.name).component
         entry = variants.setdefault(v.name, {"name": v.name, "adds": definition.variant(v.name).adds,
                                              **({"component": component} if component else {}), "runs": []})
-        point = {} if v.lr is None else {"lr": v.lr}
-        entry["runs"] += [{"seed": c.seed, **point, "run_id": c.run_id} for c in v.runs]
+        entry["runs"] += [{"seed": c.seed, **v.point, "run_id": c.run_id} for c in v.runs]
     compare = same.get(definition.compare, definition.compare)  # a collapsed baseline: the model it is
     return {"name": definition.name, "job_type": definition.job_type, "description": definition.description,
-            "compare": compare, **({"lrs": list(lrs)} if lrs else {}), "variants": list(variants.values()),
-            **({"same_models": same} if same else {})}
+            "compare": compare, "axes": {axis: list(values) for axis, values in grid.items()},
+            "variants": list(variants.values()), **({"same_models": same} if same else {})}
 
 
 def same_model_note(v: PlannedVariant) -> str:
@@ -181,16 +246,16 @@ def describe_plan(p: Plan, results: Path) -> str:
     sets = " ".join(f"{k}={v}" for k, v in doc["overrides"].items()) or "none"
     seeds = f"seeds {doc['seeds'][0]}..{doc['seeds'][-1]}" if len(doc["seeds"]) > 1 else f"seed {doc['seeds'][0]}"
     lines = [f"plan '{doc['name']}': preset {doc['preset']}, set {sets}, {seeds} -> {p.folder}"]
-    lines += [f"{e['name']}: learning-rate axis {' '.join(f'{lr:g}' for lr in e['lrs'])} (every variant at each lr, "
-              "as --set lr=LR sets it)" for e in doc["experiments"] if "lrs" in e]
+    base = base_model(doc["preset"], doc["overrides"])
+    for e in doc["experiments"]:
+        lines += [f"{e['name']}: {axis.axis_name} {' '.join(axis.texts(values))} (every variant at "
+                  f"each {axis.name}, {axis.means(base)})"
+                  for axis, values in ((BY_NAME[a], v) for a, v in e["axes"].items())]
     for v in p.variants:
         differs = " ".join(f"{k}={val}" for k, val in v.differs.items()) or "(the base model)"
-        at = "" if v.lr is None else f" @ lr {v.lr:g}"
+        at = f" @ {describe(v.point)}" if v.point else ""
         lines.append(f"{v.experiment}/{v.name}{at}: {differs}")
-        if v.own_lr is not None:
-            lines.append(f"  fixes its own lr={v.own_lr:g}: scaled with the grid (x {v.lr:g} / base lr), "
-                         f"trains at lr={v.runs[0].train.lr:g}")
-        lines += [f"  {note}" for note in kept_notes(v, doc["overrides"])]
+        lines += [f"  {note}" for note in (*v.notes, *kept_notes(v, doc["overrides"]))]
         if v.shared_with:
             lines.append(f"  same runs as {v.shared_with}: trained once")
         if v.same_as:

@@ -1,7 +1,7 @@
 """The two kinds of study, and which run each of their trials trains.
 
 - `GridSweep`: an ablation grid, every (variant, seed) of some experiment definitions exactly once,
-  and with a learning-rate axis (`--lrs`, or a definition's `lrs:`) every (variant, lr, seed).
+  and with axes (`--lrs`, `--widths`, `--depths`, a definition's own) every (variant, point, seed).
   The runs come from `experiments.plan.plan`, so the study reproduces `make ablate` (same run ids,
   same manifest). Every point is enqueued up front and workers only take enqueued trials: a shared
   GridSampler would run about N-1 duplicates with N workers. No pruner: a pruned point is never rerun.
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import manifest
-from experiments.config import RunConfig, owned_settings, resolve
+from experiments.axes import AXES, Grid, ordered
+from experiments.config import RunConfig, base_model, owned_settings, resolve, variant_settings
 from experiments.definitions import get_experiment
 from experiments.machine import Prepared, prepare
 from experiments.plan import Plan, plan
@@ -56,12 +57,12 @@ class GridSweep:
     experiments: tuple[str, ...]
     seeds: tuple[int, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
-    lrs: tuple[float, ...] = ()  # the learning-rate axis (empty: the definitions' own, if any)
+    axes: Grid = field(default_factory=dict)  # for every experiment (empty: the definitions' own)
     kind = "grid"  # a class attribute, not a field
 
     def grid(self, study: str, results: Path) -> tuple[Plan, Corpus]:
         return plan(self.preset, self.seeds, self.experiments, results, study, self.overrides,
-                           self.lrs or None)
+                    self.axes)
 
     def sampler(self) -> optuna.samplers.BaseSampler:
         import optuna
@@ -76,43 +77,60 @@ class GridSweep:
     def points(self, study: str, results: Path) -> list[tuple[dict[str, Any], str]]:
         """(params, run_id) of every grid point, in training order."""
         grid, _ = self.grid(study, results)
-        with_lr = _has_axis(grid)
-        return [(_params(c, with_lr), c.run_id) for c in grid.runs]
+        names = _axis_params(grid)
+        return [(_params(c, names), c.run_id) for c in grid.runs]
 
     def new_trials_left(self, trials: list[optuna.trial.FrozenTrial]) -> int:
         return 0  # a grid only runs what was enqueued
 
     def bind(self, study: str, results: Path) -> BoundGrid:
         grid, corpus = self.grid(study, results)
-        manifest.write(grid.folder, grid.manifest)  # analysis reads the study like a `make ablate` folder
-        with_lr = _has_axis(grid)
-        return BoundGrid(self, study, {tuple(_params(c, with_lr).values()): c for c in grid.runs}, corpus, grid.device)
+        manifest.record(grid.folder, grid.manifest)  # analysis reads it as a `make ablate` folder
+        names = _axis_params(grid)
+        runs = {tuple(_params(c, names).values()): c for c in grid.runs}
+        return BoundGrid(self, study, names, runs, corpus, grid.device)
 
     def command(self, params: dict[str, Any]) -> str:
         """The single run of a grid point: its variant named with its experiment, without the overrides the
-        variant keeps its own value against (the single run would refuse them)."""
-        lr = {"lr": params["lr"]} if "lr" in params else {}
+        variant keeps its own value against (the single run would refuse them), with the point's
+        settings. An lr a variant scales from its own (the bigram's) is given too, and refused:
+        train that point with make ablate."""
         experiment = next(e for e in map(get_experiment, self.experiments)
                           if params["variant"] in {v.name for v in e.variants})
-        owns = owned_settings(self.preset, experiment, experiment.variant(params["variant"]))
+        variant = experiment.variant(params["variant"])
+        owns = owned_settings(self.preset, experiment, variant)
+        base = base_model(self.preset, self.overrides)
+        own = variant_settings(self.preset, experiment, variant, base)
+        moved: dict[str, Any] = {}
+        for axis in (a for a in AXES if a.setting in params):
+            value = params[axis.setting]
+            if axis.setting not in owns:  # with what moves along (width's n_head) where it does
+                moved |= {k: v for k, v in axis.settings(base, value).items()
+                          if k not in owns and (k == axis.setting or v != base[k])}
+            elif value != own[axis.setting]:
+                moved[axis.setting] = value
         return run_command(self.preset, f"{experiment.name}/{params['variant']}", params["seed"],
-                           {k: v for k, v in self.overrides.items() if k not in owns} | lr)
+                           {k: v for k, v in self.overrides.items() if k not in owns} | moved)
 
 
-def _has_axis(grid: Plan) -> bool:
-    return any(v.lr is not None for v in grid.variants)
+def _axis_params(grid: Plan) -> tuple[str, ...]:
+    """The settings that tell a grid's points apart (its axes'), beside variant and seed."""
+    present = {a for v in grid.variants for a in v.point}
+    return tuple(a.setting for a in AXES if a.name in present)
 
 
-def _params(cfg: RunConfig, with_lr: bool) -> dict[str, Any]:
-    """A grid point's trial params; with an LR axis, the lr the run trains at tells its points apart."""
-    return {"variant": cfg.variant, "seed": cfg.seed, **({"lr": cfg.train.lr} if with_lr else {})}
+def _params(cfg: RunConfig, names: tuple[str, ...]) -> dict[str, Any]:
+    """A grid point's trial params: the settings the run trains at tell its points apart."""
+    flat = cfg.flat()
+    return {"variant": cfg.variant, "seed": cfg.seed, **{name: flat[name] for name in names}}
 
 
 @dataclass(frozen=True)
 class BoundGrid:
     sweep: GridSweep
     study: str
-    runs: dict[tuple[Any, ...], RunConfig]  # keyed by the trial params' values (variant, seed[, lr])
+    axis_params: tuple[str, ...]  # the trial params beside variant and seed (lr, n_embd, n_layer)
+    runs: dict[tuple[Any, ...], RunConfig]  # by trial params: variant, seed, *axis_params
     corpus: Corpus  # loaded once by the plan, shared by every trial
     device: torch.device  # resolved once by the plan
 
@@ -122,8 +140,8 @@ class BoundGrid:
         variants = list(dict.fromkeys(key[0] for key in self.runs))
         seeds = list(self.sweep.seeds)
         key = (trial.suggest_categorical("variant", variants), trial.suggest_categorical("seed", seeds))
-        if len(next(iter(self.runs))) == 3:
-            key += (trial.suggest_categorical("lr", sorted({k[2] for k in self.runs})),)
+        for i, name in enumerate(self.axis_params, start=2):
+            key += (trial.suggest_categorical(name, sorted({k[i] for k in self.runs})),)
         cfg = dataclasses.replace(self.runs[key], **_labels(self.study, trial.number))
         return Prepared(cfg, self.corpus, self.device)
 
@@ -182,12 +200,12 @@ def to_attr(sweep: Sweep) -> dict[str, Any]:
     if isinstance(sweep, GridSweep):
         return {"kind": "grid", "preset": sweep.preset, "experiments": list(sweep.experiments),
                 "seeds": list(sweep.seeds), "overrides": sweep.overrides,
-                **({"lrs": list(sweep.lrs)} if sweep.lrs else {})}
+                **{a.plural: list(sweep.axes[a.name]) for a in AXES if a.name in sweep.axes}}
     return {"kind": "search", "space": sweep.space.to_dict()}
 
 
 def from_attr(attr: dict[str, Any], study: str) -> Sweep:
     if attr.get("kind") == "grid":
         return GridSweep(attr["preset"], tuple(attr["experiments"]), tuple(attr["seeds"]), attr["overrides"],
-                         tuple(attr.get("lrs", ())))
+                         ordered({a.name: attr[a.plural] for a in AXES if a.plural in attr}))
     return SearchSweep(parse(attr["space"], f"study {study}"))

@@ -19,9 +19,9 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import cli, exits, store
+from experiments import axes, cli, exits, store
 from experiments.config import ConfigError, parse_assignments, with_flag
-from experiments.definitions import DefinitionError, get_experiment, parse_lrs
+from experiments.definitions import DefinitionError, get_experiment
 from experiments.machine import check_results, default_jobs
 from experiments.plan import default_preset
 from experiments.presets import PRESETS
@@ -65,8 +65,7 @@ def _add_study_settings(sub: argparse.ArgumentParser) -> None:
                       help="hyperparameter search over a search-space YAML (e.g. sweeps/search_space.yaml)")
     sub.add_argument("--preset", help=f"{', '.join(PRESETS)} (grid: the experiments' own; search: the space file's)")
     sub.add_argument("--seeds", type=int, default=3, help="grid: seeds 0..N-1 (default 3)")
-    sub.add_argument("--lrs", nargs="+", metavar="LR",
-                     help="grid: a learning-rate axis, every variant x seed at each lr (as make ablate LRS=)")
+    axes.add_arguments(sub, "grid: every variant x seed")
     sub.add_argument("--n-trials", type=int, help="search: number of trials (default: the space file's)")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a setting for every trial; repeatable")
@@ -96,10 +95,12 @@ def sweep_from_args(args: argparse.Namespace) -> kinds.Sweep:
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
         preset = args.preset or default_preset([get_experiment(e) for e in args.grid])
-        lrs = parse_lrs(args.lrs, "--lrs") if args.lrs else ()
-        return kinds.GridSweep(preset, tuple(args.grid), tuple(range(args.seeds)), overrides, lrs)
-    if args.lrs:
-        raise ConfigError("--lrs is an axis of a --grid study; a --space search tunes lr in its space file")
+        return kinds.GridSweep(preset, tuple(args.grid), tuple(range(args.seeds)), overrides,
+                               axes.given(args))
+    given = [a for a in axes.AXES if getattr(args, a.plural)]
+    if given:
+        raise ConfigError(f"{given[0].flag} is an axis of a --grid study; a --space search tunes "
+                          f"{given[0].setting} in its space file")
     raw = space.load(args.space).to_dict()
     raw["set"] |= overrides
     raw["preset"] = args.preset or raw["preset"]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis import tables
+from analysis import comparison, tables
 from analysis.from_runstore import load_runstore
 from analysis.report import main
 from experiments import manifest, store
@@ -141,7 +141,7 @@ def test_a_plan_with_nothing_trained_yet(experiment):
     plan = manifest.read(experiment)
 
     planned = tables.planned_runs(plan, load_runstore(experiment.parent, experiment.name).runs, experiment)
-    text, samples, numeric = tables.report(plan, planned)
+    text, samples, numeric = comparison.report(plan, planned)
 
     assert set(planned["status"]) == {"not started"}
     assert (numeric["ladder"]["runs"] == "2 not started").all() and (numeric["ladder"]["completed"] == 0).all()

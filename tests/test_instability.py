@@ -134,7 +134,8 @@ def test_a_model_without_attention_records_no_attention_logit():
 def test_the_lr_sensitivity_experiment_plans_every_switch_pair_at_every_grid_lr_and_seed(tmp_path):
     p, _ = plan(None, range(3), ["lr_sensitivity"], tmp_path)
     entry = p.manifest["experiments"][0]
-    assert len(entry["lrs"]) == 6 and entry["lrs"][0] == 3e-4 and entry["lrs"][-1] == 1e-1
+    lrs = entry["axes"]["lr"]
+    assert len(lrs) == 6 and lrs[0] == 3e-4 and lrs[-1] == 1e-1
     assert len(p.runs) == len({c.run_id for c in p.runs}) == 4 * 6 * 3
     by_variant = {v["name"]: {(r["lr"], r["seed"]) for r in v["runs"]} for v in entry["variants"]}
     assert list(by_variant) == ["baseline", "qk_layernorm", "z_loss", "qk_layernorm_z_loss"]

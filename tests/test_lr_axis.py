@@ -69,10 +69,10 @@ def test_default_make_ablate_plans_exactly_todays_run_ids(tmp_path):
     assert dry.returncode == 0, dry.stderr
     shown = re.findall(r"^  seed \d+ +[0-9a-f]{16}  (\S+)", dry.stdout, re.M)  # per variant, shared ones twice
     assert set(shown) == set(TODAYS_RUN_IDS) and "45 runs: 0 cached, 45 to train" in dry.stdout
-    assert "learning-rate axis" not in dry.stdout and "@ lr" not in dry.stdout
+    assert " axis " not in dry.stdout and " @ " not in dry.stdout
     p, _ = plan(None, range(3), ablate.DEFAULT_EXPERIMENTS, tmp_path)
     assert tuple(c.run_id for c in p.runs) == TODAYS_RUN_IDS
-    assert all("lrs" not in e for e in p.manifest["experiments"])
+    assert all(e["axes"] == {} for e in p.manifest["experiments"])
     assert all(set(r) == {"seed", "run_id"} for e in p.manifest["experiments"] for v in e["variants"]
                for r in v["runs"])
 
@@ -80,16 +80,16 @@ def test_default_make_ablate_plans_exactly_todays_run_ids(tmp_path):
 def test_a_2_variant_3_lr_2_seed_grid_plans_12_runs_the_preset_lr_keeping_todays_ids(pair, tmp_path, tiny_corpus):
     data = {"data": str(tiny_corpus)}
     lrs = [3e-3, 1e-2, 3e-2]
-    p, _ = plan("smoke", range(2), ["pair"], tmp_path, overrides=data, lrs=lrs)
+    p, _ = plan("smoke", range(2), ["pair"], tmp_path, overrides=data, grid={"lr": tuple(lrs)})
     assert len(p.runs) == len({c.run_id for c in p.runs}) == 12
     (entry,) = p.manifest["experiments"]
-    assert entry["lrs"] == lrs
+    assert entry["axes"] == {"lr": lrs}
     planned = run_ids(p.manifest)
     assert sorted((v, lr, s) for v, lr, s, _ in planned) == sorted(
         (v, lr, s) for v in ("base", "narrow") for lr in lrs for s in (0, 1))
     assert {r for *_, r in planned} == {c.run_id for c in p.runs}
     today, _ = plan("smoke", range(2), ["pair"], tmp_path, overrides=data)
-    assert "lrs" not in today.manifest["experiments"][0]
+    assert today.manifest["experiments"][0]["axes"] == {}
     at_preset = {(v, s): r for v, lr, s, r in planned if lr == 1e-2}
     assert at_preset == {(v, s): r for v, _, s, r in run_ids(today.manifest)}
     # Every other point is the run `--set lr=X` trains.
@@ -138,10 +138,10 @@ def test_bad_lrs_on_the_command_line_exit_2_with_one_line(pair, tmp_path, tiny_c
 
 def test_a_variant_with_its_own_lr_moves_along_the_grid(tmp_path, shakespeare):
     """The tutorial's bigram trains at 10x the preset's lr; on the grid it keeps that ratio."""
-    p, _ = plan("tutorial", range(1), ["ladder"], tmp_path, lrs=[5e-4, 1e-3, 2e-3])
+    p, _ = plan("tutorial", range(1), ["ladder"], tmp_path, grid={"lr": (5e-4, 1e-3, 2e-3)})
     bigram = [v for v in p.variants if v.name == "bigram"]
-    assert [(v.lr, v.own_lr, v.runs[0].train.lr) for v in bigram] == [(5e-4, 1e-2, 5e-3), (1e-3, 1e-2, 1e-2),
-                                                                      (2e-3, 1e-2, 2e-2)]
+    assert [(v.point, v.runs[0].train.lr) for v in bigram] == [
+        ({"lr": 5e-4}, 5e-3), ({"lr": 1e-3}, 1e-2), ({"lr": 2e-3}, 2e-2)]
     today, _ = plan("tutorial", range(1), ["ladder"], tmp_path)
     assert bigram[1].runs[0].run_id == today.variants[0].runs[0].run_id == "bigram-s0-16060bc9"
     assert "fixes its own lr=0.01: scaled with the grid (x 0.002 / base lr), trains at lr=0.02" in describe_plan(
@@ -167,7 +167,7 @@ def test_single_lr_tables_get_holm_adjusted_paired_p_values():
                                  "flops_per_token", "tokens_per_sec", "train_flops")}}
             for i, (v, vals) in enumerate([("base", [2.0, 2.1, 2.2]), ("a", [2.3, 2.5, 2.4]), ("b", [2.0, 2.2, 2.1])])
             for s, val in enumerate(vals)]
-    table = tables.comparison(pd.DataFrame(rows), "d")
+    table = tables.comparison(pd.DataFrame(rows))
     raw = [stats.ttest_rel([2.3, 2.5, 2.4], [2.0, 2.1, 2.2]).pvalue, stats.ttest_rel([2.0, 2.2, 2.1],
                                                                                      [2.0, 2.1, 2.2]).pvalue]
     assert np.allclose(table["delta_val_p_holm"][1:], multipletests(raw, method="holm")[1])
@@ -179,7 +179,7 @@ def hand_tables(folder: Path, doc: dict) -> dict[str, dict]:
     """Best lr, final val at it, Δ vs the baseline at its own best lr and LR sensitivity, straight from the
     run folders' summary.json (final val) and metrics.jsonl (the step-0 evaluation, the loss at init)."""
     (entry,) = doc["experiments"]
-    lrs = entry["lrs"]
+    lrs = entry["axes"]["lr"]
     final, init = {}, {}
     for v in entry["variants"]:
         for r in v["runs"]:
@@ -212,7 +212,8 @@ def test_lr_fair_tables_and_figure_equal_a_hand_computation_from_the_runs(pair, 
     doc = manifest.read(folder)
     loaded = load_runstore(results, "smoke")
     planned = tables.planned_runs(doc, loaded.runs, folder)
-    table = lr_tables.comparison(planned, "pair", doc["experiments"][0]["lrs"]).set_index("variant")
+    part = planned[planned["definition"] == "pair"]
+    table = lr_tables.comparison(part, doc["experiments"][0]["axes"]["lr"]).set_index("variant")
     hand = hand_tables(folder, doc)
     for v in ("base", "narrow"):
         assert table.loc[v, "best_lr"] == hand[v]["best"]
@@ -246,12 +247,12 @@ def test_an_optuna_grid_study_takes_the_same_axis_and_mirrors_lr_to_wandb(pair, 
     study = optuna.load_study(study_name="lrgrid", storage=storage.default_storage(tmp_path / "lrgrid"))
     trials = study.get_trials()
     p, _ = plan("smoke", range(1), ["pair"], tmp_path, "lrgrid", {"data": str(tiny_corpus), "max_iters": 10},
-                       [3e-3, 1e-2])
+                {"lr": (3e-3, 1e-2)})
     assert sorted(t.user_attrs["run_id"] for t in trials) == sorted(c.run_id for c in p.runs)
     assert {(t.params["variant"], t.params["lr"]) for t in trials} == {
         (v, lr) for v in ("base", "narrow") for lr in (3e-3, 1e-2)}
     assert all(t.state.name == "COMPLETE" for t in trials)
-    assert manifest.read(tmp_path / "lrgrid")["experiments"][0]["lrs"] == [3e-3, 1e-2]
+    assert manifest.read(tmp_path / "lrgrid")["experiments"][0]["axes"] == {"lr": [3e-3, 1e-2]}
     for t in trials:  # each grid point's W&B run shows the lr it trained at
         (header,) = of_type(records(tmp_path / "lrgrid" / t.user_attrs["run_id"] / "wandb"), "run")
         assert header["config"]["update"]["lr"] == t.params["lr"]

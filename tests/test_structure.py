@@ -104,3 +104,39 @@ def test_a_name_that_names_a_folder_is_checked_once_with_one_wording(tmp_path, c
     (definitions / "bad.yaml").write_text("name: x\nvariants:\n  - {name: ../a}\n")
     with pytest.raises(DefinitionError, match=re.escape(f"line 3: name '../a' {wording}")):
         _parse(definitions / "bad.yaml")
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """A cycle of the import graph, as the modules along it; [] if there is none."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(module: str) -> list[str]:
+        state[module], path[len(path):] = "open", [module]
+        for nxt in sorted(graph[module]):
+            if state.get(nxt) == "open":
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[module] = "done"
+        path.pop()
+        return []
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return []
+
+
+def test_no_module_of_analysis_imports_itself_through_others():
+    """Imports anywhere in a module count, inside functions too (a lazy import hides a cycle, it
+    does not break it)."""
+    modules = {f"analysis.{p.stem}": p for p in (ROOT / "analysis").glob("*.py")
+               if p.stem != "__init__"}
+    graph = {name: {m for m in modules if m != name
+                    and any(i == m or i.startswith(f"{m}.") for i in _imports(path))}
+             for name, path in modules.items()}
+    assert len(graph) > 15
+    assert graph["analysis.comparison"] >= {"analysis.tables", "analysis.lr_tables"}
+    assert _cycle(graph) == []
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # it finds one

@@ -282,21 +282,28 @@ def test_saving_without_a_key_fails_with_one_line_and_writes_nothing(tmp_path, m
     assert not (tmp_path / "json").exists()
 
 
-def test_an_lr_axis_adds_val_against_lr_and_lr_is_logged(mirrored):
+@pytest.mark.parametrize(("axis", "value", "setting"), [("lr", 0.01, "lr"), ("depth", 2, "n_layer"),
+                                                      ("width", 16, "n_embd")])
+def test_an_axis_adds_val_against_its_setting_and_the_setting_is_logged(mirrored, axis, value,
+                                                                       setting):
     folder, logged = mirrored
     plan = manifest.read(folder)
-    # As the lr-axis manifest marks an experiment with an LR axis: the grid, and each run's point on it.
+    # As the manifest marks an experiment with an axis: its values, each run's point (smoke's own).
     entry = plan["experiments"][1]
-    entry["lrs"] = [0.01]
+    entry["axes"] = {axis: [value]}
     for variant in entry["variants"]:
         for run in variant["runs"]:
-            run["lr"] = 0.01
+            run[axis] = value
     view, _ = wandb_dashboard.build(folder, plan, None, "me", "p")
     ladder, loo = (wandb_dashboard.load_workspace(wandb_dashboard.to_json(view)).sections)
     assert [named(p) for p in ladder.panels] == [key for _, key in PANELS]
-    (lr_panel,) = [p for p in loo.panels if isinstance(p, wr.ScatterPlot) and isinstance(p.x, wr.Config)]
-    assert (lr_panel.x.name, lr_panel.y.name, lr_panel.log_x) == ("lr", "final_val_loss", True)
-    assert "lr" in logged.config and "final_val_loss" in logged.summary
+    (axis_panel,) = [p for p in loo.panels
+                     if isinstance(p, wr.ScatterPlot) and isinstance(p.x, wr.Config)]
+    assert (axis_panel.x.name, axis_panel.y.name, axis_panel.log_x) == (
+        setting, "final_val_loss", True)
+    assert setting in logged.config and "final_val_loss" in logged.summary
+    (text,) = [p.markdown for p in loo.panels if isinstance(p, wr.MarkdownPanel)]
+    assert ("slope of Δ val per doubling" in text) == (axis != "lr")  # a scale axis: its trend too
 
 
 def test_the_layout_picture_is_drawn_from_the_json(written, tmp_path):

@@ -3,10 +3,11 @@
 A definition lists named variants, each a set of settings applied over the experiment's base
 model (a preset, with any --set overrides). `cumulative: true` makes every variant start from
 the one before (the ladder). The value `preset` stands for the base model's own value. An
-optional top-level `preset:` names the preset used when the user gives none, and an optional `lrs:`
-(a list of learning rates) gives the experiment a learning-rate axis of its own: every variant then
-trains at each of them (`--lrs` on the command line replaces the list; see experiments.plan). Add an experiment
-by dropping one more YAML file here, or in a folder named by $NANOGPT_EXPERIMENTS.
+optional top-level `preset:` names the preset used when the user gives none, and the optional
+`lrs:`, `widths:` and `depths:` (lists of values) give the experiment axes of its own: every
+variant then trains at each point (`--lrs`, `--widths`, `--depths` on the command line replace a
+list; see experiments.axes and experiments.plan). Add an experiment by dropping one more YAML file
+here, or in a folder named by $NANOGPT_EXPERIMENTS.
 
 Every value, of every key, is parsed to its type when the file is read, by the `coerce` that types
 --set (so `cumulative: "false"` is false, and a number where text belongs is refused); an unknown key,
@@ -17,15 +18,15 @@ naming the file and, where YAML gives it, the line. Merge keys follow the YAML s
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from experiments.axes import AXES, Grid, ordered
 from experiments.definitions.yaml_lines import DuplicateKeyError, line_of, load, one_line
 from experiments.presets import PRESETS
 from experiments.settings import MODEL_AND_TRAIN, ConfigError, canonical, check_name, coerce
@@ -33,7 +34,8 @@ from experiments.settings import MODEL_AND_TRAIN, ConfigError, canonical, check_
 HERE = Path(__file__).parent
 USER_DIR_ENV = "NANOGPT_EXPERIMENTS"
 PRESET_REF = "preset"  # a `set` value meaning "the base model's value"
-TOP_KEYS = ("name", "job_type", "description", "preset", "cumulative", "compare", "lrs", "variants")
+TOP_KEYS = ("name", "job_type", "description", "preset", "cumulative", "compare",
+            *(a.plural for a in AXES), "variants")
 VARIANT_KEYS = ("name", "adds", "component", "set", "only_if")
 
 
@@ -60,7 +62,7 @@ class Experiment:
     variants: tuple[Variant, ...]
     path: Path
     preset: str | None = None  # the preset used when none is given
-    lrs: tuple[float, ...] = ()  # its own learning-rate axis (empty: the base model's lr only)
+    axes: Grid = field(default_factory=dict)  # its own axes by name (empty: the base model's point)
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -124,22 +126,6 @@ def _settings(raw: Any, path: Path, variant: str) -> dict[str, Any]:
     return out
 
 
-def parse_lrs(values: Any, where: str) -> tuple[float, ...]:
-    """A learning-rate grid: distinct positive lr values (typed like the `lr` setting), in ascending order."""
-    if not isinstance(values, list | tuple) or not values:
-        raise ConfigError(f"{where}: the learning rates must be a non-empty list, e.g. [1e-3, 2e-3, 5e-3]")
-    try:
-        lrs = [coerce("lr", v, MODEL_AND_TRAIN["lr"]) for v in values]
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    bad = [v for v in lrs if not math.isfinite(v) or v <= 0]
-    if bad:
-        raise ConfigError(f"{where}: learning rate {bad[0]} must be a finite number > 0")
-    if len(set(lrs)) < len(lrs):
-        raise ConfigError(f"{where}: learning rate {next(v for v in lrs if lrs.count(v) > 1)} is given twice")
-    return tuple(sorted(lrs))
-
-
 def _variant(item: Any, path: Path, number: int, line: str) -> Variant:
     if not isinstance(item, dict) or "name" not in item:
         raise DefinitionError(f"{path}{line}: variant #{number} needs a 'name'")
@@ -181,14 +167,16 @@ def _parse(path: Path) -> Experiment:
     if preset is not None and preset not in PRESETS:
         raise DefinitionError(f"{path}{line_of(raw, 'preset')}: unknown preset '{preset}'; choose one of "
                               f"{', '.join(PRESETS)}")
-    try:
-        lrs = parse_lrs(raw["lrs"], "'lrs'") if "lrs" in raw else ()
-    except ConfigError as e:
-        raise DefinitionError(f"{path}{line_of(raw, 'lrs')}: {e}") from None
+    axes = {}
+    for axis in (a for a in AXES if a.plural in raw):
+        try:
+            axes[axis.name] = axis.parse(raw[axis.plural], f"'{axis.plural}'")
+        except ConfigError as e:
+            raise DefinitionError(f"{path}{line_of(raw, axis.plural)}: {e}") from None
     return Experiment(
         name=_name(raw, path, path.stem), job_type=_typed(raw, "job_type", str, path, path.stem),
         description=_typed(raw, "description", str, path, ""), cumulative=_typed(raw, "cumulative", bool, path, False),
-        compare=compare, variants=tuple(variants), path=path, preset=preset, lrs=lrs,
+        compare=compare, variants=tuple(variants), path=path, preset=preset, axes=ordered(axes),
     )
 
 
