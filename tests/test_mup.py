@@ -51,7 +51,7 @@ def test_mup_at_the_base_width_is_the_sp_run(tiny_corpus, tmp_path):
     assert narrower_base.run_id != sp.run_id
     # The transfer experiment at the preset's width: its muP variant is its SP run, trained once.
     planned, _ = plan(None, [0], ["mup_transfer"], tmp_path, overrides={"data": str(tiny_corpus)})
-    at_base = [v for v in planned.variants if v.lr == planned.variants[0].lr]
+    at_base = [v for v in planned.variants if v.point == planned.variants[0].point]
     assert [(v.name, v.same_as) for v in at_base] == [("sp", None), ("mup", "mup_transfer/sp")]
     assert len(planned.runs) == len(planned.variants) // 2
 
