@@ -88,7 +88,7 @@ def group(runs: Sequence[RunConfig], mode: EnsembleMode, jobs: int, timer: Timer
     step: dict[object, Callable[[int], float]] = {}  # architecture -> measured seconds per step of n members
     notes: list[str] = []
     for key, members in archs.items():
-        name, m = f"{members[0].group or members[0].experiment}/{members[0].variant}", len(members)
+        name, m = _name(members[0]), len(members)
         if m == 1 or mode.kind == "fixed":
             parts[key] = math.ceil(m / (mode.size or 1))
             if m > 1:
@@ -133,11 +133,15 @@ def describe_groups(grouping: Grouping, mode: EnsembleMode) -> str:
     """How the runs to train are grouped, as the dry-run shows it: the notes, then one line per ensemble."""
     ensembles = [g for g in grouping.groups if len(g) > 1]
     lines = [f"ensembles ({mode}): {len(ensembles)} of {sum(map(len, ensembles))} runs; "
-             f"{len(grouping.groups) - len(ensembles)} runs alone"]
+             f"{len(grouping.groups) - len(ensembles)} runs alone (architectures named as layers x width)"]
     lines += [f"  {note}" for note in grouping.notes]
-    lines += [f"  {g[0].group or g[0].experiment}/{g[0].variant} x{len(g)}: " + " ".join(cfg.run_id for cfg in g)
-              for g in ensembles]
+    lines += [f"  {_name(g[0])} x{len(g)}: " + " ".join(cfg.run_id for cfg in g) for g in ensembles]
     return "\n".join(lines)
+
+
+def _name(cfg: RunConfig) -> str:
+    """An architecture as the notes name it: its variant, and its size (layers x width: axes change them)."""
+    return f"{cfg.group or cfg.experiment}/{cfg.variant} ({cfg.model.n_layer}x{cfg.model.n_embd})"
 
 
 def _split(members: Sequence[RunConfig], parts: int) -> list[list[RunConfig]]:

@@ -127,7 +127,7 @@ def test_the_dry_run_shows_the_groups_and_a_bad_mode_is_one_line(tmp_path, tiny_
     assert ablate.main([*args, "--dry-run", "--ensemble", "2"]) == 0
     out = capsys.readouterr().out
     assert "ensembles (2): 9 of 18 runs; 0 runs alone" in out
-    assert "ladder/full x2: full-s0-" in out
+    assert "ladder/full (2x16) x2: full-s0-" in out
     assert ablate.main([*args, "--ensemble", "many"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --ensemble many: give auto, off, or the largest ensemble size")
