@@ -30,10 +30,13 @@ def load_runstore(root: Path | str, experiment: str | None = None) -> Results:
 
 
 def run_data(record: store.RunRecord, problems: list[str]) -> RunData:
-    """One run folder as frame input; what cannot be read is added to `problems`."""
+    """One run folder as frame input; what cannot be read, and a disagreement among its files
+    (status `damaged`, never averaged into a table), is added to `problems`."""
     problems += record.problems
+    if record.damage:
+        problems.append(str(record.damage))
     status = record.status
-    if status == "running" and not store.lock_held(record.path):
+    if status == store.RUNNING and not store.lock_held(record.path):
         status = "interrupted"  # it says running, but no process holds its lock: it was killed
     try:
         sample = record.samples or None

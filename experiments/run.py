@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default: CUDA if available, else the CPU, also on Apple Silicon), cpu, "
                    "cuda, cuda:N, mps (Apple Silicon GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long GPU runs)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint; a config "
-                   "with no recorded run is refused (nothing to resume)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint, or repair a run whose "
+                   "files disagree where another file proves them; a config with no recorded run "
+                   "is refused (nothing to resume)")
     p.add_argument("--resume-or-start", action="store_true",
                    help="continue the run if its folder holds one, else train it from step 0 (what a W&B agent "
                    "passes: it starts each run with the same command it would rerun a crashed one with)")

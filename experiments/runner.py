@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from experiments.config import ConfigError, RunConfig
 from experiments.definitions import DefinitionError
 from experiments.machine import Prepared, prepare
 from experiments.progress import Progress
-from experiments.recorder import RunRecorder, environment, identity
+from experiments.recorder import RunRecorder, environment
 from experiments.wandb_mirror import WandbMirror, WandbSettings
 from nanogpt import checkpoint, distributed
 from nanogpt.data import Corpus, DataError
@@ -97,19 +98,22 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
                   callbacks: Sequence[Callback], quiet: bool, wandb: WandbSettings | None,
                   world: distributed.SingleProcess) -> dict[str, Any]:
     cfg, corpus = ready.cfg, ready.corpus
-    summary = store.read_summary(run_dir) if run_dir.exists() else None
-    status = summary.get("status") if summary else None
-    whole = summary is not None and identity(cfg).keys() <= summary.keys()  # else --resume rebuilds it
+    # A folder a kill left before config.json was written holds nothing to check; others are.
+    record = store.read_run(run_dir) if (run_dir / store.CONFIG).exists() and not force else None
+    damage = record.damage if record else None
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
-    elif status in ("completed", "diverged") and whole:
+    elif record and record.status in store.FINISHED:
         world.broadcast(False)  # data-parallel: the other ranks have nothing to train either
-        return store.read_run(run_dir).summary | {"skipped": True}
+        return record.summary | {"skipped": True}
+    elif damage and not (resume and damage.repair):
+        world.broadcast(False)
+        raise (RunExistsError if damage.repair else store.RunFolderError)(str(damage))
     elif run_dir.exists() and not resume:
         world.broadcast(False)
-        state = f"status {status}" if whole else "its summary.json is missing, unreadable or incomplete"
-        raise RunExistsError(f"{run_dir} holds an unfinished run ({state}); pass --resume to continue (or repair) "
-                             "it or --force to start over")
+        state = f"status {record.status}" if record else f"no {store.CONFIG} yet"
+        raise RunExistsError(f"{run_dir} holds an unfinished run ({state}); pass --resume to "
+                             "continue it or --force to start over")
 
     world.broadcast(True)
     trainer = make_trainer(ready, world)
@@ -124,7 +128,9 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
         state = checkpoint.load(ckpt_path)  # on the CPU: RNG states must not move to a GPU
         load_weights(model, state["model"], ckpt_path)
         trainer.restore(state)
-        recorder = RunRecorder.reopen(run_dir, cfg, trainer.step, static)
+        recorder = RunRecorder.reopen(run_dir, cfg, trainer.step, static, state.get("metrics"))
+        for fixed in recorder.repaired:
+            print(f"repaired {fixed.path}: {fixed.problem} ({fixed.repair})", file=sys.stderr)
     else:
         if run_dir.exists():
             RunRecorder.check_fresh_start(run_dir)

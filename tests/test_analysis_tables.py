@@ -46,6 +46,17 @@ def experiment(smoke_results, tmp_path) -> Path:
     return tmp_path / "smoke"
 
 
+def diverge(run_dir: Path) -> None:
+    """Make a finished run's record that of a run diverged at its last evaluation, every file
+    agreeing."""
+    metrics = [json.loads(line) for line in (run_dir / store.METRICS).read_text().splitlines()]
+    metrics[-1]["val_loss"] = float("nan")
+    store.write_atomic(run_dir / store.METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
+    summary = json.loads((run_dir / store.SUMMARY).read_text()) | store.loss_summary(metrics)
+    store.write_json(run_dir / store.SUMMARY, summary | {"status": "diverged"})
+    (run_dir / store.BEST_CHECKPOINT).unlink()  # it held the last evaluation, no longer the best
+
+
 def tables_cli(experiment: Path):
     out = run_module("analysis.report", experiment, "--tables-only")
     assert out.returncode == 0, out.stderr
@@ -93,9 +104,7 @@ def test_runs_that_did_not_complete_are_shown_never_averaged(experiment):
     plan = json.loads((experiment / "experiment.json").read_text())
     ladder = {v["name"]: {r["seed"]: r["run_id"] for r in v["runs"]} for v in plan["experiments"][0]["variants"]}
     diverged, kept = ladder["mlp"][0], ladder["mlp"][1]
-    summary = json.loads((experiment / diverged / "summary.json").read_text())
-    store.write_json(experiment / diverged / "summary.json", summary | {"status": "diverged",
-                                                                        "final_val_loss": float("nan")})
+    diverge(experiment / diverged)
     shutil.rmtree(experiment / ladder["stacked"][1])
     (experiment / ladder["residual"][0] / "config.json").write_text("{")
 
@@ -112,6 +121,30 @@ def test_runs_that_did_not_complete_are_shown_never_averaged(experiment):
     # mlp against the rung before it (multi_head) pairs only the seed both completed.
     previous = summaries(experiment, [ladder["multi_head"][1]])[0]
     assert table.loc["mlp", "delta_val_mean"] == pytest.approx(kept_val - previous["final_val_loss"])
+
+
+@pytest.mark.reliability("fault", "a finished run's files disagree (evaluations, summary, "
+                         "checkpoint): every reader")
+def test_a_run_whose_files_disagree_is_counted_damaged_never_tabled(experiment, capsys):
+    """Its last evaluation removed: the table counts it damaged and averages the other seed alone,
+    with one warning naming the file (it used to table the step-10 value as the final val)."""
+    plan = json.loads((experiment / "experiment.json").read_text())
+    ladder = {v["name"]: {r["seed"]: r["run_id"] for r in v["runs"]}
+              for v in plan["experiments"][0]["variants"]}
+    damaged, kept = experiment / ladder["mlp"][0], ladder["mlp"][1]
+    lines = (damaged / store.METRICS).read_text().splitlines(keepends=True)
+    (damaged / store.METRICS).write_text("".join(lines[:-1]))
+
+    assert main([str(experiment), "--tables-only"]) == 0
+
+    table = pd.read_csv(experiment / "ladder.csv").set_index("variant")
+    assert table.loc["mlp", "runs"] == "1 completed, 1 damaged"
+    kept_val = summaries(experiment, [kept])[0]["final_val_loss"]
+    assert table.loc["mlp", "final_val_loss_mean"] == kept_val
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if line.startswith("warning: ")] == [
+        f"warning: {damaged / store.METRICS}: ends at step 10, but summary.json records step 20; "
+        "--resume repairs it (ckpt.pt holds the evaluation of step 20; make ablate resumes too)"]
 
 
 def test_usage_errors_exit_2_with_a_message(tmp_path, experiment, capsys):
