@@ -140,6 +140,11 @@ def _run(args: argparse.Namespace, extras: Sequence[str]) -> int:
     if args.list_settings or args.list_variants:
         _print_lists(args)
         return 0
+    if args.force and (args.resume or args.resume_or_start):
+        given = "--resume" if args.resume else "--resume-or-start"
+        raise ConfigError(f"{given} and --force contradict each other: {given} keeps the "
+                          "recorded run (continuing or repairing it), --force deletes it and "
+                          "trains it again; give one")
     wandb = cli.wandb_settings(args)  # a bad WANDB_MODE is refused before anything is written
     ready = prepare(config_from_args(args, extras))
     cfg = ready.cfg

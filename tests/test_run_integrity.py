@@ -383,3 +383,17 @@ def test_the_ablation_plan_refuses_a_run_no_file_can_repair(tmp_path, tiny_corpu
     assert ablate.main(args) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: {run_dir / store.METRICS}: lacks the evaluations at steps 2")
+
+
+@pytest.mark.reliability("bad input", "--resume (or --resume-or-start) with --force")
+@pytest.mark.parametrize("resume", ["--resume", "--resume-or-start"])
+def test_resume_and_force_together_are_refused_not_a_quiet_retrain(finished, tmp_path,
+                                                                   tiny_corpus, capsys, resume):
+    """One line, exit 2: the finished run is neither deleted nor retrained."""
+    run_dir = copy_of(finished, tmp_path)
+    before = contents(run_dir)
+    assert run_cli(run_dir, tiny_corpus, resume, "--force") == 2
+    assert capsys.readouterr().err == (
+        f"error: {resume} and --force contradict each other: {resume} keeps the recorded run "
+        "(continuing or repairing it), --force deletes it and trains it again; give one\n")
+    assert contents(run_dir) == before
