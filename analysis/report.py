@@ -68,7 +68,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], markdown:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0],
+    p = exits.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("folder", type=Path, help="the experiment folder, e.g. results/tutorial")

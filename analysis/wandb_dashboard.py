@@ -37,7 +37,8 @@ from wandb_workspaces.workspaces import internal as workspace_model
 
 from analysis import lr_tables, palette, tables
 from analysis.from_runstore import load_runstore
-from experiments import manifest, store
+from experiments import exits, manifest, store
+from experiments.settings import ConfigError
 from sweeps import storage
 
 WORKSPACE_JSON, REPORT_JSON = "workspace.json", "report.json"
@@ -279,7 +280,8 @@ def destination(folder: Path, entity: str | None, project: str | None, offline: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.wandb_dashboard", description=__doc__.split("\n\n")[0],
+    p = exits.ArgumentParser(prog="python -m analysis.wandb_dashboard",
+                             description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("folder", type=Path, help="the experiment folder, e.g. results/tutorial")
@@ -298,22 +300,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # ValueError and FileNotFoundError: a folder, manifest or storage that is not what it should be.
+    return exits.run_command(lambda: _dashboards(args), (ValueError, FileNotFoundError),
+                             "nothing was saved or written; run the same command again")
+
+
+def _dashboards(args: argparse.Namespace) -> int:
     folder = args.folder.resolve()
     offline = args.json is not None
     if not offline and not logged_in():
-        print("error: no W&B API key: run `wandb login` (or set WANDB_API_KEY) to save the dashboards, or give "
-              "--json DIR (JSON=DIR) to write them as files", file=sys.stderr)
-        return 2
-    try:
-        # A search study's folder has no manifest; any other folder must have one.
-        plan = manifest.read(folder) if not args.study or (folder / manifest.MANIFEST).exists() else None
-        searched = searched_settings(storage.absolute(storage.choose(args.storage, folder)),
-                                     args.study) if args.study else None
-        entity, project = destination(folder, args.entity, args.project, offline)
-        view, doc = build(folder, plan, searched, entity, project)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError("no W&B API key: run `wandb login` (or set WANDB_API_KEY) to save the "
+                          "dashboards, or give --json DIR (JSON=DIR) to write them as files")
+    # A search study's folder has no manifest; any other folder must have one.
+    has_manifest = not args.study or (folder / manifest.MANIFEST).exists()
+    plan = manifest.read(folder) if has_manifest else None
+    searched = searched_settings(storage.absolute(storage.choose(args.storage, folder)),
+                                 args.study) if args.study else None
+    entity, project = destination(folder, args.entity, args.project, offline)
+    view, doc = build(folder, plan, searched, entity, project)
     if offline:
         texts = {WORKSPACE_JSON: to_json(view), REPORT_JSON: to_json(doc)}  # both built before either is written
         args.json.mkdir(parents=True, exist_ok=True)
@@ -326,9 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report: {doc.save().url}")
     except Exception as e:  # noqa: BLE001 - the server's refusal or a lost network, said in one line
         first_line = next(iter(str(e).splitlines()), "")
-        print(f"error: saving to W&B {entity}/{project} failed ({type(e).__name__}: {first_line}); "
-              "check `wandb login` and the network, or give --json DIR", file=sys.stderr)
-        return 1
+        raise exits.CommandFailed(f"saving to W&B {entity}/{project} failed ({type(e).__name__}: "
+                                  f"{first_line}); check `wandb login` and the network, or give "
+                                  "--json DIR") from None
     return 0
 
 

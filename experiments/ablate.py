@@ -186,7 +186,7 @@ def _report(n_done: int, total: int, cfg: RunConfig, summary: dict[str, Any], ba
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = exits.ArgumentParser(
         prog="python -m experiments.ablate",
         description="Train experiment definitions (default: the ladder and leave-one-out) over several seeds, "
         "in parallel, skipping runs already recorded and resuming interrupted ones.",

@@ -7,20 +7,37 @@
 SIGTERM (what `kill` and a cluster scheduler send before SIGKILL) ends a command exactly as Ctrl-C does, with
 130 rather than 143: one outcome, one code. Once either arrives, further ones are ignored while the command
 records what it was doing (seconds), so a second Ctrl-C never cuts a record short or prints a traceback.
+Every entry point parses its arguments with `ArgumentParser`: argparse's refusals end the same way.
 
 Torch-free, so analysis and the sweeps' command lines end the same way as the trainers'.
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every entry point: a usage error ends as any bad input does (one `error:` line,
+    exit 2), and a negative number in any notation (`--lrs -1e-3`) is a value for the command to
+    check, not an unknown option (argparse before 3.13 takes only `-1` and `-.5` for numbers)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")  # argparse 3.13's own pattern
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(BAD_INPUT, f"error: {message}; see {self.prog} --help\n")
 
 
 class CommandFailed(Exception):  # noqa: N818 - an outcome, worded by the command that raises it
@@ -53,7 +70,7 @@ def run_command(body: Callable[[], int], bad_input: tuple[type[BaseException], .
 
 
 def _stop(signum: int, frame: Any) -> None:
-    for stop in (signal.SIGINT, signal.SIGTERM):  # the first stops the command; the rest wait for it
+    for stop in STOP_SIGNALS:  # the first stops the command; the rest wait for it
         signal.signal(stop, signal.SIG_IGN)
     raise KeyboardInterrupt
 
@@ -69,7 +86,7 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
         yield
         return
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     for stop, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
         if before[stop] is default:
             signal.signal(stop, _stop)

@@ -24,7 +24,7 @@ from nanogpt import distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = exits.ArgumentParser(
         prog="python -m experiments.run",
         description="Train one variant of the character-level GPT and record it in the run store.",
         epilog="Any setting can also be given as --KEY=VALUE (the form W&B sweep agents pass). --set changes the "

@@ -28,7 +28,7 @@ CHUNK = 256  # characters decoded and flushed at a time
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.sample", description=__doc__)
+    p = exits.ArgumentParser(prog="python -m experiments.sample", description=__doc__)
     p.add_argument("run_dir", type=Path, help="a run folder (results/<experiment>/<run_id>)")
     p.add_argument("--tokens", type=int, default=500, help="characters to generate (default 500)")
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature > 0 (default 1.0)")

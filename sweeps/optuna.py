@@ -35,7 +35,7 @@ EXPECTED_ERRORS = (*USER_ERRORS, DefinitionError, space.SpaceError, storage.Stor
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sweeps.optuna", description=__doc__.split("\n\n")[0],
+    p = exits.ArgumentParser(prog="python -m sweeps.optuna", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Storage: --storage URL or $NANOGPT_SWEEP_STORAGE; default a SQLite file "
                                 "in the study's results folder. sqlite:///FILE, postgresql://USER@HOST:PORT/DB "
@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--study", required=True, help="study name; also its folder in the run store")
         sub.add_argument("--storage", help="study storage (default: $NANOGPT_SWEEP_STORAGE, else "
                          "<results>/<study>/optuna.db)")
-        sub.add_argument("--results", type=Path, default=None,
-                         help=f"run store folder (default ${cli.RESULTS_ENV} or ./results)")
+        cli.add_results_argument(sub)
         if name != "worker":
             _add_study_settings(sub)
         if name != "create":
@@ -70,7 +69,7 @@ def _add_study_settings(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--n-trials", type=int, help="search: number of trials (default: the space file's)")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a setting for every trial; repeatable")
-    sub.add_argument("--data", help="corpus: a UTF-8 text file (default Tiny Shakespeare)")
+    cli.add_data_argument(sub)
 
 
 def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
