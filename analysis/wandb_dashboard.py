@@ -253,6 +253,15 @@ def logged_in() -> bool:
     return bool(wandb.login(prompt=False, verify=False))
 
 
+def unmirrored(folder: Path, plan: dict[str, Any]) -> tuple[int, list[str]]:
+    """How many planned runs `folder` records, and those of them never mirrored to W&B (their panels
+    stay empty)."""
+    planned = dict.fromkeys(r["run_id"] for e in plan["experiments"] for v in e["variants"]
+                            for r in v["runs"])
+    recorded = [run_id for run_id in planned if (folder / run_id / store.CONFIG).exists()]
+    return len(recorded), [r for r in recorded if not (folder / r / MIRROR_STATE).exists()]
+
+
 def mirrored_to(folder: Path) -> tuple[set[str], set[str]]:
     """The W&B projects and entities the folder's runs were mirrored to (empty: none was mirrored)."""
     states = []
@@ -318,6 +327,12 @@ def _dashboards(args: argparse.Namespace) -> int:
                                  args.study) if args.study else None
     entity, project = destination(folder, args.entity, args.project, offline)
     view, doc = build(folder, plan, searched, entity, project)
+    recorded, never = unmirrored(folder, plan) if plan else (0, [])
+    if never:
+        print(f"warning: {len(never)} of the {recorded} runs in {folder} were never mirrored to "
+              f"W&B (no {MIRROR_STATE}; trained with WANDB=off?), e.g. {never[0]}: the dashboards "
+              "show no data of theirs; a run is mirrored while it trains, so retrain them with W&B "
+              "on to add them", file=sys.stderr)
     if offline:
         texts = {WORKSPACE_JSON: to_json(view), REPORT_JSON: to_json(doc)}  # both built before either is written
         args.json.mkdir(parents=True, exist_ok=True)
