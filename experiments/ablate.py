@@ -66,7 +66,8 @@ _training = _stopped = False
 
 def _stop_run(signum: int, frame: Any) -> None:
     """SIGTERM in a worker (from the interrupted parent, or a scheduler's to every process): the run in
-    flight ends as on Ctrl-C, marked interrupted; an idle worker starts no run and exits with the pool."""
+    flight ends as on Ctrl-C, marked interrupted; an idle worker starts no run: the next one handed
+    to it stops the ablation as the signal would have."""
     global _training, _stopped
     _stopped = True
     if _training:
@@ -76,8 +77,11 @@ def _stop_run(signum: int, frame: Any) -> None:
 
 def _init_worker(where: placement.Placement, started: Any, parent: int) -> None:
     signal.signal(signal.SIGTERM, _stop_run)
-    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    # Started with both held (`exits.signals_held`): one that came while this worker imported is
+    # delivered now, to its handler, instead of killing it and breaking the pool.
+    exits.release_signals()
+    _die_with_parent(parent)
     with started.get_lock():  # the i-th worker to start takes GPU i mod N
         worker, started.value = started.value, started.value + 1
     gpu = where.gpu_of(worker)
@@ -90,8 +94,8 @@ def _init_worker(where: placement.Placement, started: Any, parent: int) -> None:
 
 def _train_one(cfg: RunConfig, results: Path, force: bool, wandb: WandbSettings) -> dict[str, Any]:
     global _training
-    if _stopped:  # a run handed over after the stop began
-        return {"run_id": cfg.run_id, "status": "interrupted"}
+    if _stopped:  # stopped before this run began: the ablation stops, as on its own signal
+        raise KeyboardInterrupt
     started, _training = time.perf_counter(), True
     try:
         while True:
@@ -141,7 +145,8 @@ def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False
             while queue or pending:
                 while queue and len(pending) < jobs:
                     cfg = queue.pop(0)
-                    pending[pool.submit(_train_one, cfg, results, force, wandb)] = cfg
+                    with exits.signals_held():  # a submit may start a worker: it inherits them
+                        pending[pool.submit(_train_one, cfg, results, force, wandb)] = cfg
                 bar.set_description(", ".join(f"{c.variant} s{c.seed}" for c in pending.values()))
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -150,7 +155,8 @@ def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False
                     done[cfg.run_id] = summary
                     bar.update()
                     _report(len(done), len(p.runs), cfg, summary, bar)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a signal to this process, or a stopped worker's
+            exits.stopping()
             for future in pending:
                 future.cancel()
             _stop_workers()  # their runs record 'interrupted'

@@ -69,10 +69,36 @@ def run_command(body: Callable[[], int], bad_input: tuple[type[BaseException], .
             return error(word(disk_error(e)), FAILED)
 
 
+def stopping() -> None:
+    """The command is stopping: Ctrl-C and SIGTERM are ignored from now to its exit (it is recording
+    what it was doing). Called by the handler below, and where the stop came from elsewhere (a
+    worker that was stopped)."""
+    if threading.current_thread() is threading.main_thread():
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, signal.SIG_IGN)
+
+
 def _stop(signum: int, frame: Any) -> None:
-    for stop in STOP_SIGNALS:  # the first stops the command; the rest wait for it
-        signal.signal(stop, signal.SIG_IGN)
+    stopping()  # the first signal stops the command; the rest wait for it
     raise KeyboardInterrupt
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM blocked in this thread while it starts worker processes: a process
+    inherits the mask, so a signal that reaches a worker before it has installed its handlers waits
+    for them instead of killing it (the worker unblocks them: `release_signals`)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def release_signals() -> None:
+    """In a worker started under `signals_held`, once its handlers are installed: what arrived
+    meanwhile is delivered now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 @contextmanager

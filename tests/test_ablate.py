@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -248,6 +249,40 @@ def test_stopped_ablation_marks_its_runs_interrupted_and_resumes_to_the_same_num
     again = run_module("experiments.ablate", *args, "--results", stopped)
     assert again.returncode == 0, again.stderr
     assert final_losses(stopped / "smoke") == expected
+
+
+def a_starting_worker(proc: subprocess.Popen) -> psutil.Process:
+    """The ablation's first worker process, caught as it starts (before it has imported torch)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(proc.pid).children():
+                if "spawn_main" in " ".join(child.cmdline()):  # not the resource tracker
+                    return child
+        time.sleep(0.002)
+    raise AssertionError("no worker process started")
+
+
+@pytest.mark.reliability("fault", "SIGTERM to an ablation worker before its handler is installed")
+def test_a_sigterm_to_a_starting_worker_stops_the_ablation_like_any_sigterm(tmp_path,
+                                                                            uninterrupted):
+    """The worker holds the signal for its handler instead of dying (which broke the pool and left
+    the other runs unmarked): exit 130, one `interrupted:` line, no dead-worker error, every run
+    begun marked, the workers gone."""
+    args, _ = uninterrupted
+    proc = start_ablation(args, tmp_path)
+    worker = a_starting_worker(proc)
+    worker.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert [line for line in err.splitlines() if line.startswith(("interrupted:", "error:"))] == [
+        "interrupted: finished runs are kept; run the same command again to train only what is "
+        "missing"], err
+    assert "Traceback" not in err, err
+    _, alive = psutil.wait_procs([worker], timeout=10)
+    assert not alive, "the worker outlived the stopped ablation"
+    statuses = [store.run_status(p.parent) for p in tmp_path.glob("smoke/*/summary.json")]
+    assert "running" not in statuses, statuses
 
 
 @pytest.mark.reliability("fault", "two `make ablate` at once on one results folder")
