@@ -51,17 +51,19 @@ def disk_error(e: OSError) -> str:
             "then rerun with --resume: nothing written so far is marked complete")
 
 
-def run_command(body: Callable[[], int], bad_input: tuple[type[BaseException], ...], interrupted: str,
-                word: Callable[[str], str] = str) -> int:
+def run_command(body: Callable[[], int], bad_input: tuple[type[BaseException], ...],
+                interrupted: str | None, word: Callable[[str], str] = str) -> int:
     """`body()`'s exit code, or the shared ending for what it raised. `word` rewrites each message (the
-    sweeps redact a storage password); `interrupted` says what survives a Ctrl-C and how to go on."""
+    sweeps redact a storage password); `interrupted` says what survives a Ctrl-C and how to go on
+    (None: a process another one started and speaks for, which says nothing of its own)."""
     with stop_on_signals():
         try:
             return body()
         except bad_input as e:
             return error(word(str(e)), BAD_INPUT)
         except KeyboardInterrupt:
-            print(f"interrupted: {interrupted}", file=sys.stderr)
+            if interrupted is not None:
+                print(f"interrupted: {interrupted}", file=sys.stderr)
             return INTERRUPTED
         except CommandFailed as e:
             return error(word(str(e)), FAILED)

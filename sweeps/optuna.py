@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
             _add_study_settings(sub)
         if name != "create":
             _add_worker_settings(sub, run=name == "run")
+        if name == "worker":  # `run` speaks for the workers it starts: one interrupted line in all
+            sub.add_argument("--started-by-run", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -139,6 +141,7 @@ def run(args: argparse.Namespace, spec: str, results: Path) -> int:
     threads = args.threads or max(1, default_jobs() // args.workers)
     command = [sys.executable, "-m", "sweeps.optuna", "worker", "--study", args.study, "--results", str(results),
                "--threads", str(threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    command += ["--started-by-run"]
     command += ["--wandb", args.wandb, *(["--wandb-project", args.wandb_project] if args.wandb_project else [])]
     command += ["--quiet"] if args.quiet else []
     # The storage goes in the environment: a password in it stays off every command line (ps).
@@ -162,9 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     spec = [args.storage or ""]  # known once chosen: every message is redacted with it
     # An OSError (a full disk, a read-only results folder) ends with exit 1: the trial is requeued on a rerun.
+    resume = ("run the same command again to resume; interrupted trials continue from their "
+              "checkpoints")
     return exits.run_command(lambda: _sweep(args, spec), EXPECTED_ERRORS,
-                             "run the same command again to resume; interrupted trials continue from their "
-                             "checkpoints", lambda text: storage.redact(text, spec[0]))
+                             None if getattr(args, "started_by_run", False) else resume,
+                             lambda text: storage.redact(text, spec[0]))
 
 
 def _sweep(args: argparse.Namespace, spec: list[str]) -> int:
