@@ -42,7 +42,7 @@ from experiments.settings import ConfigError
 from sweeps import storage
 
 WORKSPACE_JSON, REPORT_JSON = "workspace.json", "report.json"
-# Where experiments/wandb_mirror.py keeps a run's W&B identity: {"id", "project", "entity", "last_step"}.
+# Where experiments/wandb_mirror.py keeps a run's W&B identity: {"id", "project", "entity", ...}.
 MIRROR_STATE = Path("wandb", "mirror.json")
 OFFLINE_ENTITY = "offline"  # the entity of JSON built without a login and without --entity
 # The keys the panels read, as the mirror logs them: history = metrics.jsonl, summary = summary.json,
