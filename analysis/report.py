@@ -96,8 +96,11 @@ def _report(args: argparse.Namespace) -> int:
         args.storage = storage.absolute(args.storage)
     has_manifest = (folder / manifest.MANIFEST).exists()
     if not has_manifest and not args.storage:
-        raise FileNotFoundError(f"{folder / manifest.MANIFEST} not found; run `make ablate` first, or give --storage "
-                                "to report an Optuna study")
+        found = sorted(p.parent.name for p in folder.parent.glob(f"*/{manifest.MANIFEST}"))
+        there = (f"the experiment folders in {folder.parent} are {', '.join(found)} (NAME= for "
+                 "make); " if found else "")
+        raise FileNotFoundError(f"{folder / manifest.MANIFEST} not found; {there}run `make ablate` "
+                                "first, or give --storage to report an Optuna study")
     if args.storage:  # fail here, with a plain message, rather than inside the notebook
         load_study(open_storage(args.storage), args.study or None)
     if has_manifest:

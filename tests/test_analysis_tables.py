@@ -7,6 +7,8 @@ import math
 import re
 import shutil
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +19,7 @@ from analysis import tables
 from analysis.from_runstore import load_runstore
 from analysis.report import main
 from experiments import manifest, store
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module
 
 # Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
 pytestmark = pytest.mark.xdist_group("analysis")
@@ -145,6 +147,23 @@ def test_a_run_whose_files_disagree_is_counted_damaged_never_tabled(experiment, 
     assert [line for line in err if line.startswith("warning: ")] == [
         f"warning: {damaged / store.METRICS}: ends at step 10, but summary.json records step 20; "
         "--resume repairs it (ckpt.pt holds the evaluation of step 20; make ablate resumes too)"]
+
+
+@pytest.mark.reliability("bad input", "make tables, report: the folder when NAME= is not given")
+def test_make_tables_without_a_name_reads_the_folder_make_ablate_wrote(experiment, tmp_path):
+    """As `make ablate PRESET=smoke` wrote results/smoke, `make tables PRESET=smoke` reads it (it
+    read results/ and said to run make ablate first); a folder without a plan names those there."""
+    make = ["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}"]
+    done = subprocess.run([*make, "tables", "PRESET=smoke", f"RESULTS={experiment.parent}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (experiment / "tables.md").read_text().startswith(done.stdout)
+    done = subprocess.run([*make, "tables", "PRESET=cpu", f"RESULTS={experiment.parent}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.splitlines()[0] == (
+        f"error: {tmp_path / 'cpu' / 'experiment.json'} not found; the experiment folders in "
+        f"{tmp_path} are smoke (NAME= for make); run `make ablate` first, or give --storage to "
+        "report an Optuna study"), done.stderr
 
 
 def test_usage_errors_exit_2_with_a_message(tmp_path, experiment, capsys):
