@@ -254,6 +254,7 @@ def _ablate(args: argparse.Namespace) -> int:
     for v in p.variants:  # what --dry-run says, said before training too: no --set is dropped silently
         notes = [same_model_note(v)] if v.same_as else []
         notes += [f"{v.experiment}/{v.name}: {note}" for note in kept_notes(v, p.manifest["overrides"])]
+        notes += v.inert
         for note in notes:
             print(note, file=sys.stderr)
     try:

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import store
-from experiments.config import RunConfig, base_model, build, owned_settings, shown, variant_settings
+from experiments.canonical import inert
+from experiments.config import (
+    RunConfig,
+    base_model,
+    build,
+    inert_notes,
+    owned_settings,
+    shown,
+    variant_settings,
+)
 from experiments.definitions import Experiment, get_experiment
 from experiments.machine import prepare
 from experiments.settings import ConfigError
@@ -49,6 +58,9 @@ class PlannedVariant:
     # The variant of its own experiment it is the same model as (its changes are no-ops on this base model,
     # experiments.canonical): trained once, and no row of its own in the tables.
     same_as: str | None = None
+    # One note per setting it or --set gives that changes nothing in its model (as experiments.run
+    # says it; `differs` leaves such a setting out, as the run records its canonical value).
+    inert: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,15 +118,18 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
                     changes["lr"] = scaled_lr(own_lr, lr, base["lr"])
                 labels = {"experiment": name, "group": definition.name, "job_type": definition.job_type}
                 ready = prepare(build(preset, variant.name, seeds[0], at | changes, labels), corpus)
+                noop = inert(at | changes).keys() & (changes.keys() | overrides.keys())
                 first, corpus, device = ready.cfg, ready.corpus, ready.device
                 earlier = owner.get((definition.name, first.hash)) or owner.get(first.hash)
                 same = earlier if earlier and earlier.experiment == definition.name else None
                 this = PlannedVariant(
-                    definition.name, variant.name, {k: v for k, v in changes.items() if base[k] != v},
+                    definition.name, variant.name,
+                    {k: v for k, v in changes.items() if base[k] != v and k not in noop},
                     {k: changes[k] for k in overrides if k in owns and changes[k] != base[k]},
                     earlier.runs if earlier else tuple(replace(first, seed=s) for s in seeds),
                     f"{earlier.experiment}/{earlier.name}" if earlier and not same else None, lr, own_lr,
-                    f"{same.experiment}/{same.name}" if same else None)
+                    f"{same.experiment}/{same.name}" if same else None,
+                    tuple(inert_notes(at | changes, noop, f"{definition.name}/{variant.name}")))
                 owner.setdefault(first.hash, this)
                 owner.setdefault((definition.name, first.hash), this)
                 planned.append(this)
@@ -190,7 +205,7 @@ def describe_plan(p: Plan, results: Path) -> str:
         if v.own_lr is not None:
             lines.append(f"  fixes its own lr={v.own_lr:g}: scaled with the grid (x {v.lr:g} / base lr), "
                          f"trains at lr={v.runs[0].train.lr:g}")
-        lines += [f"  {note}" for note in kept_notes(v, doc["overrides"])]
+        lines += [f"  {note}" for note in (*kept_notes(v, doc["overrides"]), *v.inert)]
         if v.shared_with:
             lines.append(f"  same runs as {v.shared_with}: trained once")
         if v.same_as:

@@ -10,11 +10,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from experiments import cli, exits, store
-from experiments.canonical import inert
-from experiments.config import ConfigError, RunConfig, parse_assignments, resolve, shown, with_flag
+from experiments.config import (
+    ConfigError,
+    RunConfig,
+    inert_notes,
+    parse_assignments,
+    resolve,
+    shown,
+    with_flag,
+)
 from experiments.definitions import experiments
 from experiments.machine import check_results, prepare
 from experiments.presets import PRESETS
@@ -80,19 +86,10 @@ def config_from_args(args: argparse.Namespace, extras: Sequence[str]) -> RunConf
     # A label given both as a flag and by --set must agree (resolve says so); one given once just works.
     labels = {k: v for k, v in (("experiment", args.experiment), ("device", args.device)) if v is not None}
     cfg = resolve(args.preset, args.variant, args.seed, overrides, **labels)
-    for note in no_op_notes(cfg, overrides):
+    flat = cfg.flat()
+    for note in inert_notes(flat | {k: v for k, v in overrides.items() if k in flat}, overrides):
         print(note, file=sys.stderr)
     return cfg
-
-
-def no_op_notes(cfg: RunConfig, overrides: dict[str, Any]) -> list[str]:
-    """One line per given setting the canonical form reset (it cannot change this model): applied, not dropped,
-    and recorded as the run's canonical spelling."""
-    flat = cfg.flat()
-    given = flat | {k: v for k, v in overrides.items() if k in flat}
-    return [f"note: {k}={shown(value)} changes nothing in this model ({rule.name}: {rule.why}); "
-            f"it trains and is recorded as {k}={shown(recorded)}"
-            for k, (value, recorded, rule) in inert(given).items() if k in overrides]
 
 
 def check_resumable(cfg: RunConfig, results: Path) -> None:
