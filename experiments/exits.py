@@ -1,8 +1,5 @@
-"""The one ending every command line shares: `error: ...` on stderr and an exit code that says what happened.
-
-    2   bad input: nothing was started (or written); the message says what to change
-    1   a run (or the command's work) failed: a full disk, a dead worker, a database that went away
-    130 interrupted (Ctrl-C, SIGTERM): what was finished is kept; the message says how to resume
+"""The one ending every command line shares: `error: ...` on stderr and an exit code that says what
+happened (the table of codes: docs/running.md, "Exit codes").
 
 SIGTERM (what `kill` and a cluster scheduler send before SIGKILL) ends a command exactly as Ctrl-C does, with
 130 rather than 143: one outcome, one code. Once either arrives, further ones are ignored while the command
@@ -23,7 +20,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
+BAD_INPUT = 2  # nothing was started (or written); the message says what to change
+FAILED = 1  # its work failed after it started: a full disk, a dead worker, a lost database
+INTERRUPTED = 130  # Ctrl-C or SIGTERM: what was finished is kept; the message says how to go on
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

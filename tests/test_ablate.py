@@ -304,7 +304,8 @@ def test_two_ablations_on_one_results_folder_both_end_completed(tmp_path, uninte
 @pytest.mark.reliability("fault", "SIGTERM to `make` itself during `make ablate`")
 def test_sigterm_to_make_stops_the_ablation_under_it(tmp_path, tiny_corpus):
     """make's shell passes the SIGTERM on: the ablation marks its runs interrupted and exits 130, nothing is left
-    running (a bare `sh -c` died and left the ablation training as an orphan)."""
+    running (a bare `sh -c` died and left the ablation training as an orphan); make itself then ends by the
+    signal it got (143 in a shell), as docs/running.md's exit codes say."""
     make = subprocess.Popen(["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}", "ablate",
                              "PRESET=smoke", "SEEDS=1", "EXPERIMENTS=ladder", "JOBS=2", "WANDB=off",
                              "SET=max_iters=400 eval_interval=40", f"DATA={tiny_corpus}", f"RESULTS={tmp_path}"],
@@ -314,6 +315,7 @@ def test_sigterm_to_make_stops_the_ablation_under_it(tmp_path, tiny_corpus):
     make.send_signal(signal.SIGTERM)  # to make alone, as `kill PID` does
     _, err = make.communicate(timeout=120)
     assert "interrupted: finished runs are kept" in err and "Error 130" in err and "Traceback" not in err, err
+    assert make.returncode == -signal.SIGTERM
     _, alive = psutil.wait_procs(below, timeout=10)
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"
     statuses = {json.loads(p.read_text())["status"] for p in (tmp_path / "smoke").glob("*/summary.json")}

@@ -106,7 +106,7 @@ def entry_points() -> list[str]:
 
 def test_every_entry_point_ends_one_way_and_defines_no_shared_flag_again():
     """The shared parser (argparse's refusals end as ours do) and the shared ending
-    (exits.run_command); --results and --data only from experiments.cli; no module but
+    (exits.run_command); --results, --data and --wandb only from experiments.cli; no module but
     experiments.exits writes an `error:` line."""
     sources = {m: (ROOT / m.replace(".", "/")).with_suffix(".py").read_text()
                for m in entry_points()}
@@ -117,9 +117,17 @@ def test_every_entry_point_ends_one_way_and_defines_no_shared_flag_again():
     code = {p.name: p.read_text() for room in ROOMS for p in (ROOT / room).glob("*.py")}
     writes_error = [name for name, text in code.items()
                     if re.search(r"""["']error: """, text) and name != "exits.py"]
-    flag = re.compile(r"""add_argument\(\s*["']--(results|data)["']""")
+    flag = re.compile(r"""add_argument\(\s*["']--(results|data|wandb)["']""")
     defines_again = [name for name, text in code.items() if flag.search(text) and name != "cli.py"]
     assert (writes_error, defines_again) == ([], [])
+
+
+def test_the_exit_codes_are_one_table_in_the_docs():
+    """docs/running.md's table lists exactly the codes experiments.exits ends with, and success."""
+    text = (ROOT / "docs" / "running.md").read_text()
+    table = text.split("## Exit codes", 1)[1].split("\n\n")[2]
+    codes = {int(row.split("|")[1]) for row in table.splitlines()[2:]}
+    assert codes == {0, exits.FAILED, exits.BAD_INPUT, exits.INTERRUPTED}
 
 
 NO_FLAGS = "every entry point: an unknown flag, a negative number in scientific notation"
