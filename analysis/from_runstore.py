@@ -33,10 +33,11 @@ def run_data(record: store.RunRecord, problems: list[str]) -> RunData:
     """One run folder as frame input; what cannot be read, and a disagreement among its files
     (status `damaged`, never averaged into a table), is added to `problems`."""
     problems += record.problems
-    if record.damage:
+    live = store.lock_held(record.path)  # a process trains it now: its files are still being written
+    if record.damage and not live:
         problems.append(str(record.damage))
-    status = record.status
-    if status == store.RUNNING and not store.lock_held(record.path):
+    status = store.RUNNING if live else record.status
+    if status == store.RUNNING and not live:
         status = "interrupted"  # it says running, but no process holds its lock: it was killed
     try:
         sample = record.samples or None

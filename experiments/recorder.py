@@ -95,8 +95,6 @@ class RunRecorder(Callback):
         config = json.loads(cfg.to_json())  # config.json's content, which the runner checked
         summary = store.read_summary(run_dir)
         metrics, _ = store.read_jsonl(run_dir / store.METRICS)
-        metrics = [m for m in metrics
-                   if not (isinstance(m.get("step"), int) and m["step"] > resumed_from)]
         held = {store.CHECKPOINT: resumed_from}
         repaired = []
         damage = store.check_run(run_dir, config, summary, metrics, held)
@@ -119,6 +117,7 @@ class RunRecorder(Callback):
         summary |= {"status": store.RUNNING, "resumed_from_step": resumed_from,
                     "resumes": summary.get("resumes", 0) + 1}
         store.write_json(run_dir / store.SUMMARY, summary)
+        metrics = [m for m in metrics if m["step"] <= resumed_from]  # the resumed run writes the rest
         store.write_atomic(run_dir / store.METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
         losses = store.loss_summary(metrics)
         best = losses.get("best_val_loss")

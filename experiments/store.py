@@ -438,6 +438,8 @@ class RunStore:
         path = self.run_dir(experiment, run_id)
         if not (path / CONFIG).exists() and not (path / SUMMARY).exists():
             return False  # nothing recorded yet (or a folder a kill left before its first write)
+        if lock_held(path):
+            return False  # another process trains it now (its files are still being written)
         record = read_run(path)
         if record.damage and not record.damage.repair:
             raise RunFolderError(str(record.damage))
