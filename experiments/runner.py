@@ -135,11 +135,13 @@ def _train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool,
         if run_dir.exists():
             RunRecorder.check_fresh_start(run_dir)
         recorder = RunRecorder.create(run_dir, cfg, corpus.tokenizer.to_json(), static)
-    trainer.follow_main()  # data-parallel: the other ranks start from this state
-
-    mirror = WandbMirror.start(wandb, run_dir, cfg)  # after the recorder: it mirrors what is recorded
+    # From here the summary says 'running': a stop anywhere below (a SIGTERM while W&B starts, say)
+    # must mark it, so everything after is inside the try.
+    mirror = WandbMirror(run_dir, cfg)  # off until started
     progress = Progress(f"{cfg.experiment}/{cfg.run_id}", cfg.train.max_iters, trainer.step, quiet=quiet)
     try:
+        trainer.follow_main()  # data-parallel: the other ranks start from this state
+        mirror = WandbMirror.start(wandb, run_dir, cfg)  # after the recorder: it mirrors the record
         result = trainer.run([recorder, progress, mirror, *callbacks])
     except BaseException as e:
         status, reason = ("interrupted", "interrupted") if isinstance(e, KeyboardInterrupt) else \

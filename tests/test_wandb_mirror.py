@@ -190,6 +190,21 @@ def test_sigkilled_run_resumes_the_same_wandb_run(tmp_path, tiny_corpus):
     assert (wb["state"], wb["summary"]["resumes"], wb["summary"]["step"]) == ("finished", 1, 600)
 
 
+@pytest.mark.reliability("fault", "SIGTERM to a run while its W&B mirror starts")
+def test_a_sigterm_while_wandb_starts_marks_the_run_interrupted(tmp_path, tiny_corpus):
+    """Its summary already says running: the stop marks it interrupted (exit 130), never leaves it
+    running as if it were still training."""
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run",
+                             *cli_args(tiny_corpus, tmp_path, "--wandb", "offline", *LONG)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(tmp_path.glob("adhoc/*/summary.json")), proc, "the run's summary")
+    proc.send_signal(signal.SIGTERM)  # W&B takes about a second to start: it lands there
+    _, err = proc.communicate(timeout=60)
+    run_dir = only_run_dir(tmp_path)
+    assert proc.returncode == 130 and read_run(run_dir).metrics == [], err
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+
 @pytest.mark.reliability("fault", "an offline-mirrored run killed with a lagging wandb-core")
 def test_evaluations_a_kill_cost_wandb_are_sent_again_on_resume(tmp_path, tiny_corpus):
     """wandb-core frozen (a loaded machine), then the run and it killed together: mirror.json counts
