@@ -33,7 +33,7 @@ def run_data(record: store.RunRecord, problems: list[str]) -> RunData:
     """One run folder as frame input; what cannot be read, and a disagreement among its files
     (status `damaged`, never averaged into a table), is added to `problems`."""
     problems += record.problems
-    live = store.lock_held(record.path)  # a process trains it now: its files are still being written
+    live = store.lock_held(record.path)  # a process trains it now: its files are being written
     if record.damage and not live:
         problems.append(str(record.damage))
     status = store.RUNNING if live else record.status

@@ -117,7 +117,7 @@ class RunRecorder(Callback):
         summary |= {"status": store.RUNNING, "resumed_from_step": resumed_from,
                     "resumes": summary.get("resumes", 0) + 1}
         store.write_json(run_dir / store.SUMMARY, summary)
-        metrics = [m for m in metrics if m["step"] <= resumed_from]  # the resumed run writes the rest
+        metrics = [m for m in metrics if m["step"] <= resumed_from]  # the run writes the rest
         store.write_atomic(run_dir / store.METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
         losses = store.loss_summary(metrics)
         best = losses.get("best_val_loss")

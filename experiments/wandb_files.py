@@ -16,7 +16,7 @@ LEET_TIMEOUT_SEC = 120
 
 
 def inspect(log: Path, *args: str) -> str:
-    """`wandb leet inspect ARGS LOG`'s output; ValueError saying why where it cannot read the log."""
+    """`wandb leet inspect ARGS LOG`'s output; ValueError saying why where it cannot read it."""
     try:
         out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", *args, str(log)],
                              capture_output=True, text=True, timeout=LEET_TIMEOUT_SEC)

@@ -304,8 +304,8 @@ def test_two_ablations_on_one_results_folder_both_end_completed(tmp_path, uninte
 @pytest.mark.reliability("fault", "SIGTERM to `make` itself during `make ablate`")
 def test_sigterm_to_make_stops_the_ablation_under_it(tmp_path, tiny_corpus):
     """make's shell passes the SIGTERM on: the ablation marks its runs interrupted and exits 130, nothing is left
-    running (a bare `sh -c` died and left the ablation training as an orphan); make itself then ends by the
-    signal it got (143 in a shell), as docs/running.md's exit codes say."""
+    running (a bare `sh -c` died and left the ablation training as an orphan); make itself then
+    ends by the signal it got (143 in a shell), as docs/running.md's exit codes say."""
     make = subprocess.Popen(["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}", "ablate",
                              "PRESET=smoke", "SEEDS=1", "EXPERIMENTS=ladder", "JOBS=2", "WANDB=off",
                              "SET=max_iters=400 eval_interval=40", f"DATA={tiny_corpus}", f"RESULTS={tmp_path}"],
