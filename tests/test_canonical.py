@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from analysis import report
-from experiments import ablate
+from experiments import ablate, run
 from experiments.canonical import RULES, canonical_form, inert
 from experiments.config import base_model, resolve
 from experiments.machine import prepare
@@ -164,10 +164,9 @@ def test_the_plan_says_which_given_setting_changes_nothing_as_run_does(tiny_corp
                                                                        capsys):
     """--set qk_norm=true over leave-one-out: no_attention's row says what experiments.run says of
     it, naming the variant, and shows no qk_norm=True; the variants with attention say nothing."""
-    run = run_module("experiments.run", "--variant", "leave_one_out/no_attention", "--set",
-                     "qk_norm=true", "--data", str(tiny_corpus), "--results", str(tmp_path),
-                     "--dry-run")
-    [said] = [line for line in run.stderr.splitlines() if line.startswith("note:")]
+    assert run.main(["--variant", "leave_one_out/no_attention", "--set", "qk_norm=true", "--data",
+                     str(tiny_corpus), "--results", str(tmp_path), "--dry-run"]) == 0
+    [said] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert ablate.main(["--preset", "smoke", "--data", str(tiny_corpus), "--results", str(tmp_path),
                         "--experiments", "leave_one_out", "--seeds", "1", "--set", "qk_norm=true",
                         "--dry-run"]) == 0
