@@ -9,8 +9,10 @@
         ckpt.pt         model + optimizer + RNG state at the last evaluation (atomic)
         best.pt         the same at the evaluation of the lowest val loss so far (atomic; often ckpt.pt's inode)
 
-This module does not import torch, so analysis on a laptop without torch can read runs (and check them:
-experiments.settings hashes a config without torch).
+Every reader reads a folder through `read_run`, which checks its files against each other
+(`check_run`). This module does not import torch, so analysis on a laptop without torch reads and
+checks runs too: experiments.settings hashes a config without it, and a checkpoint's step is in its
+zip comment (`write_checkpoint`).
 """
 
 from __future__ import annotations
