@@ -76,18 +76,20 @@ run: setup  ## one tutorial-preset run of the full model: make run VARIANT=bigra
 # ---- analysis (issue 5): tables, notebooks, report ----------------------------------------------------------
 # make report [NAME=tutorial] [RESULTS=results] [STUDY=name [STORAGE=sqlite:///sweep.db]]
 # STUDY alone finds the study's default storage (<results>/<study>/optuna.db), as `make dashboard` does.
-REPORT_ARGS = $(RESULTS)/$(or $(NAME),$(STUDY),$(PRESET),tutorial) $(if $(STORAGE),--storage $(STORAGE)) \
-	$(if $(STUDY),--study $(STUDY))
+# The folder: a study's (STUDY= without NAME=), else the one `make ablate` writes with the same variables (NAME=,
+# else the preset of PRESET= or of its EXPERIMENTS), so a plain `make tables` reads what a plain `make ablate` wrote.
+FOLDER = $(if $(NAME)$(if $(STUDY),,all),$(PY) -m experiments.ablate $(ABLATE_ARGS) --print-folder,echo $(RESULTS)/$(STUDY))
+REPORT_ARGS = $(if $(STORAGE),--storage $(STORAGE)) $(if $(STUDY),--study $(STUDY))
 .PHONY: tables plots report
 
 tables: setup  ## print and write the tables of results/NAME (tables.md, <definition>.csv): what `make ablate` prints
-	$(PY) -m analysis.report $(RESULTS)/$(NAME) --tables-only
+	folder=$$($(FOLDER)) || exit $$?; $(PY) -m analysis.report $$folder --tables-only
 
 plots: setup  ## run the notebooks headless: figures (PNG + SVG) in results/NAME/report/figures
-	$(PY) -m analysis.report $(REPORT_ARGS) --no-markdown
+	folder=$$($(FOLDER)) || exit $$?; $(PY) -m analysis.report $$folder $(REPORT_ARGS) --no-markdown
 
 report: setup  ## plots + the Markdown report results/NAME/report/progression.md (and sweep.md with STORAGE=...)
-	$(PY) -m analysis.report $(REPORT_ARGS)
+	folder=$$($(FOLDER)) || exit $$?; $(PY) -m analysis.report $$folder $(REPORT_ARGS)
 # ---- end analysis -------------------------------------------------------------------------------------------
 
 # >>> sweeps: Optuna studies over the runner (sweeps/), dashboard, throughput benchmark >>>
@@ -145,7 +147,7 @@ ABLATE_ARGS += $(if $(ENSEMBLE),--ensemble $(ENSEMBLE))
 # Without WANDB_PROJECT, the project the runs were mirrored to (each run's wandb/mirror.json).
 .PHONY: wandb-dashboard
 wandb-dashboard: setup  ## W&B workspace + report of results/NAME, saved (needs `wandb login`) or written as JSON=DIR
-	$(PY) -m analysis.wandb_dashboard $(RESULTS)/$(or $(NAME),$(STUDY),$(PRESET),tutorial) $(if $(JSON),--json $(JSON)) \
+	folder=$$($(FOLDER)) || exit $$?; $(PY) -m analysis.wandb_dashboard $$folder $(if $(JSON),--json $(JSON)) \
 		$(if $(WANDB_ENTITY),--entity $(WANDB_ENTITY)) $(if $(WANDB_PROJECT),--project $(WANDB_PROJECT)) \
 		$(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage $(STORAGE))
 # <<< dashboard <<<

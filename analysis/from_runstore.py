@@ -30,10 +30,14 @@ def load_runstore(root: Path | str, experiment: str | None = None) -> Results:
 
 
 def run_data(record: store.RunRecord, problems: list[str]) -> RunData:
-    """One run folder as frame input; what cannot be read is added to `problems`."""
+    """One run folder as frame input; what cannot be read, and a disagreement among its files
+    (status `damaged`, never averaged into a table), is added to `problems`."""
     problems += record.problems
-    status = record.status
-    if status == "running" and not store.lock_held(record.path):
+    live = store.lock_held(record.path)  # a process trains it now: its files are being written
+    if record.damage and not live:
+        problems.append(str(record.damage))
+    status = store.RUNNING if live else record.status
+    if status == store.RUNNING and not live:
         status = "interrupted"  # it says running, but no process holds its lock: it was killed
     try:
         sample = record.samples or None

@@ -84,7 +84,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], markdown:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0],
+    p = exits.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("folder", type=Path, help="the experiment folder, e.g. results/tutorial")
@@ -112,8 +112,11 @@ def _report(args: argparse.Namespace) -> int:
         args.storage = storage.absolute(args.storage)
     has_manifest = (folder / manifest.MANIFEST).exists()
     if not has_manifest and not args.storage:
-        raise FileNotFoundError(f"{folder / manifest.MANIFEST} not found; run `make ablate` first, or give --storage "
-                                "to report an Optuna study")
+        found = sorted(p.parent.name for p in folder.parent.glob(f"*/{manifest.MANIFEST}"))
+        there = (f"the experiment folders in {folder.parent} are {', '.join(found)} (NAME= for "
+                 "make); " if found else "")
+        raise FileNotFoundError(f"{folder / manifest.MANIFEST} not found; {there}run `make ablate` "
+                                "first, or give --storage to report an Optuna study")
     if args.storage:  # fail here, with a plain message, rather than inside the notebook
         load_study(open_storage(args.storage), args.study or None)
     # One report of a folder at a time: the last one to write read every run the others finished.

@@ -24,7 +24,8 @@ LOSSES = ("initial_train_loss", "initial_val_loss", "final_train_loss", "final_v
 LOSS_HEADERS = {"initial_train_loss": "initial train", "initial_val_loss": "initial val",
                 "final_train_loss": "final train", "final_val_loss": "final val"}
 SAMPLE_CHARS = 300
-STATUS_ORDER = ("completed", "diverged", "failed", "pruned", "running", "interrupted", "unreadable", "not started")
+STATUS_ORDER = ("completed", "diverged", "failed", "pruned", "running", "interrupted", "damaged",
+                "unreadable", "not started")
 EXPLANATION = (
     "Losses are cross-entropy in nats per character, mean ± 95% CI half-width (Student's t) over the completed "
     "seeds; Δ val is the final val loss minus that of the row it is compared with, paired by seed, and p (Holm) its "

@@ -39,11 +39,12 @@ from wandb_workspaces.workspaces import internal as workspace_model
 from analysis import comparison, palette, tables
 from analysis.comparison import Comparison
 from analysis.from_runstore import load_runstore
-from experiments import manifest, store
+from experiments import exits, manifest, store
+from experiments.settings import ConfigError
 from sweeps import storage
 
 WORKSPACE_JSON, REPORT_JSON = "workspace.json", "report.json"
-# Where experiments/wandb_mirror.py keeps a run's W&B identity: {"id", "project", "entity", "last_step"}.
+# Where experiments/wandb_mirror.py keeps a run's W&B identity: {"id", "project", "entity", ...}.
 MIRROR_STATE = Path("wandb", "mirror.json")
 OFFLINE_ENTITY = "offline"  # the entity of JSON built without a login and without --entity
 # The keys the panels read, as the mirror logs them: history = metrics.jsonl, summary = summary.json,
@@ -247,6 +248,15 @@ def logged_in() -> bool:
     return bool(wandb.login(prompt=False, verify=False))
 
 
+def unmirrored(folder: Path, plan: dict[str, Any]) -> tuple[int, list[str]]:
+    """How many planned runs `folder` records, and those of them never mirrored to W&B (their panels
+    stay empty)."""
+    planned = dict.fromkeys(r["run_id"] for e in plan["experiments"] for v in e["variants"]
+                            for r in v["runs"])
+    recorded = [run_id for run_id in planned if (folder / run_id / store.CONFIG).exists()]
+    return len(recorded), [r for r in recorded if not (folder / r / MIRROR_STATE).exists()]
+
+
 def mirrored_to(folder: Path) -> tuple[set[str], set[str]]:
     """The W&B projects and entities the folder's runs were mirrored to (empty: none was mirrored)."""
     states = []
@@ -274,7 +284,8 @@ def destination(folder: Path, entity: str | None, project: str | None, offline: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.wandb_dashboard", description=__doc__.split("\n\n")[0],
+    p = exits.ArgumentParser(prog="python -m analysis.wandb_dashboard",
+                             description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("folder", type=Path, help="the experiment folder, e.g. results/tutorial")
@@ -293,22 +304,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # ValueError and FileNotFoundError: a folder, manifest or storage that is not what it should be.
+    return exits.run_command(lambda: _dashboards(args), (ValueError, FileNotFoundError),
+                             "nothing was saved or written; run the same command again")
+
+
+def _dashboards(args: argparse.Namespace) -> int:
     folder = args.folder.resolve()
     offline = args.json is not None
     if not offline and not logged_in():
-        print("error: no W&B API key: run `wandb login` (or set WANDB_API_KEY) to save the dashboards, or give "
-              "--json DIR (JSON=DIR) to write them as files", file=sys.stderr)
-        return 2
-    try:
-        # A search study's folder has no manifest; any other folder must have one.
-        plan = manifest.read(folder) if not args.study or (folder / manifest.MANIFEST).exists() else None
-        searched = searched_settings(storage.absolute(storage.choose(args.storage, folder)),
-                                     args.study) if args.study else None
-        entity, project = destination(folder, args.entity, args.project, offline)
-        view, doc = build(folder, plan, searched, entity, project)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError("no W&B API key: run `wandb login` (or set WANDB_API_KEY) to save the "
+                          "dashboards, or give --json DIR (JSON=DIR) to write them as files")
+    # A search study's folder has no manifest; any other folder must have one.
+    has_manifest = not args.study or (folder / manifest.MANIFEST).exists()
+    plan = manifest.read(folder) if has_manifest else None
+    searched = searched_settings(storage.absolute(storage.choose(args.storage, folder)),
+                                 args.study) if args.study else None
+    entity, project = destination(folder, args.entity, args.project, offline)
+    view, doc = build(folder, plan, searched, entity, project)
+    recorded, never = unmirrored(folder, plan) if plan else (0, [])
+    if never:
+        print(f"warning: {len(never)} of the {recorded} runs in {folder} were never mirrored to "
+              f"W&B (no {MIRROR_STATE}; trained with WANDB=off?), e.g. {never[0]}: the dashboards "
+              "show no data of theirs; a run is mirrored while it trains, so retrain them with W&B "
+              "on to add them", file=sys.stderr)
     if offline:
         texts = {WORKSPACE_JSON: to_json(view), REPORT_JSON: to_json(doc)}  # both built before either is written
         args.json.mkdir(parents=True, exist_ok=True)
@@ -321,9 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report: {doc.save().url}")
     except Exception as e:  # noqa: BLE001 - the server's refusal or a lost network, said in one line
         first_line = next(iter(str(e).splitlines()), "")
-        print(f"error: saving to W&B {entity}/{project} failed ({type(e).__name__}: {first_line}); "
-              "check `wandb login` and the network, or give --json DIR", file=sys.stderr)
-        return 1
+        raise exits.CommandFailed(f"saving to W&B {entity}/{project} failed ({type(e).__name__}: "
+                                  f"{first_line}); check `wandb login` and the network, or give "
+                                  "--json DIR") from None
     return 0
 
 

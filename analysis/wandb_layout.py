@@ -7,7 +7,6 @@ panel as a box with its kind and title, above them the run set's filter and its 
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -23,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from experiments import store  # noqa: E402
+from experiments import exits, store  # noqa: E402
 
 KIND = {"Run History Line Plot": "line plot", "Bar Chart": "bar chart", "Scatter Plot": "scatter plot",
         "Markdown Panel": "markdown", "Weave": "table", "Parallel Coordinates Plot": "parallel coordinates"}
@@ -92,19 +91,24 @@ def _keys(config: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.wandb_layout", description=__doc__.split("\n\n")[0])
+    p = exits.ArgumentParser(prog="python -m analysis.wandb_layout",
+                             description=__doc__.split("\n\n")[0])
     p.add_argument("workspace", type=Path, help="a workspace.json written by `python -m analysis.wandb_dashboard`")
     p.add_argument("png", type=Path)
     args = p.parse_args(argv)
+    return exits.run_command(lambda: _draw(args.workspace, args.png), (ValueError,),
+                             "nothing was drawn")
+
+
+def _draw(workspace: Path, png: Path) -> int:
     try:
-        view = json.loads(args.workspace.read_text(encoding="utf-8"))
+        view = json.loads(workspace.read_text(encoding="utf-8"))
         view["spec"]["section"]["panelBankConfig"]["sections"]  # noqa: B018 - a plain error for another JSON
     except (OSError, ValueError, KeyError, TypeError) as e:
-        print(f"error: {args.workspace} is not a workspace.json ({type(e).__name__}: {e}); write one with "
-              "`make wandb-dashboard JSON=DIR`", file=sys.stderr)
-        return 2
-    draw(view, args.png)
-    print(args.png)
+        raise ValueError(f"{workspace} is not a workspace.json ({type(e).__name__}: {e}); write "
+                         "one with `make wandb-dashboard JSON=DIR`") from None
+    draw(view, png)
+    print(png)
     return 0
 
 

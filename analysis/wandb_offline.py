@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,8 +24,7 @@ from wandb.apis.public import Run
 
 from analysis.frame import Results
 from analysis.from_wandb import from_wandb_runs
-
-LEET_TIMEOUT_SEC = 120
+from experiments import wandb_files
 
 
 @dataclass
@@ -108,22 +105,10 @@ def _written(segment: Segment) -> tuple[str, str]:
 
 
 def read_segment(log: Path) -> Segment:
-    records = [json.loads(line) for line in _leet(log, "--json").splitlines() if line.strip()]
-    reduced = json.loads(_leet(log, "--summary", "--json"))
+    records = wandb_files.records(log)
+    reduced = json.loads(wandb_files.inspect(log, "--summary", "--json"))
     run = next((r["run"] for r in records if r.get("type") == "run"), None)
     if not run or not run.get("run_id"):
         raise ValueError("no run record (an empty log, or the run died before wandb.init finished)")
     history = [r["history"]["item"] for r in records if r.get("type") == "history"]
     return Segment(log, run, reduced, history)
-
-
-def _leet(log: Path, *args: str) -> str:
-    try:
-        out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", *args, str(log)],
-                             capture_output=True, text=True, timeout=LEET_TIMEOUT_SEC)
-    except subprocess.TimeoutExpired:
-        raise ValueError(f"`wandb leet inspect` took over {LEET_TIMEOUT_SEC}s") from None
-    if out.returncode != 0:
-        reason = (out.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ValueError(f"`wandb leet inspect` cannot read it ({reason})")
-    return out.stdout

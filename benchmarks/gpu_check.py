@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments import PROJECT_ROOT as ROOT
+from experiments import exits
+from experiments.settings import ConfigError
 
 BUDGET_SEC = 480  # the whole check, parts and start included
 SHARED_COPY = ROOT / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -278,7 +280,8 @@ def section(head: str, rows: list[tuple[Part, dict[str, Any]]]) -> str:
 
 # ---- the command ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
+    p = exits.ArgumentParser(prog="python -m benchmarks.gpu_check",
+                             description=__doc__.split("\n\n")[0])
     p.add_argument("--report", type=Path, default=ROOT / "results" / "gpu-check.md",
                    help="the Markdown section's file (default results/gpu-check.md); logs go beside it")
     p.add_argument("--parts", default="a,b,c,e,f,d", help="which parts, e.g. c,e (default all: a,b,c,e,f,d)")
@@ -298,14 +301,18 @@ def data_path() -> Path | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return exits.run_command(lambda: _check(args), (ConfigError,),
+                             "the report is not written; the parts' logs so far are in the work "
+                             "folder")
+
+
+def _check(args: argparse.Namespace) -> int:
     keys = [k.strip() for k in args.parts.split(",") if k.strip()]
     unknown = sorted(set(keys) - {p.key for p in PARTS})
     if unknown or not keys:
-        print(f"error: --parts {args.parts}: choose among {','.join(p.key for p in PARTS)}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--parts {args.parts}: choose among {','.join(p.key for p in PARTS)}")
     if args.jobs is not None and args.jobs < 1:
-        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     parts = [p for p in PARTS if p.key in keys]
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))  # fresh run stores: nothing is cached from earlier runs
     if args.dry_run:
@@ -320,14 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("error: the GPU check needs a CUDA GPU and torch.cuda.is_available() is False here; "
-              "run it on a GPU machine (make gpu-check DRY_RUN=1 shows what it runs)", file=sys.stderr)
-        return 2
+        raise ConfigError("the GPU check needs a CUDA GPU and torch.cuda.is_available() is False "
+                          "here; run it on a GPU machine (make gpu-check DRY_RUN=1 shows what it "
+                          "runs)")
     data = data_path()
     if data is None:
-        print(f"error: no local Tiny Shakespeare: set NANOGPT_TINYSHAKESPEARE=PATH or copy input.txt to {SHARED_COPY} "
-              "(the check machine has no network to download it)", file=sys.stderr)
-        return 2
+        raise ConfigError(f"no local Tiny Shakespeare: set NANOGPT_TINYSHAKESPEARE=PATH or copy "
+                          f"input.txt to {SHARED_COPY} (the check machine has no network to "
+                          "download it)")
     os.environ |= {"NANOGPT_TINYSHAKESPEARE": str(data), "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     head = header()
     print(head, flush=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from experiments.config import parse_settings, resolve
+from experiments.config import ConfigError, parse_settings, resolve
 from experiments.machine import prepare
 from experiments.runner import make_trainer
 from nanogpt.train import Callback, Trainer
@@ -49,7 +49,7 @@ def _trainer(case: str, spec: dict[str, str]) -> tuple[Trainer, int]:
 def interleave(case: str, spec_a: dict[str, str], spec_b: dict[str, str], turns: int, chunk: int) -> dict[str, Any]:
     """Median tokens/s of A and B over `turns` alternating turns, and the median of per-turn ratios B/A."""
     if "code" in spec_a or "code" in spec_b:
-        raise SystemExit("error: code= needs separate processes; use --compare without --interleave")
+        raise ConfigError("code= needs separate processes; use --compare without --interleave")
     sides = {"A": _trainer(case, spec_a), "B": _trainer(case, spec_b)}
     rates = {label: _Rates() for label in sides}
     for turn in range(turns + 1):  # turn 0 warms both up and is not counted

@@ -29,10 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.train_speed import machine, write_section
-from experiments import PROJECT_ROOT
+from benchmarks.train_speed import last_line, machine, write_section
+from experiments import PROJECT_ROOT, exits
+from experiments.runner import USER_ERRORS
 from nanogpt.data import tiny_shakespeare_path
 
 NANOGPT_CPU_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
@@ -44,7 +46,7 @@ def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[str, float]:
     start = time.perf_counter()
     out = subprocess.run(args, cwd=cwd, env=os.environ | env, capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"error: {' '.join(args)} failed in {cwd}:\n{out.stderr[-2000:]}")
+        raise exits.CommandFailed(f"{' '.join(args)} failed in {cwd}: {last_line(out.stderr)}")
     return out.stdout, time.perf_counter() - start
 
 
@@ -85,13 +87,18 @@ def prepare_nanogpt(folder: Path, corpus: Path) -> None:
         timed([sys.executable, "prepare.py"], data, {})
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    p = exits.ArgumentParser(prog="python -m benchmarks.peers",
+                             description=__doc__.split("\n\n")[0])
     p.add_argument("--nanogpt", type=Path, help="a checkout of karpathy/nanoGPT")
     p.add_argument("--lecture", type=Path, help="karpathy/ng-video-lecture at 'and add layernorms, down to 2.06'")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--no-write", action="store_true")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    return exits.run_command(lambda: _compare(args, argv), USER_ERRORS, "nothing was written")
+
+
+def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     corpus = tiny_shakespeare_path()
     sections = []
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
@@ -106,7 +113,7 @@ def main() -> int:
             prepare_nanogpt(args.nanogpt, corpus)
             pairs = [(nanogpt(args.nanogpt, {}), ours("cpu", "full", Path(tmp), {})) for _ in range(args.rounds)]
             sections.append(_nanogpt_table(pairs))
-    command = f"python -m benchmarks.peers {' '.join(sys.argv[1:])}"
+    command = f"python -m benchmarks.peers {' '.join(sys.argv[1:] if argv is None else argv)}"
     text = f"Measured on {machine()}.\n\n`{command}`\n\n" + "\n".join(sections)
     print(text)
     if not args.no_write:

@@ -20,8 +20,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import PROJECT_ROOT
+from experiments import PROJECT_ROOT, exits
+from experiments.config import ConfigError
 from experiments.presets import PRESETS
+from experiments.runner import USER_ERRORS
 from sweeps import storage
 
 # One variant, so every trial costs the same and the seeds are the only axis.
@@ -74,7 +76,8 @@ def machine_parallelism() -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.sweep_throughput", description=__doc__.split("\n\n")[0])
+    p = exits.ArgumentParser(prog="python -m benchmarks.sweep_throughput",
+                             description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=6, help="trials per measurement (default 6)")
     p.add_argument("--preset", default="tutorial", choices=list(PRESETS), help="trial model (default tutorial)")
     p.add_argument("--max-iters", type=int, default=1000, help="training steps per trial (default 1000)")
@@ -83,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="torch threads per worker (default 1, so both counts use the same per-worker speed; "
                    "0 = run's own policy: the cores shared among the workers)")
     args = p.parse_args(argv)
+    return exits.run_command(lambda: _measure(args), USER_ERRORS, "nothing was measured")
+
+
+def _measure(args: argparse.Namespace) -> int:
+    if min(args.trials, args.max_iters, args.repeats) < 1 or args.threads < 0:
+        raise ConfigError("--trials, --max-iters and --repeats must be at least 1, --threads at "
+                          "least 0")
     rows, capacity = [], []
     for _ in range(args.repeats):
         capacity.append(machine_parallelism())

@@ -39,9 +39,10 @@ from typing import Any
 import torch
 
 from benchmarks.interleave import RUN_KEYS, interleave, spec_settings
-from experiments import PROJECT_ROOT, exits, store
+from experiments import PROJECT_ROOT, cli, exits, store
 from experiments.config import ConfigError, resolve
 from experiments.machine import resolve_device
+from experiments.runner import USER_ERRORS
 from nanogpt import precision
 
 # PRESET/VARIANT[:SPEC]. cpu/full is nanoGPT's CPU recipe (nanoGPT itself: ~35 ms/iter, val 1.886 on
@@ -121,7 +122,8 @@ def run_case(case: str, spec: dict[str, str], results: Path, jobs: int = 1) -> l
     for proc in procs:
         out, err = proc.communicate()
         if proc.returncode != 0:
-            raise SystemExit(f"error: {case} {spec} failed (exit {proc.returncode}):\n{err[-2000:]}")
+            raise exits.CommandFailed(f"{case} {spec} failed (exit {proc.returncode}): "
+                                      f"{last_line(err)}")
         run_dir = Path(out.rsplit("-> ", 1)[-1].strip())
         row = measure(store.read_run(run_dir), case, spec, time.perf_counter() - start) | {"jobs": jobs}
         print(f"{case} {row['spec']}: {row['ms_per_iter']:.2f} ms/iter, {row['tokens_per_sec']:,.0f} tokens/s, "
@@ -261,7 +263,8 @@ def write_section(name: str, body: str, doc: Path = DOC) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0],
+    p = exits.ArgumentParser(prog="python -m benchmarks.train_speed",
+                             description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[2:]))
     p.add_argument("--case", action="append", metavar="PRESET/VARIANT[:SPEC]",
@@ -279,12 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run setting for every run (e.g. max_iters=300 for a quick comparison)")
     p.add_argument("--section", help="name of the docs section to write (default: table, or compare-<B spec>)")
-    p.add_argument("--results", type=Path, help="keep the benchmark's run folders here (default: a temp folder)")
+    cli.add_results_argument(p, help="keep the benchmark's run folders here (default: a temp "
+                             "folder)")
     p.add_argument("--doc", type=Path, default=DOC, help=f"where to write (default {DOC.relative_to(PROJECT_ROOT)})")
     p.add_argument("--allow-emulated", action="store_true",
                    help="time cases whose dtype this machine only emulates (bf16 on an AVX2 CPU: minutes per case)")
     p.add_argument("--no-write", action="store_true", help=f"print only; leave {DOC.relative_to(PROJECT_ROOT)} alone")
     return p
+
+
+def last_line(text: str) -> str:
+    """What a failed command said last (our commands' one `error:` line)."""
+    return next((line for line in reversed(text.splitlines()) if line.strip()), "no output")
 
 
 def check(case: str, specs: Sequence[dict[str, str]], allow_emulated: bool = False) -> None:
@@ -304,21 +313,23 @@ def check(case: str, specs: Sequence[dict[str, str]], allow_emulated: bool = Fal
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return exits.run_command(lambda: _bench(args, argv), USER_ERRORS,
+                             f"nothing was written to {args.doc}; run the same command again")
+
+
+def _bench(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     cases = args.case or [*DEFAULT_CASES, *(GPU_CASES if torch.cuda.is_available() else ())]
-    try:
-        if args.rounds < 1 or args.jobs < 1 or (args.interleave is not None and args.interleave < 1):
-            raise ConfigError("--rounds, --jobs and --interleave must be at least 1")
-        common = parse_spec(",".join(args.set))
-        if args.compare:
-            specs = [parse_spec(s, common) for s in args.compare[1:]]
-            check(args.compare[0], specs, args.allow_emulated)
-        else:
-            cases = [(case, parse_spec(spec, parse_spec(args.spec, common)))
-                     for case, _, spec in (c.partition(":") for c in cases)]
-            for case, spec in cases:
-                check(case, [spec], args.allow_emulated)
-    except ConfigError as e:
-        return exits.error(str(e))
+    if args.rounds < 1 or args.jobs < 1 or (args.interleave is not None and args.interleave < 1):
+        raise ConfigError("--rounds, --jobs and --interleave must be at least 1")
+    common = parse_spec(",".join(args.set))
+    if args.compare:
+        specs = [parse_spec(s, common) for s in args.compare[1:]]
+        check(args.compare[0], specs, args.allow_emulated)
+    else:
+        cases = [(case, parse_spec(spec, parse_spec(args.spec, common)))
+                 for case, _, spec in (c.partition(":") for c in cases)]
+        for case, spec in cases:
+            check(case, [spec], args.allow_emulated)
     command = "python -m benchmarks.train_speed " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         results = args.results or Path(tmp)

@@ -11,7 +11,6 @@ seconds (user+sys, wandb-core included for the CLI) are steadier than wall secon
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
@@ -19,9 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import PROJECT_ROOT
+from experiments import PROJECT_ROOT, exits
+from experiments.config import ConfigError
+from experiments.runner import USER_ERRORS
 
 
 def cpu_of_children() -> float:
@@ -54,29 +56,40 @@ def in_process_seconds(runs: int, results: Path) -> dict[str, list[float]]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = exits.ArgumentParser(prog="python -m benchmarks.wandb_overhead",
+                                  description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=6, help="runs per mode and setting (default 6)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    return exits.run_command(lambda: _measure(args.runs), USER_ERRORS, "nothing was measured")
+
+
+def _measure(runs: int) -> int:
+    if runs < 2:
+        raise ConfigError(f"--runs must be at least 2 (the first in-process run is timed apart), "
+                          f"got {runs}")
     os.environ.pop("WANDB_SERVICE", None)  # each CLI run starts its own wandb-core, as under make ablate
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp)
         cli: dict[str, list[tuple[float, float]]] = {"off": [], "offline": []}
-        for seed in range(args.runs):
+        for seed in range(runs):
             for mode in cli:
                 cli[mode].append(cli_seconds(mode, seed, results / "cli" / mode))
-        warm = in_process_seconds(args.runs, results / "worker")
+        warm = in_process_seconds(runs, results / "worker")
     median = statistics.median
     for i, what in enumerate(("wall", "CPU")):
         off, offline = (median(t[i] for t in cli[mode]) for mode in ("off", "offline"))
-        print(f"one process per run ({args.runs} runs each), {what}: off {off:.2f} s, offline {offline:.2f} s "
+        print(f"one process per run ({runs} runs each), {what}: off {off:.2f} s, offline "
+              f"{offline:.2f} s "
               f"-> W&B adds {offline - off:.2f} s")
     first = warm["offline"][0] - warm["off"][0]
     later = median(warm["offline"][1:]) - median(warm["off"][1:])
-    print(f"one worker process, {args.runs} runs each: first offline run +{first:.2f} s (import wandb, start "
+    print(f"one worker process, {runs} runs each: first offline run +{first:.2f} s (import "
+          "wandb, start "
           f"wandb-core), later runs +{later:.3f} s each (off {median(warm['off'][1:]):.3f} s, "
           f"offline {median(warm['offline'][1:]):.3f} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

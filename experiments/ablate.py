@@ -71,7 +71,8 @@ _training = _stopped = False
 
 def _stop_run(signum: int, frame: Any) -> None:
     """SIGTERM in a worker (from the interrupted parent, or a scheduler's to every process): the run in
-    flight ends as on Ctrl-C, marked interrupted; an idle worker starts no run and exits with the pool."""
+    flight ends as on Ctrl-C, marked interrupted; an idle worker starts no run: the next one handed
+    to it stops the ablation as the signal would have."""
     global _training, _stopped
     _stopped = True
     if _training:
@@ -81,8 +82,11 @@ def _stop_run(signum: int, frame: Any) -> None:
 
 def _init_worker(where: placement.Placement, started: Any, parent: int) -> None:
     signal.signal(signal.SIGTERM, _stop_run)
-    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    # Started with both held (`exits.signals_held`): one that came while this worker imported is
+    # delivered now, to its handler, instead of killing it and breaking the pool.
+    exits.release_signals()
+    _die_with_parent(parent)
     with started.get_lock():  # the i-th worker to start takes GPU i mod N
         worker, started.value = started.value, started.value + 1
     gpu = where.gpu_of(worker)
@@ -96,8 +100,8 @@ def _init_worker(where: placement.Placement, started: Any, parent: int) -> None:
 def _train_group(group: Group, results: Path, force: bool, wandb: WandbSettings) -> list[dict[str, Any]]:
     """Train one group of planned runs (one run, or an ensemble: experiments.ensemble); a summary per run."""
     global _training
-    if _stopped:  # a group handed over after the stop began
-        return [{"run_id": cfg.run_id, "status": "interrupted"} for cfg in group]
+    if _stopped:  # stopped before this group began: the ablation stops, as on its own signal
+        raise KeyboardInterrupt
     started, _training = time.perf_counter(), True
     try:
         try:
@@ -156,7 +160,8 @@ def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False
             while queue or pending:
                 while queue and len(pending) < jobs:
                     g = queue.pop(0)
-                    pending[pool.submit(_train_group, g, results, force, wandb)] = g
+                    with exits.signals_held():  # a submit may start a worker: it inherits them
+                        pending[pool.submit(_train_group, g, results, force, wandb)] = g
                 bar.set_description(", ".join(_label(g) for g in pending.values()))
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -164,7 +169,8 @@ def execute(p: Plan, results: Path, jobs: int | None = None, force: bool = False
                         done[cfg.run_id] = summary
                         bar.update()
                         _report(len(done), len(p.runs), cfg, summary, bar)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a signal to this process, or a stopped worker's
+            exits.stopping()
             for future in pending:
                 future.cancel()
             _stop_workers()  # their runs record 'interrupted'
@@ -221,7 +227,7 @@ def _report(n_done: int, total: int, cfg: RunConfig, summary: dict[str, Any], ba
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = exits.ArgumentParser(
         prog="python -m experiments.ablate",
         description="Train experiment definitions (default: the ladder and leave-one-out) over several seeds, "
         "in parallel, skipping runs already recorded and resuming interrupted ones.",
@@ -290,6 +296,7 @@ def _ablate(args: argparse.Namespace) -> int:
     for v in p.variants:  # what --dry-run says, said before training too: no --set is dropped silently
         notes = [same_model_note(v)] if v.same_as else []
         notes += [f"{v.experiment}/{v.name}: {note}" for note in kept_notes(v, p.manifest["overrides"])]
+        notes += v.inert
         for note in notes:
             print(note, file=sys.stderr)
     try:

@@ -1,4 +1,5 @@
-"""Command-line options that every entry point shares (runner, ablations, sweeps): one wording, one parse."""
+"""Command-line options that every entry point shares (runner, ablations, sweeps, benchmarks): one
+wording, one parse. Their parser is `experiments.exits.ArgumentParser`."""
 
 from __future__ import annotations
 
@@ -17,10 +18,20 @@ def default_results() -> Path:
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:
     """--results and --data."""
-    p.add_argument("--results", type=Path, default=None,
-                   help=f"run store folder (default ${RESULTS_ENV} or ./results)")
-    p.add_argument("--data", help="corpus: a UTF-8 text file (default Tiny Shakespeare, downloaded once and "
-                   "verified; set NANOGPT_TINYSHAKESPEARE=PATH to use a local copy)")
+    add_results_argument(p)
+    add_data_argument(p)
+
+
+def add_results_argument(p: argparse.ArgumentParser,
+                         help: str = f"run store folder (default ${RESULTS_ENV} or ./results)"
+                         ) -> None:
+    """--results: a folder, None when not given (the command picks its default)."""
+    p.add_argument("--results", type=Path, default=None, help=help)
+
+
+def add_data_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="corpus: a UTF-8 text file (default Tiny Shakespeare, downloaded "
+                   "once and verified; set NANOGPT_TINYSHAKESPEARE=PATH to use a local copy)")
 
 
 def add_wandb_arguments(p: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
+from experiments.canonical import inert
 from experiments.definitions import DefinitionError, Experiment, Variant, candidates, experiments
 from experiments.presets import PRESETS
 from experiments.settings import (
@@ -135,6 +136,15 @@ def shown(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "none"}[value]
     return str(value)
+
+
+def inert_notes(given: dict[str, Any], keys: Collection[str],
+                model: str = "this model") -> list[str]:
+    """One line per setting of `keys` that changes nothing in the model `given` spells (every
+    setting as given): applied, not dropped, and recorded in canonical form (canonical.py)."""
+    return [f"note: {k}={shown(value)} changes nothing in {model} ({rule.name}: {rule.why}); it "
+            f"trains and is recorded as {k}={shown(recorded)}"
+            for k, (value, recorded, rule) in inert(given).items() if k in keys]
 
 
 def _dropped(preset: str, experiment: Experiment, variant: Variant, base: dict[str, Any],

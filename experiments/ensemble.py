@@ -103,7 +103,7 @@ def _train_members(ready: Sequence[Prepared], dirs: Sequence[Path], quiet: bool,
             model = seeded_model(r.cfg).to(device)
             static = static_fields(r, model, device, precision, ensemble={"member": i, "size": len(ready), "runs": ids})
             try:
-                opened[i] = (model, *open_run(r, run_dir, model, device, static))
+                opened[i] = (model, *open_run(r, run_dir, model, static))
             except USER_ERRORS as e:
                 summaries[i] = {"run_id": r.cfg.run_id, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
         members = list(opened)

@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from experiments import store
 from experiments.axes import AXES, BY_NAME, Grid, Point, describe, ordered, points
-from experiments.config import RunConfig, base_model, build, owned_settings, shown, variant_settings
+from experiments.canonical import inert
+from experiments.config import (
+    RunConfig,
+    base_model,
+    build,
+    inert_notes,
+    owned_settings,
+    shown,
+    variant_settings,
+)
 from experiments.definitions import Experiment, Variant, get_experiment
 from experiments.machine import prepare
 from experiments.settings import ConfigError
@@ -53,6 +62,9 @@ class PlannedVariant:
     # no-ops on this base model, experiments.canonical): trained once; where that holds at every
     # point, no row of its own in the tables.
     same_as: str | None = None
+    # One note per setting it or --set gives that changes nothing in its model (as experiments.run
+    # says it; `differs` leaves such a setting out, as the run records its canonical value).
+    inert: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
                         raise
                     raise ConfigError(f"{definition.name}/{variant.name} at {describe(point)}: "
                                       f"{e}") from None
+                noop = inert(at | changes).keys() & (changes.keys() | overrides.keys())
                 first, corpus, device = ready.cfg, ready.corpus, ready.device
                 # Another variant of this experiment at this point with this config: a collapse. Any
                 # other variant with it (another experiment's, or at another point) shares its runs;
@@ -122,11 +135,13 @@ def plan(preset: str | None, seeds: Sequence[int], experiment_names: Sequence[st
                 shared = None if same or itself else earlier
                 owns = owned_settings(preset, definition, variant)
                 this = PlannedVariant(
-                    definition.name, variant.name, {k: v for k, v in changes.items() if at[k] != v},
+                    definition.name, variant.name,
+                    {k: v for k, v in changes.items() if at[k] != v and k not in noop},
                     {k: changes[k] for k in overrides if k in owns and changes[k] != base[k]},
                     earlier.runs if earlier else tuple(replace(first, seed=s) for s in seeds),
                     _named(shared, point) if shared else None, point, tuple(notes),
-                    _named(same, point) if same else None)
+                    _named(same, point) if same else None,
+                    tuple(inert_notes(at | changes, noop, f"{definition.name}/{variant.name}")))
                 owner.setdefault(first.hash, this)
                 owner.setdefault(here, this)
                 planned.append(this)
@@ -255,7 +270,7 @@ def describe_plan(p: Plan, results: Path) -> str:
         differs = " ".join(f"{k}={val}" for k, val in v.differs.items()) or "(the base model)"
         at = f" @ {describe(v.point)}" if v.point else ""
         lines.append(f"{v.experiment}/{v.name}{at}: {differs}")
-        lines += [f"  {note}" for note in (*v.notes, *kept_notes(v, doc["overrides"]))]
+        lines += [f"  {note}" for note in (*v.notes, *kept_notes(v, doc["overrides"]), *v.inert)]
         if v.shared_with:
             lines.append(f"  same runs as {v.shared_with}: trained once")
         if v.same_as:

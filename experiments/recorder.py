@@ -53,14 +53,7 @@ def _version(distribution: str) -> str | None:
 
 def identity(cfg: RunConfig) -> dict[str, Any]:
     """What names a run in its summary (a repaired summary has these too)."""
-    return {"run_id": cfg.run_id, "config_hash": cfg.hash, "experiment": cfg.experiment, "preset": cfg.preset,
-            "variant": cfg.variant, "seed": cfg.seed}
-
-
-def evaluation_steps(cfg: RunConfig, up_to: int) -> list[int]:
-    """The steps the loop evaluates at, up to `up_to` (nanogpt.train: every eval_interval, and the last step)."""
-    train = cfg.train
-    return [s for s in range(up_to + 1) if s % train.eval_interval == 0 or s == train.max_iters]
+    return store.identity(cfg.flat() | {"run_id": cfg.run_id, "config_hash": cfg.hash})
 
 
 class RunRecorder(Callback):
@@ -70,8 +63,10 @@ class RunRecorder(Callback):
     validation loss so far: what one samples from and quotes once a run starts to overfit.
     """
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, summary: dict[str, Any], best_val: float = math.inf):
+    def __init__(self, run_dir: Path, cfg: RunConfig, summary: dict[str, Any],
+                 best_val: float = math.inf, repaired: tuple[store.Damage, ...] = ()):
         self.run_dir, self.cfg, self.summary, self.best_val = run_dir, cfg, summary, best_val
+        self.repaired = repaired  # what `reopen` found damaged and repaired
 
     @classmethod
     def create(cls, run_dir: Path, cfg: RunConfig, vocab_json: str, static: dict[str, Any]) -> RunRecorder:
@@ -80,44 +75,59 @@ class RunRecorder(Callback):
         store.write_json(run_dir / store.CONFIG, {"format": store.FORMAT, **json.loads(cfg.to_json())})
         store.write_atomic(run_dir / store.VOCAB, vocab_json + "\n")
         store.write_atomic(run_dir / store.METRICS, "")  # no checkpoint = a fresh start: drop older lines
-        summary = identity(cfg) | {"status": "running", "started_at": time.time(), **static}
+        summary = identity(cfg) | {"status": store.RUNNING, "started_at": time.time(), **static}
         store.write_json(run_dir / store.SUMMARY, summary)
         return cls(run_dir, cfg, summary)
 
     @classmethod
-    def reopen(cls, run_dir: Path, cfg: RunConfig, resumed_from: int, static: dict[str, Any]) -> RunRecorder:
-        """An interrupted run folder: drop evaluations past the checkpoint, mark it running again.
+    def reopen(cls, run_dir: Path, cfg: RunConfig, resumed_from: int, static: dict[str, Any],
+               checkpoint_row: dict[str, Any] | None = None) -> RunRecorder:
+        """A run folder to continue from its checkpoint at `resumed_from`: repaired where another
+        file proves what it lacks, evaluations past the checkpoint dropped, marked running again.
 
-        Checked before anything is written: metrics.jsonl must hold every evaluation up to the checkpoint's step
-        (else the resumed run would end 'completed' with its early losses missing: refused). A missing or
-        unreadable summary.json is rebuilt from the config and `static` (what a fresh run records) and says so.
+        Checked before anything is written (`store.check_run`, with the checkpoint's step as
+        loaded): metrics.jsonl must hold every evaluation up to that step, but for the checkpoint's
+        own, which `checkpoint_row` (the row the checkpoint keeps) restores; anything else missing
+        is refused (RunFolderError), as the resumed run would end 'completed' without it. A
+        summary.json that is missing or disagrees with the evaluations is rebuilt from the config
+        and `static` (what a fresh run records), and says what was repaired.
         """
-        metrics, _ = store.read_jsonl(run_dir / store.METRICS)
-        recorded = [m.get("step") for m in metrics if isinstance(m.get("step"), int) and m["step"] <= resumed_from]
-        if recorded != evaluation_steps(cfg, resumed_from):
-            raise store.RunFolderError(
-                f"{run_dir / store.METRICS}: the evaluations up to the checkpoint's step {resumed_from} are not all "
-                "there (damaged or deleted), so a resumed run would be recorded without them; retrain it with --force")
+        config = json.loads(cfg.to_json())  # config.json's content, which the runner checked
         summary = store.read_summary(run_dir)
-        if summary is None or not identity(cfg).keys() <= summary.keys():
-            summary = identity(cfg) | {"started_at": (run_dir / store.CONFIG).stat().st_mtime, **static,
-                                       "rebuilt": "summary.json was missing or unreadable; rebuilt on resume from "
-                                       "config.json, metrics.jsonl and the checkpoint"}
+        metrics, _ = store.read_jsonl(run_dir / store.METRICS)
+        held = {store.CHECKPOINT: resumed_from}
+        repaired = []
+        damage = store.check_run(run_dir, config, summary, metrics, held)
+        if damage and damage.path.name == store.METRICS and damage.repair and checkpoint_row:
+            metrics.append(checkpoint_row)
+            repaired.append(damage)
+            damage = store.check_run(run_dir, config, summary, metrics, held)
+        if damage and damage.path.name != store.SUMMARY:
+            raise store.RunFolderError(str(damage))
+        if damage:
+            repaired.append(damage)
+        if damage or summary is None:
+            started = (run_dir / store.CONFIG).stat().st_mtime
+            summary = identity(cfg) | {"started_at": started, **static}
+        if repaired:
+            summary["repaired"] = "; ".join(f"{d.path.name}: {d.problem} ({d.repair}, on resume)"
+                                            for d in repaired)
         store.remove_partial_writes(run_dir)
-        store.truncate_metrics(run_dir / store.METRICS, resumed_from)
-        # How this attempt trains (alone, or as a member of an ensemble) replaces how the last one did.
+        # The summary first: a reader coming between the writes sees a running run, not damage. How this
+        # attempt trains (alone, or as a member of an ensemble) replaces how the last one did.
         summary = {k: v for k, v in summary.items() if k != "ensemble"} | {
-            "status": "running", "resumed_from_step": resumed_from, "resumes": summary.get("resumes", 0) + 1,
+            "status": store.RUNNING, "resumed_from_step": resumed_from, "resumes": summary.get("resumes", 0) + 1,
             **({"ensemble": static["ensemble"]} if "ensemble" in static else {})}
         store.write_json(run_dir / store.SUMMARY, summary)
-        metrics, _ = store.read_jsonl(run_dir / store.METRICS)
+        metrics = [m for m in metrics if m["step"] <= resumed_from]  # the run writes the rest
+        store.write_atomic(run_dir / store.METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
         losses = store.loss_summary(metrics)
         best = losses.get("best_val_loss")
         if not (isinstance(best, float) and math.isfinite(best)):
             best = math.inf
-        elif losses["best_val_step"] == resumed_from:  # killed between writing ckpt.pt and linking best.pt to it
+        elif losses["best_val_step"] == resumed_from:  # killed between writing ckpt.pt and best.pt
             store.link_atomic(run_dir / store.CHECKPOINT, run_dir / store.BEST_CHECKPOINT)
-        return cls(run_dir, cfg, summary, best)
+        return cls(run_dir, cfg, summary, best, tuple(repaired))
 
     @staticmethod
     def check_fresh_start(run_dir: Path) -> None:
@@ -134,7 +144,8 @@ class RunRecorder(Callback):
         # Metrics first, checkpoint second: a kill in between leaves a line past the checkpoint,
         # which `reopen` drops and the resumed run writes again, identically.
         store.append_jsonl(self.run_dir / store.METRICS, metrics)
-        store.write_atomic(self.run_dir / store.CHECKPOINT, checkpoint.serialize(checkpoint_state()))
+        state = checkpoint.serialize(checkpoint_state())
+        store.write_checkpoint(self.run_dir / store.CHECKPOINT, state, metrics["step"])
         if metrics["val_loss"] < self.best_val:  # False for NaN: a diverged evaluation is never the best
             store.link_atomic(self.run_dir / store.CHECKPOINT, self.run_dir / store.BEST_CHECKPOINT)
             self.best_val = metrics["val_loss"]

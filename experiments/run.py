@@ -10,11 +10,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from experiments import cli, exits, store
-from experiments.canonical import inert
-from experiments.config import ConfigError, RunConfig, parse_assignments, resolve, shown, with_flag
+from experiments.config import (
+    ConfigError,
+    RunConfig,
+    inert_notes,
+    parse_assignments,
+    resolve,
+    shown,
+    with_flag,
+)
 from experiments.definitions import experiments
 from experiments.machine import check_results, prepare
 from experiments.presets import PRESETS
@@ -24,7 +30,7 @@ from nanogpt import distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = exits.ArgumentParser(
         prog="python -m experiments.run",
         description="Train one variant of the character-level GPT and record it in the run store.",
         epilog="Any setting can also be given as --KEY=VALUE (the form W&B sweep agents pass). --set changes the "
@@ -44,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default: CUDA if available, else the CPU, also on Apple Silicon), cpu, "
                    "cuda, cuda:N, mps (Apple Silicon GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long GPU runs)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint; a config "
-                   "with no recorded run is refused (nothing to resume)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint, or repair a run whose "
+                   "files disagree where another file proves them; a config with no recorded run "
+                   "is refused (nothing to resume)")
     p.add_argument("--resume-or-start", action="store_true",
                    help="continue the run if its folder holds one, else train it from step 0 (what a W&B agent "
                    "passes: it starts each run with the same command it would rerun a crashed one with)")
@@ -78,19 +86,10 @@ def config_from_args(args: argparse.Namespace, extras: Sequence[str]) -> RunConf
     # A label given both as a flag and by --set must agree (resolve says so); one given once just works.
     labels = {k: v for k, v in (("experiment", args.experiment), ("device", args.device)) if v is not None}
     cfg = resolve(args.preset, args.variant, args.seed, overrides, **labels)
-    for note in no_op_notes(cfg, overrides):
+    flat = cfg.flat()
+    for note in inert_notes(flat | {k: v for k, v in overrides.items() if k in flat}, overrides):
         print(note, file=sys.stderr)
     return cfg
-
-
-def no_op_notes(cfg: RunConfig, overrides: dict[str, Any]) -> list[str]:
-    """One line per given setting the canonical form reset (it cannot change this model): applied, not dropped,
-    and recorded as the run's canonical spelling."""
-    flat = cfg.flat()
-    given = flat | {k: v for k, v in overrides.items() if k in flat}
-    return [f"note: {k}={shown(value)} changes nothing in this model ({rule.name}: {rule.why}); "
-            f"it trains and is recorded as {k}={shown(recorded)}"
-            for k, (value, recorded, rule) in inert(given).items() if k in overrides]
 
 
 def check_resumable(cfg: RunConfig, results: Path) -> None:
@@ -138,6 +137,11 @@ def _run(args: argparse.Namespace, extras: Sequence[str]) -> int:
     if args.list_settings or args.list_variants:
         _print_lists(args)
         return 0
+    if args.force and (args.resume or args.resume_or_start):
+        given = "--resume" if args.resume else "--resume-or-start"
+        raise ConfigError(f"{given} and --force contradict each other: {given} keeps the "
+                          "recorded run (continuing or repairing it), --force deletes it and "
+                          "trains it again; give one")
     wandb = cli.wandb_settings(args)  # a bad WANDB_MODE is refused before anything is written
     ready = prepare(config_from_args(args, extras))
     cfg = ready.cfg

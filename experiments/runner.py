@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from experiments.config import ConfigError, RunConfig
 from experiments.definitions import DefinitionError
 from experiments.machine import Prepared, prepare
 from experiments.progress import Progress
-from experiments.recorder import RunRecorder, environment, identity
+from experiments.recorder import RunRecorder, environment
 from experiments.wandb_mirror import WandbMirror, WandbSettings
 from nanogpt import checkpoint, distributed
 from nanogpt.data import Corpus, DataError
@@ -101,33 +102,39 @@ def make_trainer(ready: Prepared, world: distributed.SingleProcess | None = None
 
 def finished_summary(ready: Prepared, run_dir: Path, resume: bool, force: bool) -> dict[str, Any] | None:
     """A finished run's summary (nothing to train: a cache hit), or None once the folder is ready to train into:
-    cleared by `force`, or holding an unfinished run that `resume` continues (RunExistsError without it)."""
-    cfg = ready.cfg
-    summary = store.read_summary(run_dir) if run_dir.exists() else None
-    status = summary.get("status") if summary else None
-    whole = summary is not None and identity(cfg).keys() <= summary.keys()  # else --resume rebuilds it
+    cleared by `force`, or holding an unfinished run that `resume` continues or repairs (RunExistsError without
+    it; store.RunFolderError for damage no file can repair)."""
+    # A folder a kill left before config.json was written holds nothing to check; others are.
+    record = store.read_run(run_dir) if (run_dir / store.CONFIG).exists() and not force else None
+    damage = record.damage if record else None
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
-    elif status in ("completed", "diverged") and whole:
-        return store.read_run(run_dir).summary | {"skipped": True}
+    elif record and record.status in store.FINISHED:
+        return record.summary | {"skipped": True}
+    elif damage and not (resume and damage.repair):
+        raise (RunExistsError if damage.repair else store.RunFolderError)(str(damage))
     elif run_dir.exists() and not resume:
-        state = f"status {status}" if whole else "its summary.json is missing, unreadable or incomplete"
-        raise RunExistsError(f"{run_dir} holds an unfinished run ({state}); pass --resume to continue (or repair) "
-                             "it or --force to start over")
+        state = f"status {record.status}" if record else f"no {store.CONFIG} yet"
+        raise RunExistsError(f"{run_dir} holds an unfinished run ({state}); pass --resume to "
+                             "continue it or --force to start over")
     return None
 
 
-def open_run(ready: Prepared, run_dir: Path, model: GPT, device: torch.device, static: dict[str, Any]
+def open_run(ready: Prepared, run_dir: Path, model: GPT, static: dict[str, Any]
              ) -> tuple[RunRecorder, dict[str, Any] | None]:
     """The run's recorder, and the checkpoint it resumes from (its weights loaded into `model`) or None for a
-    fresh start. `static` is what the summary records besides the losses (`static_fields`)."""
+    fresh start; what a resume repairs is said in one line each. `static` is what the summary records besides
+    the losses (`static_fields`)."""
     cfg = ready.cfg
     ckpt_path = run_dir / store.CHECKPOINT
     if ckpt_path.exists():
         store.read_config(run_dir)  # before anything is changed: an edited config.json is never resumed
         state = checkpoint.load(ckpt_path)  # on the CPU: RNG states must not move to a GPU
         load_weights(model, state["model"], ckpt_path)
-        return RunRecorder.reopen(run_dir, cfg, state["step"], static), state
+        recorder = RunRecorder.reopen(run_dir, cfg, state["step"], static, state.get("metrics"))
+        for fixed in recorder.repaired:
+            print(f"repaired {fixed.path}: {fixed.problem} ({fixed.repair})", file=sys.stderr)
+        return recorder, state
     if run_dir.exists():
         RunRecorder.check_fresh_start(run_dir)
     return RunRecorder.create(run_dir, cfg, ready.corpus.tokenizer.to_json(), static), None
@@ -162,7 +169,7 @@ def train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool, call
     cfg, corpus = ready.cfg, ready.corpus
     try:
         finished = finished_summary(ready, run_dir, resume, force)
-    except RunExistsError:
+    except (RunExistsError, store.RunFolderError):
         world.broadcast(False)
         raise
     world.broadcast(finished is None)  # data-parallel: the other ranks train only if rank 0 does
@@ -170,15 +177,17 @@ def train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool, call
         return finished
     trainer = make_trainer(ready, world)
     model, device = trainer.model, trainer.device
-    static = static_fields(ready, model, device, trainer.precision, world.size)
-    recorder, state = open_run(ready, run_dir, model, device, static)
+    recorder, state = open_run(ready, run_dir, model, static_fields(ready, model, device, trainer.precision,
+                                                                    world.size))
     if state is not None:
         trainer.restore(state)
-    trainer.follow_main()  # data-parallel: the other ranks start from this state
-
-    mirror = WandbMirror.start(wandb, run_dir, cfg)  # after the recorder: it mirrors what is recorded
+    # From here the summary says 'running': a stop anywhere below (a SIGTERM while W&B starts, say)
+    # must mark it, so everything after is inside the try.
+    mirror = WandbMirror(run_dir, cfg)  # off until started
     progress = Progress(f"{cfg.experiment}/{cfg.run_id}", cfg.train.max_iters, trainer.step, quiet=quiet)
     try:
+        trainer.follow_main()  # data-parallel: the other ranks start from this state
+        mirror = WandbMirror.start(wandb, run_dir, cfg)  # after the recorder: it mirrors the record
         result = trainer.run([recorder, progress, mirror, *callbacks])
     except BaseException as e:
         close_run(recorder, mirror, e)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ CHUNK = 256  # characters decoded and flushed at a time
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.sample", description=__doc__)
+    p = exits.ArgumentParser(prog="python -m experiments.sample", description=__doc__)
     p.add_argument("run_dir", type=Path, help="a run folder (results/<experiment>/<run_id>)")
     p.add_argument("--tokens", type=int, default=500, help="characters to generate (default 500)")
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature > 0 (default 1.0)")
@@ -54,17 +55,16 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def load_model(run_dir: Path, which: str = "best") -> tuple[GPT, CharTokenizer, dict]:
-    """The run's model with the weights of its `which` checkpoint (best or last), its tokenizer and its summary."""
+    """The run's model with the weights of its `which` checkpoint (best or last), its tokenizer and
+    its summary. A run whose files disagree (`store.check_run`) is refused, as by every reader."""
     if not (run_dir / store.CONFIG).is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no {store.CONFIG}); give results/<experiment>/<run_id>")
-    if not (run_dir / store.CHECKPOINT).is_file():
-        raise ConfigError(f"{run_dir} has no checkpoint yet: the run saves one at its first evaluation; "
-                          "train it (python -m experiments.run ... --resume) first")
-    path = run_dir / CHECKPOINTS[which]
-    if not path.is_file():  # a run trained before best.pt existed has only its last checkpoint
-        raise ConfigError(f"{run_dir} has no {path.name} (trained before best checkpoints were kept); "
-                          "use --checkpoint last")
     record = store.read_run(run_dir)
+    if record.damage:
+        raise store.RunFolderError(str(record.damage))
+    path = run_dir / CHECKPOINTS[which]
+    if not path.is_file():
+        raise store.RunFolderError(missing_checkpoint(record, which))
     try:
         tokenizer = CharTokenizer.from_json((run_dir / store.VOCAB).read_text(encoding="utf-8"))
         cfg = RunConfig.from_flat(record.config)
@@ -74,6 +74,37 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT, CharTokenizer, 
     state = checkpoint.load(path)
     load_weights(model, state["model"], path)
     return model.eval(), tokenizer, record.summary | {"checkpoint_step": state["step"]}
+
+
+def missing_checkpoint(record: store.RunRecord, which: str) -> str:
+    """Why a run has no `which` checkpoint, and what to sample instead (or do first)."""
+    name = CHECKPOINTS[which]
+    other = next(w for w in CHECKPOINTS if w != which)
+    status = record.summary["status"]
+    if not record.metrics:  # a checkpoint is written at each evaluation
+        if status in (store.RUNNING, "interrupted"):
+            return (f"{record.path} has no checkpoint yet: the run saves one at its first "
+                    "evaluation; train it (python -m experiments.run ... --resume) first")
+        return f"{record.path} has no checkpoint: the run {status} before its first evaluation"
+    if which == "best" and not keeps_best_checkpoint(record.summary):
+        return (f"{record.path} has no {name}: its run was recorded before best checkpoints were "
+                f"kept; use --checkpoint {other}")
+    best = store.loss_summary(record.metrics)["best_val_loss"]
+    if which == "best" and not (isinstance(best, float) and math.isfinite(best)):
+        return (f"{record.path} has no {name}: no evaluation of its run had a finite val loss; "
+                f"use --checkpoint {other}")
+    if (record.path / CHECKPOINTS[other]).is_file():
+        instead = f"sample its {other} checkpoint with --checkpoint {other}"
+    else:
+        instead = "restore it, or retrain the run with --force"
+    return (f"{record.path / name} is missing (deleted?), though {store.METRICS} records "
+            f"evaluations up to step {record.metrics[-1]['step']}; {instead}")
+
+
+def keeps_best_checkpoint(summary: dict) -> bool:
+    """Whether the run's recorder kept best.pt: every recorder that does records its gradient
+    scaler in the summary's `precision` (the two came together); an older run has no best.pt."""
+    return "grad_scaler" in (summary.get("precision") or {})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,18 +9,22 @@
         ckpt.pt         model + optimizer + RNG state at the last evaluation (atomic)
         best.pt         the same at the evaluation of the lowest val loss so far (atomic; often ckpt.pt's inode)
 
-This module does not import torch, so analysis on a laptop without torch can read runs (and check them:
-experiments.settings hashes a config without torch).
+Every reader reads a folder through `read_run`, which checks its files against each other
+(`check_run`). This module does not import torch, so analysis on a laptop without torch reads and
+checks runs too: experiments.settings hashes a config without it, and a checkpoint's step is in its
+zip comment (`write_checkpoint`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,13 +118,6 @@ def remove_partial_writes(run_dir: Path) -> list[Path]:
     return partial
 
 
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only evaluations up to `last_step` (resuming from a checkpoint at that step)."""
-    records, _ = read_jsonl(path)
-    kept = [r for r in records if r.get("step", -1) <= last_step]
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
-
-
 class RunFolderError(ValueError):
     """A run folder that cannot be read (damaged, or from another format); the message names it and the fix."""
 
@@ -189,17 +186,165 @@ def loss_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# What names a run: config.json's values of these, which its summary.json repeats.
+IDENTITY = ("run_id", "config_hash", "experiment", "preset", "variant", "seed")
+RUNNING = "running"  # while its run trains, or after a kill (nothing marked it otherwise)
+FINISHED = ("completed", "diverged")  # ended for good: nothing left to train (a cache hit)
+STATUSES = (*FINISHED, "failed", "pruned", "interrupted", RUNNING)  # what a summary.json can say
+# No summary says it: a reader's verdict on a folder whose files disagree (`check_run`).
+DAMAGED = "damaged"
+ENDED_AT_LAST_EVALUATION = (*FINISHED, "pruned")  # ckpt.pt holds their last evaluation, for good
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The values that name a run, from its config.json (or a config's settings, hash and id)."""
+    return {k: config.get(k) for k in IDENTITY}
+
+
+def evaluation_steps(config: dict[str, Any], up_to: int) -> list[int]:
+    """The steps a run of `config` (config.json's settings) evaluates at, up to `up_to`: every
+    eval_interval and the last step (nanogpt.train)."""
+    interval, last = config["eval_interval"], config["max_iters"]
+    steps = list(range(0, min(up_to, last) + 1, interval))
+    return steps + [last] if last <= up_to and last % interval else steps
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Files of one run folder that disagree: the file that is wrong, how, and the repair another
+    file proves (None: no file holds what is lost)."""
+
+    path: Path
+    problem: str
+    repair: str | None = None
+
+    def __str__(self) -> str:
+        if self.repair:
+            fix = f"--resume repairs it ({self.repair}; make ablate resumes too)"
+        else:
+            fix = ("no other file holds what is lost: delete the run folder (or pass --force) to "
+                   "retrain the run")
+        return f"{self.path}: {self.problem}; {fix}"
+
+
+REBUILT = f"{SUMMARY} is rebuilt from {METRICS}, {CONFIG} and {CHECKPOINT}"
+
+
+def check_run(path: Path, config: dict[str, Any], summary: dict[str, Any] | None,
+              metrics: list[dict[str, Any]], held: dict[str, int]) -> Damage | None:
+    """The first disagreement among a run folder's files, or None where they agree.
+
+    Checked in the order the files are trusted: config.json (`read_config` checks it against the
+    run id); metrics.jsonl, append-only, the evaluations as they happened (a checkpoint is written
+    right after its evaluation's row, so a step it holds is recorded); summary.json, derived from
+    them when the run ends (so one that disagrees with complete evaluations is rebuilt from them);
+    then the checkpoints of a run that ended. `held`: the step each checkpoint holds
+    (`checkpoint_steps`, or what a reader that loaded one knows). Fields a summary has beyond these
+    (an ensemble member's, say) are left alone.
+    """
+    steps = [m.get("step") for m in metrics]
+    last = steps[-1] if steps and isinstance(steps[-1], int) else -1
+    expected = evaluation_steps(config, last)
+    if steps != expected:
+        missing = sorted(set(expected) - set(steps))
+        return Damage(path / METRICS, f"lacks the evaluations at steps {_steps(missing)}" if missing
+                      else "records evaluations twice, out of order or without a step")
+    status, recorded_step = (summary or {}).get("status"), (summary or {}).get("step")
+    claims = dict(held)
+    if status not in (RUNNING, None) and isinstance(recorded_step, int):  # else not written yet
+        claims = {SUMMARY: recorded_step, **claims}
+    reached = max(claims.values(), default=last)
+    if reached > last:
+        who = next(name for name, step in claims.items() if step == reached)
+        lost = [s for s in evaluation_steps(config, reached) if s > last]
+        restorable = lost == [held.get(CHECKPOINT)]  # the one row ckpt.pt keeps a copy of
+        recorded = f"ends at step {last}" if steps else "holds no evaluation"
+        repair = f"{CHECKPOINT} holds the evaluation of step {reached}" if restorable else None
+        return Damage(path / METRICS, f"{recorded}, but {who} records step {reached}", repair)
+    if summary is None:
+        return Damage(path / SUMMARY, "missing or unreadable", REBUILT)
+    named = identity(config)
+    wrong = next((k for k, v in named.items() if summary.get(k) != v), None)
+    if wrong:
+        return Damage(path / SUMMARY, f"lacks the run's {wrong}" if summary.get(wrong) is None else
+                      f"names another run ({wrong} {summary[wrong]!r}, config.json "
+                      f"{named[wrong]!r})", REBUILT)
+    if status not in STATUSES:
+        return Damage(path / SUMMARY, f"status {status!r} is none a run records", REBUILT)
+    if status == RUNNING:  # its losses are written when it ends
+        return None
+    if status == "completed" and last != config["max_iters"]:
+        return Damage(path / SUMMARY, f"says completed, but {METRICS} ends at step {last} of "
+                      f"{config['max_iters']}", REBUILT)
+    computed = loss_summary(metrics)  # a summary recorded before one of these existed lacks it
+    differ = next((k for k, v in computed.items() if k in summary and not _same(summary[k], v)),
+                  None)
+    if differ:
+        return Damage(path / SUMMARY, f"says {differ} {summary[differ]!r}, but {METRICS} gives "
+                      f"{computed[differ]!r}", REBUILT)
+    if status in ENDED_AT_LAST_EVALUATION:
+        final = {CHECKPOINT: ("last", last), BEST_CHECKPOINT: ("best", computed["best_val_step"])}
+        for name, step in held.items():
+            which, wanted = final[name]
+            if step != wanted:
+                return Damage(path / name, f"holds step {step}, but the run's {which} evaluation "
+                              f"is step {wanted}")
+    return None
+
+
+def checkpoint_steps(path: Path) -> dict[str, int]:
+    """The step each checkpoint of a run folder holds, read without torch from the zip comment
+    `write_checkpoint` gave it; one missing, unreadable or written without it is left out."""
+    held = {}
+    for name in (CHECKPOINT, BEST_CHECKPOINT):
+        try:
+            with zipfile.ZipFile(path / name) as archive:
+                step = json.loads(archive.comment or b"{}").get("step")
+        except (OSError, zipfile.BadZipFile, ValueError, AttributeError):
+            continue
+        if isinstance(step, int):
+            held[name] = step
+    return held
+
+
+def write_checkpoint(path: Path, data: bytes, step: int) -> None:
+    """A checkpoint (torch.save's bytes: a zip archive) written atomically, with its step in the
+    archive's comment, so that readers without torch check it against its run (`check_run`)."""
+    archive_bytes = io.BytesIO(data)
+    # Append mode rewrites only the central directory, which torch.load reads as before.
+    with zipfile.ZipFile(archive_bytes, "a") as archive:
+        archive.comment = json.dumps({"step": step}).encode()
+    write_atomic(path, archive_bytes.getvalue())
+
+
+def _steps(steps: list[int]) -> str:
+    shown = ", ".join(map(str, steps[:5]))
+    return shown + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
+
+
+def _same(recorded: Any, computed: Any) -> bool:
+    """Equal as JSON keeps them; NaN (a diverged run's loss) equals NaN."""
+    both_nan = all(isinstance(v, float) and math.isnan(v) for v in (recorded, computed))
+    return both_nan or recorded == computed
+
+
 @dataclass
 class RunRecord:
+    """One run folder as read: its config (checked against its id), its summary (empty where
+    missing or unreadable), its evaluations, the lines that could not be read, and the first
+    disagreement among its files."""
+
     path: Path
     config: dict[str, Any]
     summary: dict[str, Any]
     metrics: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+    damage: Damage | None = None
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "unknown")
+        """The summary's status, or `damaged` where the files disagree (never tabled)."""
+        return DAMAGED if self.damage else self.summary["status"]
 
     @property
     def samples(self) -> str:
@@ -249,15 +394,17 @@ def read_summary(path: Path) -> dict[str, Any] | None:
 
 
 def read_run(path: Path) -> RunRecord:
-    """One run; raises RunFolderError naming the file if config or summary is unreadable, of another format, or
-    if config.json does not hash to its run id (`read_config`: every reader of a run folder checks it here)."""
+    """One run, its files checked against each other (`check_run`: a damaged run comes back with
+    its `damage`); RunFolderError naming the file if config.json is unreadable, of another format,
+    or does not hash to its run id (`read_config`: every reader of a run folder checks it here)."""
     config = read_config(path)
-    try:
-        summary = _read_json(path / SUMMARY) if (path / SUMMARY).exists() else {"status": "unknown"}
-    except (OSError, ValueError) as e:
-        raise RunFolderError(f"{path / SUMMARY}: unreadable ({e}); delete the run folder to retrain it") from None
+    # The file a run writes last is read first, so a run training now never looks damaged: a
+    # checkpoint follows its evaluation's row, and the summary's losses follow every row.
+    held = checkpoint_steps(path)
+    summary = read_summary(path)
     metrics, problems = read_jsonl(path / METRICS)
-    return RunRecord(path, config, summary, metrics, problems)
+    damage = check_run(path, config, summary, metrics, held)
+    return RunRecord(path, config, summary or {}, metrics, problems, damage)
 
 
 def run_status(path: Path) -> str | None:
@@ -287,13 +434,18 @@ class RunStore:
         return path
 
     def finished(self, experiment: str, run_id: str) -> bool:
-        """True if the run ended for good (completed or diverged): nothing left to train. A finished run's
-        folder is checked first (`read_config`): a cache hit on an edited config.json is refused."""
+        """True if the run ended for good (completed or diverged) and its files agree: nothing
+        left to train. A damaged run is no cache hit: False where --resume repairs it (an ablation
+        resumes every run), RunFolderError where no file can (as for an edited config)."""
         path = self.run_dir(experiment, run_id)
-        if run_status(path) not in ("completed", "diverged"):
-            return False
-        read_config(path)
-        return True
+        if not (path / CONFIG).exists() and not (path / SUMMARY).exists():
+            return False  # nothing recorded yet (or a folder a kill left before its first write)
+        if lock_held(path):
+            return False  # another process trains it now (its files are still being written)
+        record = read_run(path)
+        if record.damage and not record.damage.repair:
+            raise RunFolderError(str(record.damage))
+        return record.status in FINISHED
 
     def runs(self, experiment: str | None = None) -> Iterator[RunRecord | str]:
         """Every run (as a RunRecord) or, for a folder that cannot be read, a problem string."""

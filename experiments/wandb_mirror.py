@@ -3,7 +3,10 @@
 The run folder is the source of truth and W&B a copy of it (W&B config = config.json, history =
 metrics.jsonl, summary = summary.json). The mirror keeps its W&B files inside the run folder
 (`<run_dir>/wandb/`) and its W&B identity beside them (`wandb/mirror.json`), so a resumed run
-continues the same W&B run and first re-sends from metrics.jsonl whatever W&B has not seen yet.
+continues the same W&B run and first re-sends from metrics.jsonl whatever W&B does not hold yet.
+mirror.json's `last_step` is the last row handed to W&B, and `closed` says its W&B run then ended
+cleanly, so W&B holds every row up to it; after a kill, W&B's files (offline) or its server (online:
+the run's starting step) say what it holds, since a killed wandb-core drops its last ~0.1 s.
 Any W&B failure prints one warning and turns the mirror off; training never notices.
 `wandb` is imported inside functions: with the mirror off, only torch is needed.
 """
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments import store
+from experiments import store, wandb_files
 from experiments.config import ConfigError, RunConfig
 from nanogpt.train import Callback
 
@@ -116,6 +119,18 @@ def resolve_mode(mode: str) -> str | None:
     return "online" if wandb.login(prompt=False, verify=False) else "offline"
 
 
+def held_step(wandb_dir: Path) -> int:
+    """The last evaluation step W&B's offline files in `wandb_dir` hold, read back with W&B's own
+    reader; -1 where none can be read (every row is then sent again: a repeat, never a gap)."""
+    held = -1
+    for log in sorted(wandb_dir.glob("offline-run-*/run-*.wandb")):
+        with suppress(ValueError):
+            steps = [r["history"]["item"].get("_step", -1) for r in wandb_files.records(log)
+                     if r.get("type") == "history"]
+            held = max([held, *steps])
+    return held
+
+
 def _timeout(env_var: str, default: float) -> float:
     return float(os.environ.get(env_var) or default)
 
@@ -158,7 +173,10 @@ class WandbMirror(Callback):
             self.state = {"id": secrets.token_hex(6), "last_step": -1, "entity": settings.entity,
                           "project": settings.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT}
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            store.write_json(self.state_path, self.state)
+        if resuming and not self.state.get("closed"):  # killed: W&B may lack what it was handed
+            self.state["last_step"] = held_step(self.state_path.parent) if mode == "offline" else -1
+        self.state["closed"] = False
+        store.write_json(self.state_path, self.state)
         cfg = self.cfg
         self.run = wandb.init(
             id=self.state["id"], resume="allow" if resuming else None, mode=mode, dir=self.run_dir,
@@ -204,6 +222,8 @@ class WandbMirror(Callback):
                 data=[[cfg.run_id, cfg.variant, cfg.seed, summary.get("step"), samples]])
         run, self.run = self.run, None
         run.finish(exit_code=0 if summary.get("status") in OK_STATUSES else 1)
+        self.state["closed"] = True  # finish wrote every row W&B was handed
+        store.write_json(self.state_path, self.state)
 
     def _guard(self, action: str, fn: Callable[..., None], *args: Any) -> None:
         """Run one W&B step; on any failure warn once, turn the mirror off and carry on."""

@@ -81,7 +81,12 @@ def tiny_shakespeare_path() -> Path:
 
 
 def read_corpus(data: str) -> tuple[str, str]:
-    """Text and sha256 of the corpus named by `data`: 'tinyshakespeare' or a path to a UTF-8 file."""
+    """Text and sha256 of the corpus named by `data`: 'tinyshakespeare' or a path to a UTF-8 file.
+
+    A byte-order mark some editors put first is no text (else it would be a vocabulary character):
+    the text is decoded without it, and its checksum is the text's, so a copy saved with and one
+    without a mark are one corpus (for any other file, the checksum is the file's own).
+    """
     path = tiny_shakespeare_path() if data == TINY_SHAKESPEARE else Path(data)
     if not path.is_file():
         raise DataError(f"corpus {path} does not exist or is not a file; pass --data PATH to a UTF-8 text file")
@@ -90,7 +95,7 @@ def read_corpus(data: str) -> tuple[str, str]:
     except OSError as e:
         raise DataError(f"cannot read corpus {path} ({e.strerror}); check that it is a readable file") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(
             f"corpus {path} is not UTF-8 text (byte {e.start}: {e.reason}); convert it, e.g. "
@@ -98,7 +103,7 @@ def read_corpus(data: str) -> tuple[str, str]:
         ) from e
     if len(set(text)) < 2:
         raise DataError(f"corpus {path} is empty or has fewer than 2 distinct characters; use a real text file")
-    return text, hashlib.sha256(raw).hexdigest()
+    return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

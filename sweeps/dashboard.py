@@ -10,10 +10,8 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from experiments import exits, store
-from experiments.cli import RESULTS_ENV, default_results
+from experiments import cli, exits, store
 from experiments.settings import ConfigError, check_name
 from sweeps import storage
 
@@ -21,11 +19,12 @@ HOST = "127.0.0.1"  # the dashboard can edit studies: never serve it beyond this
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sweeps.dashboard", description=__doc__.split("\n\n")[0])
+    p = exits.ArgumentParser(prog="python -m sweeps.dashboard",
+                             description=__doc__.split("\n\n")[0])
     p.add_argument("--study", required=True, help="the study's name (finds its default SQLite file)")
     p.add_argument("--storage",
                    help="study storage (default: $NANOGPT_SWEEP_STORAGE, else <results>/<study>/optuna.db)")
-    p.add_argument("--results", type=Path, default=None, help=f"run store folder (default ${RESULTS_ENV} or ./results)")
+    cli.add_results_argument(p)
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
     return p
 
@@ -39,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
-    folder = store.RunStore(args.results or default_results()).experiment_dir(check_name("study", args.study))
+    results = args.results or cli.default_results()
+    folder = store.RunStore(results).experiment_dir(check_name("study", args.study))
     spec = storage.choose(args.storage, folder)
     try:
         opened = storage.open_existing(spec)

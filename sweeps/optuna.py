@@ -35,7 +35,7 @@ EXPECTED_ERRORS = (*USER_ERRORS, DefinitionError, space.SpaceError, storage.Stor
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sweeps.optuna", description=__doc__.split("\n\n")[0],
+    p = exits.ArgumentParser(prog="python -m sweeps.optuna", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Storage: --storage URL or $NANOGPT_SWEEP_STORAGE; default a SQLite file "
                                 "in the study's results folder. sqlite:///FILE, postgresql://USER@HOST:PORT/DB "
@@ -48,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--study", required=True, help="study name; also its folder in the run store")
         sub.add_argument("--storage", help="study storage (default: $NANOGPT_SWEEP_STORAGE, else "
                          "<results>/<study>/optuna.db)")
-        sub.add_argument("--results", type=Path, default=None,
-                         help=f"run store folder (default ${cli.RESULTS_ENV} or ./results)")
+        cli.add_results_argument(sub)
         if name != "worker":
             _add_study_settings(sub)
         if name != "create":
             _add_worker_settings(sub, run=name == "run")
+        if name == "worker":  # `run` speaks for the workers it starts: one interrupted line in all
+            sub.add_argument("--started-by-run", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -69,7 +70,7 @@ def _add_study_settings(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--n-trials", type=int, help="search: number of trials (default: the space file's)")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a setting for every trial; repeatable")
-    sub.add_argument("--data", help="corpus: a UTF-8 text file (default Tiny Shakespeare)")
+    cli.add_data_argument(sub)
 
 
 def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace, spec: str, results: Path) -> int:
     threads = args.threads or max(1, default_jobs() // args.workers)
     command = [sys.executable, "-m", "sweeps.optuna", "worker", "--study", args.study, "--results", str(results),
                "--threads", str(threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    command += ["--started-by-run"]
     command += ["--wandb", args.wandb, *(["--wandb-project", args.wandb_project] if args.wandb_project else [])]
     command += ["--quiet"] if args.quiet else []
     # The storage goes in the environment: a password in it stays off every command line (ps).
@@ -164,9 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     spec = [args.storage or ""]  # known once chosen: every message is redacted with it
     # An OSError (a full disk, a read-only results folder) ends with exit 1: the trial is requeued on a rerun.
+    resume = ("run the same command again to resume; interrupted trials continue from their "
+              "checkpoints")
     return exits.run_command(lambda: _sweep(args, spec), EXPECTED_ERRORS,
-                             "run the same command again to resume; interrupted trials continue from their "
-                             "checkpoints", lambda text: storage.redact(text, spec[0]))
+                             None if getattr(args, "started_by_run", False) else resume,
+                             lambda text: storage.redact(text, spec[0]))
 
 
 def _sweep(args: argparse.Namespace, spec: list[str]) -> int:

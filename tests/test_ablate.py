@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -251,6 +252,40 @@ def test_stopped_ablation_marks_its_runs_interrupted_and_resumes_to_the_same_num
     assert final_losses(stopped / "smoke") == expected
 
 
+def a_starting_worker(proc: subprocess.Popen) -> psutil.Process:
+    """The ablation's first worker process, caught as it starts (before it has imported torch)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(proc.pid).children():
+                if "spawn_main" in " ".join(child.cmdline()):  # not the resource tracker
+                    return child
+        time.sleep(0.002)
+    raise AssertionError("no worker process started")
+
+
+@pytest.mark.reliability("fault", "SIGTERM to an ablation worker before its handler is installed")
+def test_a_sigterm_to_a_starting_worker_stops_the_ablation_like_any_sigterm(tmp_path,
+                                                                            uninterrupted):
+    """The worker holds the signal for its handler instead of dying (which broke the pool and left
+    the other runs unmarked): exit 130, one `interrupted:` line, no dead-worker error, every run
+    begun marked, the workers gone."""
+    args, _ = uninterrupted
+    proc = start_ablation(args, tmp_path)
+    worker = a_starting_worker(proc)
+    worker.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert [line for line in err.splitlines() if line.startswith(("interrupted:", "error:"))] == [
+        "interrupted: finished runs are kept; run the same command again to train only what is "
+        "missing"], err
+    assert "Traceback" not in err, err
+    _, alive = psutil.wait_procs([worker], timeout=10)
+    assert not alive, "the worker outlived the stopped ablation"
+    statuses = [store.run_status(p.parent) for p in tmp_path.glob("smoke/*/summary.json")]
+    assert "running" not in statuses, statuses
+
+
 @pytest.mark.reliability("fault", "two `make ablate` at once on one results folder")
 def test_two_ablations_on_one_results_folder_both_end_completed(tmp_path, uninterrupted):
     """The second waits for the runs the first trains and takes them as finished; both exit 0, every run is trained
@@ -270,7 +305,8 @@ def test_two_ablations_on_one_results_folder_both_end_completed(tmp_path, uninte
 @pytest.mark.reliability("fault", "SIGTERM to `make` itself during `make ablate`")
 def test_sigterm_to_make_stops_the_ablation_under_it(tmp_path, tiny_corpus):
     """make's shell passes the SIGTERM on: the ablation marks its runs interrupted and exits 130, nothing is left
-    running (a bare `sh -c` died and left the ablation training as an orphan)."""
+    running (a bare `sh -c` died and left the ablation training as an orphan); make itself then
+    ends by the signal it got (143 in a shell), as docs/running.md's exit codes say."""
     make = subprocess.Popen(["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}", "ablate",
                              "PRESET=smoke", "SEEDS=1", "EXPERIMENTS=ladder", "JOBS=2", "WANDB=off",
                              "SET=max_iters=400 eval_interval=40", f"DATA={tiny_corpus}", f"RESULTS={tmp_path}"],
@@ -280,6 +316,7 @@ def test_sigterm_to_make_stops_the_ablation_under_it(tmp_path, tiny_corpus):
     make.send_signal(signal.SIGTERM)  # to make alone, as `kill PID` does
     _, err = make.communicate(timeout=120)
     assert "interrupted: finished runs are kept" in err and "Error 130" in err and "Traceback" not in err, err
+    assert make.returncode == -signal.SIGTERM
     _, alive = psutil.wait_procs(below, timeout=10)
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"
     statuses = {json.loads(p.read_text())["status"] for p in (tmp_path / "smoke").glob("*/summary.json")}

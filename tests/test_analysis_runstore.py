@@ -69,8 +69,10 @@ def test_malformed_files_are_reported_by_path_and_skipped(smoke_results, tmp_pat
     for path in (bad_config / "config.json", bad_summary / "summary.json", torn / "metrics.jsonl",
                  no_config / "config.json", bad_sample / "samples.txt"):
         assert str(path) in text
-    assert set(loaded.runs["run_id"]) == {p.name for p in run_folders(experiment)} - {bad_config.name,
-                                                                                      bad_summary.name}
+    assert set(loaded.runs["run_id"]) == {p.name for p in run_folders(experiment)} - {
+        bad_config.name}
+    statuses = loaded.runs.set_index("run_id")["status"]
+    assert statuses[bad_summary.name] == "damaged"  # listed, never tabled
     torn_evals = loaded.evals[loaded.evals["run_id"] == torn.name]
     assert torn_evals["step"].tolist() == [0, 10, 20]  # the torn line is dropped, the rest kept
     assert pd.isna(loaded.runs.set_index("run_id").loc[bad_sample.name, "sample"])
@@ -104,6 +106,8 @@ def test_a_run_without_evaluations_keeps_one_row(smoke_results, tmp_path):
     shutil.copytree(smoke_results / "smoke", experiment)
     fresh = run_folders(experiment)[0]
     (fresh / "metrics.jsonl").write_text("")
+    for name in (store.CHECKPOINT, store.BEST_CHECKPOINT):  # saved at the first evaluation
+        (fresh / name).unlink(missing_ok=True)
     summary = json.loads((fresh / "summary.json").read_text())
     store.write_json(fresh / "summary.json", {k: v for k, v in summary.items() if "loss" not in k} |
                      {"status": "running"})

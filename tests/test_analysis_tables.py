@@ -7,6 +7,8 @@ import math
 import re
 import shutil
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +19,7 @@ from analysis import comparison, tables
 from analysis.from_runstore import load_runstore
 from analysis.report import main
 from experiments import manifest, store
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module
 
 # Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
 pytestmark = pytest.mark.xdist_group("analysis")
@@ -44,6 +46,17 @@ def experiment(smoke_results, tmp_path) -> Path:
     """A private copy of the smoke experiment, free to damage."""
     shutil.copytree(smoke_results / "smoke", tmp_path / "smoke")
     return tmp_path / "smoke"
+
+
+def diverge(run_dir: Path) -> None:
+    """Make a finished run's record that of a run diverged at its last evaluation, every file
+    agreeing."""
+    metrics = [json.loads(line) for line in (run_dir / store.METRICS).read_text().splitlines()]
+    metrics[-1]["val_loss"] = float("nan")
+    store.write_atomic(run_dir / store.METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
+    summary = json.loads((run_dir / store.SUMMARY).read_text()) | store.loss_summary(metrics)
+    store.write_json(run_dir / store.SUMMARY, summary | {"status": "diverged"})
+    (run_dir / store.BEST_CHECKPOINT).unlink()  # it held the last evaluation, no longer the best
 
 
 def tables_cli(experiment: Path):
@@ -93,9 +106,7 @@ def test_runs_that_did_not_complete_are_shown_never_averaged(experiment):
     plan = json.loads((experiment / "experiment.json").read_text())
     ladder = {v["name"]: {r["seed"]: r["run_id"] for r in v["runs"]} for v in plan["experiments"][0]["variants"]}
     diverged, kept = ladder["mlp"][0], ladder["mlp"][1]
-    summary = json.loads((experiment / diverged / "summary.json").read_text())
-    store.write_json(experiment / diverged / "summary.json", summary | {"status": "diverged",
-                                                                        "final_val_loss": float("nan")})
+    diverge(experiment / diverged)
     shutil.rmtree(experiment / ladder["stacked"][1])
     (experiment / ladder["residual"][0] / "config.json").write_text("{")
 
@@ -112,6 +123,47 @@ def test_runs_that_did_not_complete_are_shown_never_averaged(experiment):
     # mlp against the rung before it (multi_head) pairs only the seed both completed.
     previous = summaries(experiment, [ladder["multi_head"][1]])[0]
     assert table.loc["mlp", "delta_val_mean"] == pytest.approx(kept_val - previous["final_val_loss"])
+
+
+@pytest.mark.reliability("fault", "a finished run's files disagree (evaluations, summary, "
+                         "checkpoint): every reader")
+def test_a_run_whose_files_disagree_is_counted_damaged_never_tabled(experiment, capsys):
+    """Its last evaluation removed: the table counts it damaged and averages the other seed alone,
+    with one warning naming the file (it used to table the step-10 value as the final val)."""
+    plan = json.loads((experiment / "experiment.json").read_text())
+    ladder = {v["name"]: {r["seed"]: r["run_id"] for r in v["runs"]}
+              for v in plan["experiments"][0]["variants"]}
+    damaged, kept = experiment / ladder["mlp"][0], ladder["mlp"][1]
+    lines = (damaged / store.METRICS).read_text().splitlines(keepends=True)
+    (damaged / store.METRICS).write_text("".join(lines[:-1]))
+
+    assert main([str(experiment), "--tables-only"]) == 0
+
+    table = pd.read_csv(experiment / "ladder.csv").set_index("variant")
+    assert table.loc["mlp", "runs"] == "1 completed, 1 damaged"
+    kept_val = summaries(experiment, [kept])[0]["final_val_loss"]
+    assert table.loc["mlp", "final_val_loss_mean"] == kept_val
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if line.startswith("warning: ")] == [
+        f"warning: {damaged / store.METRICS}: ends at step 10, but summary.json records step 20; "
+        "--resume repairs it (ckpt.pt holds the evaluation of step 20; make ablate resumes too)"]
+
+
+@pytest.mark.reliability("bad input", "make tables, report: the folder when NAME= is not given")
+def test_make_tables_without_a_name_reads_the_folder_make_ablate_wrote(experiment, tmp_path,
+                                                                      capsys):
+    """As `make ablate PRESET=smoke` wrote results/smoke, `make tables PRESET=smoke` reads it (it
+    read results/ and said to run make ablate first); a folder without a plan names those there."""
+    make = ["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}"]
+    done = subprocess.run([*make, "tables", "PRESET=smoke", f"RESULTS={experiment.parent}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (experiment / "tables.md").read_text().startswith(done.stdout)
+    assert main([str(tmp_path / "cpu"), "--tables-only"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'cpu' / 'experiment.json'} not found; the experiment folders in "
+        f"{tmp_path} are smoke (NAME= for make); run `make ablate` first, or give --storage to "
+        "report an Optuna study\n")
 
 
 def test_usage_errors_exit_2_with_a_message(tmp_path, experiment, capsys):

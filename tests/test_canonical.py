@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from analysis import report
-from experiments import ablate
+from experiments import ablate, run
 from experiments.canonical import RULES, canonical_form, inert
 from experiments.config import base_model, resolve
 from experiments.machine import prepare
@@ -164,6 +164,23 @@ def test_the_run_cli_says_which_given_setting_changes_nothing(tiny_corpus, tmp_p
     notes = [line for line in spelled.stderr.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "qk_norm=true changes nothing" in notes[0] and "qk_norm=false" in notes[0], notes
     assert "note:" not in plain.stderr
+
+@pytest.mark.reliability("bad input", "a setting that changes nothing in a variant of a plan")
+def test_the_plan_says_which_given_setting_changes_nothing_as_run_does(tiny_corpus, tmp_path,
+                                                                       capsys):
+    """--set qk_norm=true over leave-one-out: no_attention's row says what experiments.run says of
+    it, naming the variant, and shows no qk_norm=True; the variants with attention say nothing."""
+    assert run.main(["--variant", "leave_one_out/no_attention", "--set", "qk_norm=true", "--data",
+                     str(tiny_corpus), "--results", str(tmp_path), "--dry-run"]) == 0
+    [said] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert ablate.main(["--preset", "smoke", "--data", str(tiny_corpus), "--results", str(tmp_path),
+                        "--experiments", "leave_one_out", "--seeds", "1", "--set", "qk_norm=true",
+                        "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = lines.index("leave_one_out/no_attention: attention=False")
+    assert lines[row + 1] == "  " + said.replace("this model", "leave_one_out/no_attention")
+    assert [line for line in lines if "note:" in line] == [lines[row + 1]]
+
 
 # --- the corpus by its content ------------------------------------------------------------------------------------
 @pytest.mark.reliability("bad input", "one corpus spelled as a relative or absolute path, a symlink or a copy")

@@ -35,6 +35,18 @@ def test_any_utf8_file_is_a_corpus(tiny_corpus):
     assert len(corpus.train) + len(corpus.val) == len(text)
 
 
+@pytest.mark.reliability("bad input", "a corpus saved with a UTF-8 byte-order mark")
+def test_a_byte_order_mark_is_no_character_of_the_corpus(tiny_corpus, tmp_path):
+    """A BOM-first copy has the vocabulary and checksum of the file without it (the BOM was a
+    vocabulary character, and another corpus)."""
+    marked = tmp_path / "marked.txt"
+    marked.write_bytes(b"\xef\xbb\xbf" + tiny_corpus.read_bytes())
+    with_mark, without = Corpus.load(str(marked)), Corpus.load(str(tiny_corpus))
+    assert "\ufeff" not in with_mark.tokenizer.chars
+    assert (with_mark.tokenizer, with_mark.sha256) == (without.tokenizer, without.sha256)
+    assert torch.equal(with_mark.train, without.train)
+
+
 @pytest.mark.reliability("bad input", "corpus files: empty, one character, not UTF-8")
 @pytest.mark.parametrize(
     ("content", "message"),

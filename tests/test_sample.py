@@ -37,6 +37,7 @@ def run_dirs(results: Path) -> list[Path]:
     return sorted(dirs, key=lambda d: json.loads((d / store.CONFIG).read_text())["n_embd"])
 
 
+SAMPLE_INPUTS = "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints"
 BAD_SAMPLING = [(("--tokens", "-1"), "--tokens must be 0 or more"),
                 (("--temperature", "0"), "--temperature must be a finite number above 0"),
                 (("--temperature", "-1"), "--temperature must be"),
@@ -120,17 +121,47 @@ def test_sampling_reads_the_best_checkpoint_unless_told_last(trained, tmp_path, 
     assert texts[()] == texts[("--checkpoint", "best")] != texts[("--checkpoint", "last")]
 
 
-@pytest.mark.reliability("bad input", "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
-def test_a_run_without_a_best_checkpoint_says_to_sample_the_last(trained, tmp_path, capsys):
-    """A run recorded before best.pt was kept: one line pointing at --checkpoint last, which works."""
+@pytest.mark.reliability("bad input", SAMPLE_INPUTS)
+@pytest.mark.parametrize("recorded", ["now", "before best.pt"])
+def test_a_run_without_a_best_checkpoint_says_why_and_to_sample_the_last(trained, tmp_path, capsys,
+                                                                         recorded):
+    """best.pt deleted, or never kept (a run recorded before best checkpoints, whose summary's
+    precision has no grad_scaler): one line that says which and points at --checkpoint last, which
+    works."""
     narrow, _ = run_dirs(trained)
     old = tmp_path / "adhoc" / narrow.name
     shutil.copytree(narrow, old)
     (old / store.BEST_CHECKPOINT).unlink()
+    if recorded == "before best.pt":
+        summary = json.loads((old / store.SUMMARY).read_text())
+        summary["precision"].pop("grad_scaler")
+        (old / store.SUMMARY).write_text(json.dumps(summary))
     assert sample.main([str(old)]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: ") and "no best.pt" in line and "--checkpoint last" in line
+    why = ("is missing (deleted?), though metrics.jsonl records evaluations up to step 20"
+           if recorded == "now" else "was recorded before best checkpoints were kept")
+    assert line.startswith("error: ") and why in line and line.endswith("--checkpoint last"), line
     assert sample.main([str(old), "--checkpoint", "last", "--tokens", "5"]) == 0
+
+
+@pytest.mark.reliability("bad input", SAMPLE_INPUTS)
+def test_a_finished_run_without_its_last_checkpoint_samples_its_best(trained, tmp_path,
+                                                                     tiny_corpus, capsys):
+    """ckpt.pt deleted, best.pt there: sample reads best.pt (no "train it first"), --checkpoint
+    last says to use best, and --resume keeps the finished run as recorded: no circle."""
+    narrow, _ = run_dirs(trained)
+    run_dir = tmp_path / "adhoc" / narrow.name
+    shutil.copytree(narrow, run_dir)
+    (run_dir / store.CHECKPOINT).unlink()
+    assert sample.main([str(run_dir), "--tokens", "5"]) == 0 and not capsys.readouterr().err
+    assert sample.main([str(run_dir), "--checkpoint", "last"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: {run_dir / store.CHECKPOINT} is missing (deleted?), though "
+                    "metrics.jsonl records evaluations up to step 20; sample its best checkpoint "
+                    "with --checkpoint best")
+    assert run.main(["--preset", "smoke", "--data", str(tiny_corpus), "--results", str(tmp_path),
+                     "--resume", "--quiet", "--wandb", "off"]) == 0
+    assert "already recorded" in capsys.readouterr().out
 
 
 @torch.inference_mode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.metadata
 import re
 import subprocess
@@ -91,6 +92,73 @@ def test_every_command_line_ends_the_same_way(capsys):
         err = capsys.readouterr().err
         assert err.startswith(says) and len(err.splitlines()) == 1, err
     assert exits.run_command(lambda: 0, (ConfigError,), "") == 0
+
+
+ROOMS = ("experiments", "sweeps", "analysis", "benchmarks")
+
+
+def entry_points() -> list[str]:
+    """Every module run as `python -m MODULE`."""
+    return sorted(f"{path.parent.name}.{path.stem}" for room in ROOMS
+                  for path in (ROOT / room).glob("*.py")
+                  if '__name__ == "__main__"' in path.read_text())
+
+
+def test_every_entry_point_ends_one_way_and_defines_no_shared_flag_again():
+    """The shared parser (argparse's refusals end as ours do) and the shared ending
+    (exits.run_command); --results, --data and --wandb only from experiments.cli; no module but
+    experiments.exits writes an `error:` line."""
+    sources = {m: (ROOT / m.replace(".", "/")).with_suffix(".py").read_text()
+               for m in entry_points()}
+    assert len(sources) == 13, sorted(sources)
+    for module, text in sources.items():
+        assert "exits.run_command(" in text and "exits.ArgumentParser(" in text, module
+        assert "argparse.ArgumentParser(" not in text, module
+    code = {p.name: p.read_text() for room in ROOMS for p in (ROOT / room).glob("*.py")}
+    writes_error = [name for name, text in code.items()
+                    if re.search(r"""["']error: """, text) and name != "exits.py"]
+    flag = re.compile(r"""add_argument\(\s*["']--(results|data|wandb)["']""")
+    defines_again = [name for name, text in code.items() if flag.search(text) and name != "cli.py"]
+    assert (writes_error, defines_again) == ([], [])
+
+
+def test_the_exit_codes_are_one_table_in_the_docs():
+    """docs/running.md's table lists exactly the codes experiments.exits ends with, and success."""
+    text = (ROOT / "docs" / "running.md").read_text()
+    table = text.split("## Exit codes", 1)[1].split("\n\n")[2]
+    codes = {int(row.split("|")[1]) for row in table.splitlines()[2:]}
+    assert codes == {0, exits.FAILED, exits.BAD_INPUT, exits.INTERRUPTED}
+
+
+NO_FLAGS = "every entry point: an unknown flag, a negative number in scientific notation"
+
+
+@pytest.mark.reliability("bad input", NO_FLAGS)
+@pytest.mark.parametrize("module", entry_points())
+def test_every_entry_point_refuses_a_bad_command_line_in_one_line(module, capsys):
+    """argparse's refusal ends as ours: one `error:` line pointing at --help, exit 2."""
+    try:
+        code = importlib.import_module(module).main(["--no-such-flag"])
+    except SystemExit as e:  # argparse's refusal
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: ") and err.endswith(" --help\n"), err
+
+
+@pytest.mark.reliability("bad input", NO_FLAGS)
+@pytest.mark.parametrize("args", [["experiments.ablate", "--lrs", "-1e-3", "2e-3"],
+                                  ["sweeps.optuna", "create", "--study", "s", "--grid", "ladder",
+                                   "--lrs", "-1e-3"]], ids=["ablate", "sweep"])
+def test_a_negative_learning_rate_in_scientific_notation_is_refused_as_such(args, tmp_path,
+                                                                              capsys):
+    """`--lrs -1e-3` reaches the lr check (argparse took it for an option: 'expected at least one
+    argument')."""
+    module, *rest = args
+    assert importlib.import_module(module).main([*rest, "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("error: --lrs: learning rate -0.001 must be a finite number "
+                                       "> 0\n")
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_name_that_names_a_folder_is_checked_once_with_one_wording(tmp_path, capsys):

@@ -282,6 +282,33 @@ def test_saving_without_a_key_fails_with_one_line_and_writes_nothing(tmp_path, m
     assert not (tmp_path / "json").exists()
 
 
+@pytest.mark.reliability("fault", "W&B dashboards over runs never mirrored, or whose files "
+                         "disagree")
+def test_runs_never_mirrored_or_damaged_are_said_not_passed_over(mirrored, tmp_path, capsys):
+    """Half the runs without a W&B copy: one warning counting them (it ended 0 with no word); a run
+    whose files disagree: one warning naming the file, and counted damaged in the report's table."""
+    folder, _ = mirrored
+    copy = tmp_path / "smoke"
+    shutil.copytree(folder, copy)
+    plan = manifest.read(copy)
+    run_ids = list(dict.fromkeys(r["run_id"] for e in plan["experiments"] for v in e["variants"]
+                                 for r in v["runs"]))
+    for run_id in run_ids[::2]:
+        shutil.rmtree(copy / run_id / "wandb")
+    damaged = copy / run_ids[1] / "metrics.jsonl"
+    damaged.write_text("".join(damaged.read_text().splitlines(keepends=True)[:-1]))
+
+    assert wandb_dashboard.main([str(copy), "--json", str(tmp_path / "json")]) == 0
+
+    err = capsys.readouterr().err.splitlines()
+    warnings = [line for line in err if line.startswith("warning: ")]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(f"warning: {damaged}: ends at step 10, but summary.json records")
+    assert warnings[1].startswith(f"warning: {len(run_ids[::2])} of the {len(run_ids)} runs in "
+                                  f"{copy} were never mirrored to W&B (no wandb/mirror.json")
+    assert "1 completed, 1 damaged" in (tmp_path / "json" / "report.json").read_text()
+
+
 @pytest.mark.parametrize(("axis", "value", "setting"), [("lr", 0.01, "lr"), ("depth", 2, "n_layer"),
                                                       ("width", 16, "n_embd")])
 def test_an_axis_adds_val_against_its_setting_and_the_setting_is_logged(mirrored, axis, value,

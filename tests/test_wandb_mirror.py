@@ -190,6 +190,46 @@ def test_sigkilled_run_resumes_the_same_wandb_run(tmp_path, tiny_corpus):
     assert (wb["state"], wb["summary"]["resumes"], wb["summary"]["step"]) == ("finished", 1, 600)
 
 
+@pytest.mark.reliability("fault", "SIGTERM to a run while its W&B mirror starts")
+def test_a_sigterm_while_wandb_starts_marks_the_run_interrupted(tmp_path, tiny_corpus):
+    """Its summary already says running: the stop marks it interrupted (exit 130), never leaves it
+    running as if it were still training."""
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run",
+                             *cli_args(tiny_corpus, tmp_path, "--wandb", "offline", *LONG)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(tmp_path.glob("adhoc/*/summary.json")), proc, "the run's summary")
+    proc.send_signal(signal.SIGTERM)  # W&B takes about a second to start: it lands there
+    _, err = proc.communicate(timeout=60)
+    run_dir = only_run_dir(tmp_path)
+    assert proc.returncode == 130 and read_run(run_dir).metrics == [], err
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.reliability("fault", "an offline-mirrored run killed with a lagging wandb-core")
+def test_evaluations_a_kill_cost_wandb_are_sent_again_on_resume(tmp_path, tiny_corpus):
+    """wandb-core frozen (a loaded machine), then the run and it killed together: mirror.json counts
+    evaluations W&B's file never got. The resumed run asks W&B's files what they hold and sends
+    the rest, so W&B's copy has every evaluation once (it lacked those for good)."""
+    args = cli_args(tiny_corpus, tmp_path, "--wandb", "offline", *LONG)
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: mirrored_step(tmp_path) >= 0, proc, "the first evaluation mirrored")
+        for pid, name in children(proc.pid).items():
+            if name == "wandb-core":
+                os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: mirrored_step(tmp_path) >= 100, proc, "a second evaluation handed over")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its wandb-core, as a job's end kills both
+        proc.wait()
+    resumed = run_module("experiments.run", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    run = read_run(only_run_dir(tmp_path))
+    rows = [row for fragment in fragments(run.path) for row in history(records(fragment))]
+    assert rows == run.metrics and [row["step"] for row in rows] == list(range(0, 601, 100))
+
+
 @pytest.mark.parametrize("mode, env", [
     ("online", {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:{port}", "WANDB_INIT_TIMEOUT": "2"}),
     ("auto", {"WANDB_API_KEY": "not-a-key"}),
