@@ -153,7 +153,7 @@ def plot(frame: pd.DataFrame, path: Path, title: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.coord_check",
+    p = exits.ArgumentParser(prog="python -m benchmarks.coord_check",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="modern", help="the model and its training (default "
                    "modern); its width is muP's base width, and every width keeps its head size")

@@ -69,7 +69,7 @@ def measure(case: str, extra: Sequence[str], rounds: int, scratch: Path) -> dict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ensemble_speed", description=__doc__.split("\n\n")[0])
+    p = exits.ArgumentParser(prog="python -m benchmarks.ensemble_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", nargs="+", choices=CASES, default=["default"])
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds per case (default 1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -51,9 +51,10 @@ def test_mup_at_the_base_width_is_the_sp_run(tiny_corpus, tmp_path):
     assert narrower_base.run_id != sp.run_id
     # The transfer experiment at the preset's width: its muP variant is its SP run, trained once.
     planned, _ = plan(None, [0], ["mup_transfer"], tmp_path, overrides={"data": str(tiny_corpus)})
-    at_base = [v for v in planned.variants if v.point == planned.variants[0].point]
+    lrs = sorted({v.point["lr"] for v in planned.variants})
+    at_base = [v for v in planned.variants if v.point == {"lr": lrs[0], "width": BASE}]
     assert [(v.name, v.same_as) for v in at_base] == [("sp", None), ("mup", "mup_transfer/sp")]
-    assert len(planned.runs) == len(planned.variants) // 2
+    assert len(planned.runs) == len(planned.variants) - len(lrs)  # one run less per lr: at the base width
 
 
 def test_mup_scales_only_away_from_its_base_width():
