@@ -5,7 +5,6 @@ by `show`. `of` picks a definition's figures from its comparison (analysis.compa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,6 +17,7 @@ from matplotlib.figure import Figure
 from analysis.comparison import LR_GRID, Comparison
 from analysis.confidence import t_interval
 from analysis.palette import colours
+from analysis.scale_tables import along
 from experiments.axes import LR, Axis, describe
 
 LOSS_UNIT = "loss (nats/char)"
@@ -173,7 +173,7 @@ def delta_vs_size(table: pd.DataFrame, scale: list[Axis], against: str, title: s
     scale axis (and per size of the other one, where there are two); from the scale table."""
     rows = table[table["compared_with"].notna()]
     panels = [(axis, fixed, part) for axis in scale
-              for fixed, part in _along(rows, [a for a in scale if a is not axis])]
+              for fixed, part in along(rows, [a for a in scale if a is not axis])]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), sharey=True,
                              squeeze=False)
     palette = colours(table)
@@ -260,15 +260,6 @@ def of(compared: Comparison, evals: pd.DataFrame) -> list[tuple[str, Figure]]:
                     table, f"{name}: final val loss against size and compute"))]
     return [(f"{name}_delta", delta(table, compare,
                                     f"{name}: the effect of each change vs {compare}"))]
-
-
-def _along(rows: pd.DataFrame, others: list[Axis]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    """The rows at each size of the other scale axes ({} and every row where there is none)."""
-    if not others:
-        return [({}, rows)]
-    names = [a.name for a in others]
-    return [(dict(zip(names, key, strict=True)), part)
-            for key, part in rows.groupby(names, sort=True)]
 
 
 def _xerr(row, name: str) -> list[list[float]] | None:
