@@ -4,7 +4,9 @@ W&B dashboard and the notebook ask, whatever axes the experiment has.
 An experiment's axes (experiments.axes, from its manifest entry) decide its tables: without axes,
 today's table (analysis.tables); a learning-rate axis alone, each variant at its own best lr
 (analysis.lr_tables); a scale axis (width, depth; with or without an lr axis), each variant at each
-size against the baseline at that size, and the trend of that Δ (analysis.scale_tables).
+size against the baseline at that size, and the trend of that Δ (analysis.scale_tables); a scale
+axis and an lr axis, also how far each size's best lr is from the base size's
+(analysis.lr_transfer).
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import lr_tables, scale_tables, tables
+from analysis import lr_tables, lr_transfer, scale_tables, tables
 from experiments.axes import BY_NAME, LR, Axis
 
 # The CSV files of one definition: `<definition><suffix>.csv`, by what they hold.
-MAIN, LR_GRID, TREND = "", "_lr_grid", "_trend"
-SUFFIXES = (MAIN, LR_GRID, TREND)
+MAIN, LR_GRID, TREND, LR_TRANSFER = "", "_lr_grid", "_trend", "_lr_transfer"
+SUFFIXES = (MAIN, LR_GRID, TREND, LR_TRANSFER)
 
 
 @dataclass(frozen=True)
 class Comparison:
     entry: dict[str, Any]  # the definition's manifest entry (experiments.manifest, format 2)
     planned: pd.DataFrame  # every planned run of the manifest (analysis.tables.planned_runs)
+    # The base model's point on every axis (the manifest's `base_point`; {} in format 1, which had
+    # no scale axis): a scale axis's base size.
+    base_point: dict[str, Any]
 
     @property
     def name(self) -> str:
@@ -59,12 +64,15 @@ class Comparison:
     @cached_property
     def tables(self) -> dict[str, pd.DataFrame]:
         """Its numeric tables by CSV suffix: MAIN (a row per variant, or per variant and size) and,
-        where they apply, LR_GRID (final val per variant and lr) and TREND (Δ against the size)."""
+        where they apply, LR_GRID (final val per variant and lr), TREND (Δ against the size) and
+        LR_TRANSFER (each size's best lr against the base size's)."""
         if self.scale:
             found = {MAIN: scale_tables.scale_table(self.part, self.scale, self.lrs),
                      TREND: scale_tables.trend_table(self.part, self.scale, self.lrs is not None)}
             if self.lrs:
                 found[LR_GRID] = scale_tables.lr_grid(self.part, self.scale)
+                found[LR_TRANSFER] = lr_transfer.table(found[MAIN], self.scale, self.lrs,
+                                                       self.base_point)
             return found
         if self.lrs:
             return {MAIN: lr_tables.comparison(self.part, self.lrs),
@@ -77,11 +85,13 @@ class Comparison:
         return self.tables[MAIN]
 
     def markdown(self) -> str:
-        """Its tables as a person reads them (the W&B dashboard's panel): main table, trend."""
+        """Its tables as a person reads them (the W&B dashboard's panel): main table, trend, and
+        with an lr axis too, the lr transfer with its verdicts."""
         if self.scale:
             main = scale_tables.markdown(self.table, self.scale, self.compare)
             trend = scale_tables.trend_markdown(self.tables[TREND], self.compare)
-            return "\n\n".join((main, scale_tables.TREND_CAPTION, trend))
+            transfer = (lr_transfer.part(self.tables[LR_TRANSFER], self.scale),) if self.lrs else ()
+            return "\n\n".join((main, scale_tables.TREND_CAPTION, trend, *transfer))
         if self.lrs:
             return lr_tables.markdown(self.table, self.compare)
         return tables.markdown(self.table, self.compare)
@@ -113,13 +123,14 @@ class Comparison:
 
 def of(manifest: dict[str, Any], planned: pd.DataFrame) -> Iterator[Comparison]:
     """One comparison per definition of the manifest, in its order."""
-    return (Comparison(entry, planned) for entry in manifest["experiments"])
+    base_point = manifest.get("base_point", {})
+    return (Comparison(entry, planned, base_point) for entry in manifest["experiments"])
 
 
 def report(manifest: dict[str, Any], planned: pd.DataFrame
            ) -> tuple[str, str, dict[str, pd.DataFrame]]:
     """The Markdown of every table (what `make ablate` prints), of one sample per rung, and the
-    numeric tables by CSV name (`<definition>`, `<definition>_lr_grid`, `<definition>_trend`)."""
+    numeric tables by CSV name (`<definition><suffix>`, SUFFIXES)."""
     comparisons = list(of(manifest, planned))
     numeric = {f"{c.name}{suffix}": table for c in comparisons
                for suffix, table in c.tables.items()}

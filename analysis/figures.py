@@ -5,7 +5,6 @@ by `show`. `of` picks a definition's figures from its comparison (analysis.compa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,12 +14,14 @@ from IPython.display import Image, display
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from analysis.comparison import LR_GRID, Comparison
+from analysis.comparison import LR_GRID, LR_TRANSFER, Comparison
 from analysis.confidence import t_interval
 from analysis.palette import colours
+from analysis.scale_tables import along, at_size
 from experiments.axes import LR, Axis, describe
 
 LOSS_UNIT = "loss (nats/char)"
+Colour = tuple[float, float, float]
 DODGE = 1.04
 
 
@@ -131,11 +132,8 @@ def lr_curves(cells: pd.DataFrame, table: pd.DataFrame, title: str) -> Figure:
                         lw=0)
         if pd.notna(row.best_lr):
             ax.plot(row.best_lr, row.final_val_loss_mean, "*", ms=16, color=colour, markeredgecolor="black", zorder=3)
-    ax.set_xscale("log")
-    lrs = sorted(cells["lr"].unique())
-    ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
-    ax.xaxis.set_minor_locator(ticker.NullLocator())
-    ax.set(xlabel="learning rate (peak, log scale)", ylabel=f"final val {LOSS_UNIT}", title=title)
+    _lr_axis(ax, cells)
+    ax.set(ylabel=f"final val {LOSS_UNIT}", title=title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="variant (★ its best lr)", frameon=False)
     return fig
 
@@ -173,7 +171,7 @@ def delta_vs_size(table: pd.DataFrame, scale: list[Axis], against: str, title: s
     scale axis (and per size of the other one, where there are two); from the scale table."""
     rows = table[table["compared_with"].notna()]
     panels = [(axis, fixed, part) for axis in scale
-              for fixed, part in _along(rows, [a for a in scale if a is not axis])]
+              for fixed, part in along(rows, [a for a in scale if a is not axis])]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), sharey=True,
                              squeeze=False)
     palette = colours(table)
@@ -197,6 +195,84 @@ def delta_vs_size(table: pd.DataFrame, scale: list[Axis], against: str, title: s
                        frameon=False)
     fig.suptitle(title)
     return fig
+
+
+def lr_transfer(cells: pd.DataFrame, transfer: pd.DataFrame, scale: list[Axis], title: str
+                ) -> Figure:
+    """Final val loss against learning rate (log x), the muP papers' transfer figure: a panel per
+    variant (a row of them per scale axis and size of the other one, where there are two), a line
+    per size coloured light to dark, its 95% CI over seeds as a band and its best lr (the
+    lr-transfer table's) as a star; from the lr grid at every size.
+
+    One y range for every panel, so they compare: that of the means the best-lr rule reads (the lrs
+    where every planned run completed), so an lr where runs blew up or partly diverged does not
+    squash the curves' minima; what lies beyond is cut, and the caption under the panels says so."""
+    variants = list(dict.fromkeys(transfer["variant"]))
+    rows = [(axis, fixed) for axis in scale
+            for fixed, _ in along(transfer, [a for a in scale if a is not axis])]
+    height = 4.5 * len(rows)
+    fig, axes = plt.subplots(len(rows), len(variants), figsize=(5.5 * len(variants) + 2, height),
+                             sharex=True, sharey=True, squeeze=False)
+    # Margins in inches, not fractions: the title and the caption keep their place at any height.
+    fig.subplots_adjust(top=1 - 1.1 / height, bottom=0.8 / height, hspace=0.3)
+    complete = cells["completed"] == cells["planned"]
+    means = cells.loc[complete, "final_val_loss_mean"].dropna()
+    means = means if len(means) else cells["final_val_loss_mean"].dropna()
+    pad = 0.05 * (means.max() - means.min()) or 0.05
+    bottom, top = means.min() - pad, means.max() + pad
+    names = {a.name: a.name for a in scale}
+    for (axis, fixed), panels in zip(rows, axes, strict=True):
+        sizes = sorted(transfer[axis.name].unique())
+        shades = dict(zip(sizes, sns.color_palette("crest", len(sizes)), strict=True))
+        base = transfer[f"base_{axis.name}"].iloc[0]
+        for variant, ax in zip(variants, panels, strict=True):
+            for value in sizes:
+                size = fixed | {axis.name: value}
+                _size_line(ax, at_size(cells[cells["variant"] == variant], size, names),
+                           at_size(transfer[transfer["variant"] == variant], size, names),
+                           shades[value], axis.label(value) + (" (base)" if value == base else ""),
+                           (bottom, top))
+            _lr_axis(ax, cells)
+            ax.set_title(" at ".join(filter(None, (variant, describe(fixed)))))
+            ax.label_outer()  # the lr under the bottom row only
+        panels[0].set_ylabel(f"final val {LOSS_UNIT}")
+        panels[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False,
+                          title=f"{axis.title} (★ its best lr)")
+    axes[0][0].set_ylim(bottom, top)
+    mean, low, high = (cells[f"final_val_loss_{k}"] for k in ("mean", "low", "high"))
+    cut = (high.fillna(mean) > top) | (low.fillna(mean) < bottom)
+    notes = ["Band: 95% CI over seeds; ★: the best lr (lowest mean where every run completed)."]
+    if (~complete).any():
+        notes.append("Open circles: lrs where not every planned run completed (diverged, failed "
+                     "or not run yet): the mean of the rest, never a best lr.")
+    if cut.any():
+        notes.append("y axis: the range of the means where every run completed, shared by the "
+                     "panels; what lies beyond is cut (▲, ▼: a mean above, below it).")
+    fig.text(0.01, 0, "\n".join(notes), ha="left", va="top", fontsize="small")
+    fig.suptitle(title, y=1 - 0.2 / height)
+    return fig
+
+
+def _size_line(ax: plt.Axes, line: pd.DataFrame, best: pd.DataFrame, colour: Colour, label: str,
+               limits: tuple[float, float]) -> None:
+    """One size's final val against lr (its lr grid cells): means, open where some run did not
+    complete, the CI band, a mean beyond the y limits as ▲ or ▼ at the edge, and its best lr (its
+    lr-transfer row) starred."""
+    line = line.sort_values("lr")
+    mean = line["final_val_loss_mean"]
+    ax.plot(line["lr"], mean, "o-", color=colour, ms=5, label=label)
+    partly = line["completed"] < line["planned"]
+    ax.plot(line["lr"][partly], mean[partly], "o", color=colour, mfc="white", ms=5, zorder=3)
+    band = line.dropna(subset=["final_val_loss_low"])
+    ax.fill_between(band["lr"], band["final_val_loss_low"], band["final_val_loss_high"],
+                    color=colour, alpha=0.15, lw=0)
+    (bottom, top) = limits
+    for beyond, edge, marker in ((mean > top, top, "^"), (mean < bottom, bottom, "v")):
+        ax.plot(line["lr"][beyond], [edge] * beyond.sum(), marker, color=colour, ms=8,
+                clip_on=False)
+    for row in best.dropna(subset=["best_lr"]).itertuples():
+        ax.plot(row.best_lr, row.final_val_loss_mean, "*", ms=16, color=colour,
+                markeredgecolor="black", zorder=4)
 
 
 def scaling_curves(table: pd.DataFrame, title: str) -> Figure:
@@ -233,10 +309,15 @@ def of(compared: Comparison, evals: pd.DataFrame) -> list[tuple[str, Figure]]:
         return []
     if compared.scale:
         against = "the row above" if compare == "previous" else compare
-        return [(f"{name}_delta_vs_size", delta_vs_size(
+        made = [(f"{name}_delta_vs_size", delta_vs_size(
                     table, compared.scale, against, f"{name}: Δ final val against the size")),
                 (f"{name}_scaling", scaling_curves(
                     table, f"{name}: final val loss against parameters, at every size"))]
+        if compared.lrs:
+            made.append((f"{name}_lr_transfer", lr_transfer(
+                compared.tables[LR_GRID], compared.tables[LR_TRANSFER], compared.scale,
+                f"{name}: final val loss against learning rate at every size")))
+        return made
     if compared.lrs:
         made = [(f"{name}_lr_curves", lr_curves(
                     compared.tables[LR_GRID], table,
@@ -262,13 +343,13 @@ def of(compared: Comparison, evals: pd.DataFrame) -> list[tuple[str, Figure]]:
                                     f"{name}: the effect of each change vs {compare}"))]
 
 
-def _along(rows: pd.DataFrame, others: list[Axis]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    """The rows at each size of the other scale axes ({} and every row where there is none)."""
-    if not others:
-        return [({}, rows)]
-    names = [a.name for a in others]
-    return [(dict(zip(names, key, strict=True)), part)
-            for key, part in rows.groupby(names, sort=True)]
+def _lr_axis(ax: plt.Axes, cells: pd.DataFrame) -> None:
+    """A log lr axis whose ticks are the grid's lrs."""
+    ax.set_xscale("log")
+    lrs = sorted(cells["lr"].unique())
+    ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set(xlabel="learning rate (peak, log scale)")
 
 
 def _xerr(row, name: str) -> list[list[float]] | None:

@@ -2,8 +2,8 @@
 
 1. Prints the comparison tables (one per experiment definition in `experiment.json`) and writes them
    into the experiment folder: `tables.md` (every table and one sample per rung) and
-   `<definition>.csv` (with axes also `<definition>_lr_grid.csv`, `<definition>_trend.csv`; the CSV
-   of a table a definition no longer has is removed).
+   `<definition>.csv` (with axes also `<definition>_lr_grid.csv`, `<definition>_trend.csv`,
+   `<definition>_lr_transfer.csv`; the CSV of a table a definition no longer has is removed).
 2. Runs `progression.ipynb` headless (papermill, a real kernel) and, with `--storage`, `sweep.ipynb`
    for an Optuna study; each executed notebook is kept in `<folder>/report/` beside its Markdown
    export (`progression.md`, `sweep.md`) and the figures it saved (`figures/*.png` and `*.svg`).

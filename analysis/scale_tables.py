@@ -68,6 +68,15 @@ def _at(part: pd.DataFrame, size: Size, scale: Sequence[Axis]) -> pd.DataFrame:
     return at_size(part, size, {a.name: a.column for a in scale})
 
 
+def along(rows: pd.DataFrame, others: Sequence[Axis]) -> list[tuple[Size, pd.DataFrame]]:
+    """The rows at each size of the other scale axes ({} and every row where there is none)."""
+    if not others:
+        return [({}, rows)]
+    names = [a.name for a in others]
+    return [(dict(zip(names, key, strict=True)), part)
+            for key, part in rows.groupby(names, sort=True)]
+
+
 def values_by_size(part: pd.DataFrame, scale: Sequence[Axis], with_lr: bool
                    ) -> dict[tuple[Any, ...], dict[str, tuple[dict[int, float], float]]]:
     """Per size (its values, in `scale`'s order) and variant: the final val by seed that stands for

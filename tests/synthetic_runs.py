@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -83,5 +84,53 @@ def todays_manifest() -> tuple[dict[str, Any], pd.DataFrame]:
             {"name": "grid", "job_type": "grid", "description": "Three models over three lrs.",
              "compare": "base", "lrs": lrs, "variants": grid},
         ],
+    }
+    return manifest, pd.DataFrame(rows)
+
+
+# lr_transfer_manifest: each variant's best lr index on TRANSFER_LRS at each width; SP's falls by
+# two grid steps from the base width 64 to 128 (and rises one at 32), muP's stays within one.
+TRANSFER_LRS = [0.001, 0.003, 0.01, 0.03]
+TRANSFER_BEST = {("sp", 32): 3, ("sp", 64): 2, ("sp", 128): 0,
+                 ("mup", 32): 2, ("mup", 64): 2, ("mup", 128): 1}
+
+
+def lr_transfer_manifest(depths: tuple[int, ...] = ()) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A format-2 manifest of {sp, mup} x widths 32, 64, 128 (x `depths`, a depth axis if given) x
+    TRANSFER_LRS x 2 seeds at the base width 64 (depth 2), where muP is SP (mup's runs there are
+    sp's run ids), and its runs: final val is a parabola in the lr's grid index around TRANSFER_BEST
+    at every depth. At the top lr of width 128 one seed diverged for each variant; muP's other seed
+    there is the lowest loss of all, which the best-lr rule must not pick."""
+    rows: list[dict[str, Any]] = []
+    variants = []
+    for variant, component, floor in (("sp", "SP", 2.0), ("mup", "muP", 1.95)):
+        runs = []
+        for width in (32, 64, 128):
+            for depth in depths or (None,):
+                at = {"width": width} | ({"depth": depth} if depth else {})
+                for i, lr in enumerate(TRANSFER_LRS):
+                    for seed in (0, 1):
+                        owner = "sp" if width == 64 else variant
+                        run_id = f"{owner}-s{seed}-w{width}-d{depth}-{i}"
+                        runs.append({"seed": seed, **at, "lr": lr, "run_id": run_id})
+                        if owner != variant:
+                            continue  # muP at the base width: sp's run, in the frame once
+                        status = "diverged" if (width, i, seed) == (128, 3, 1) else "completed"
+                        distance = i - TRANSFER_BEST[variant, width]
+                        val = (floor - 0.1 * math.log2(width) - 0.02 * (depth or 0)
+                               + 0.06 * distance ** 2 + 0.01 * seed)
+                        if (variant, width, i, seed) == ("mup", 128, 3, 0):
+                            val = 1.0
+                        rows.append(run(run_id, owner, seed, val, status,
+                                        params=width * width * 30))
+        variants.append({"name": variant, "adds": f"{variant} model", "component": component,
+                         "runs": runs})
+    axes = {"width": [32, 64, 128]} | ({"depth": list(depths)} if depths else {})
+    manifest = {
+        "format": 2, "name": "transfer", "preset": "modern", "seeds": [0, 1], "overrides": {},
+        "data": "tinyshakespeare", "base_point": {"width": 64, "depth": 2, "lr": 0.003},
+        "experiments": [{"name": "mup_transfer", "job_type": "lr-transfer",
+                         "description": "SP against muP over an lr grid.", "compare": "sp",
+                         "axes": axes | {"lr": TRANSFER_LRS}, "variants": variants}],
     }
     return manifest, pd.DataFrame(rows)
