@@ -120,7 +120,7 @@ def test_dry_run_prints_every_run_and_what_is_shared_and_writes_nothing(tiny_cor
     assert "ladder/bigram:" in out and "keeps its own lr=0.01" not in out  # smoke trains its bigram like the rest
     assert "leave_one_out/no_gpt2_init: init=default\n  same runs as ladder/layernorm" in out
     assert out.count("\n  seed ") == 2 * 15 + 2 * 2  # every run, the shared ones under both experiments
-    assert out.rstrip().endswith("30 runs: 0 cached, 30 to train; nothing written")
+    assert "\n30 runs: 0 cached, 30 to train; nothing written\nensembles (" in out  # then how they group
     assert not (tmp_path / "r").exists()
 
 
