@@ -7,11 +7,12 @@ ablation takes, never a number in it:
 
 - `off`: every run alone, as before ensembles existed;
 - `N`: the runs of one architecture in groups of at most N, split evenly;
-- `auto`: measured here. For each architecture this machine times training steps of one run alone and of all its
-  runs as one ensemble, on the threads a worker gets. An architecture whose ensemble does not step its runs at
-  least MIN_GAIN times as fast as training them one by one (a compute-bound model on a CPU) trains them alone;
-  the others are split into as many groups as keeps every worker busy to the end (the measured step times,
-  longest first). On a GPU a group also fits in a quarter of the memory free when measured.
+- `auto`: measured here. For each architecture this machine times training steps of one run alone and of a few
+  of its runs as one ensemble (the step time of more members is extrapolated: overhead plus work per member),
+  on the threads a worker gets. A run whose step alone is compute-bound on a CPU, or an architecture whose
+  ensemble would not step its runs at least MIN_GAIN times as fast as one by one, trains alone; the others are
+  split into as many groups as keeps every worker busy to the end (the measured step times, longest first).
+  On a GPU a group also fits in a quarter of the memory free when measured.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ from nanogpt.train import Trainer
 
 MIN_GAIN = 1.15  # the margin that keeps `auto` from choosing an ensemble that is only as fast, or noise
 MAX_SIZE = 64  # members of one ensemble at most
-MEASURE_SECONDS = 0.1  # each timing runs at least this long (and 3 steps), after one warm-up step
+MEASURE_SECONDS = 0.1  # a timing window is at least this long (and 2 steps); the faster of two, after a warm-up
+MEASURED_SIZE = 4  # the ensemble is timed at this many members at most, and its larger sizes extrapolated
+# On a CPU a step of this long alone is compute: the per-step overhead an ensemble shares (op dispatch, Python,
+# the optimizer's launches: ~1-3 ms measured on 2-core EPYCs) could not make it MIN_GAIN times as fast.
+COMPUTE_BOUND_S = 0.05
 Group = tuple[RunConfig, ...]
 
 
@@ -96,17 +101,23 @@ def group(runs: Sequence[RunConfig], mode: EnsembleMode, jobs: int, timer: Timer
             continue
         assert timer is not None, "auto measures step times"
         size = min(m, MAX_SIZE, timer.capacity(tuple(members[:1])))
-        alone_s, together_s = timer(tuple(members[:1])), timer(tuple(members[:size]))
-        gain = size * alone_s / together_s
-        step[key] = _linear(alone_s, together_s, size)
+        alone_s = timer(tuple(members[:1]))
+        if timer.compute_bound(alone_s):
+            parts[key], step[key] = m, lambda n, s=alone_s: n * s
+            notes.append(f"{name}: {m} runs alone (compute-bound: {alone_s * 1e3:.0f} ms a step alone leaves an "
+                         "ensemble little overhead to share)")
+            continue
+        measured_at = min(size, MEASURED_SIZE)  # the step time is overhead + members x work: two points fit it
+        step[key] = _linear(alone_s, timer(tuple(members[:measured_at])), measured_at)
+        gain = size * alone_s / step[key](size)
         if gain < MIN_GAIN:
             parts[key] = m
             notes.append(f"{name}: {m} runs alone (an ensemble of {size} steps them {gain:.2f}x as fast as one by "
                          f"one: under {MIN_GAIN}x)")
         else:
             parts[key] = math.ceil(m / size)
-            notes.append(f"{name}: an ensemble steps its {m} runs {gain:.2f}x as fast as one by one (measured at "
-                         f"{size} members)")
+            notes.append(f"{name}: an ensemble of {size} steps its runs {gain:.2f}x as fast as one by one "
+                         f"(measured at {measured_at} members)")
     measured = [t(1) for t in step.values()]
     per_run = sum(measured) / len(measured) if measured else 1.0  # a guess for runs nothing measured
 
@@ -170,6 +181,10 @@ class Timer:
     def __init__(self, corpus: Corpus, device: torch.device, threads: int):
         self.corpus, self.device, self.threads = corpus, device, threads
 
+    def compute_bound(self, step_seconds: float) -> bool:
+        """Whether a run that steps this slowly alone is compute-bound here (only ever on a CPU)."""
+        return self.device.type == "cpu" and step_seconds > COMPUTE_BOUND_S
+
     def capacity(self, run: Group) -> int:
         """How many members of this run's architecture fit in a quarter of the free GPU memory (a CPU: no limit).
 
@@ -191,15 +206,19 @@ class Timer:
         try:
             step = self._step(runs)
             step()  # warm-up: first-call allocations
-            self._sync()
-            start, n = time.perf_counter(), 0
-            while n < 3 or time.perf_counter() - start < MEASURE_SECONDS:
-                step()
-                n += 1
-            self._sync()
-            return (time.perf_counter() - start) / n
+            return min(self._window(step) for _ in range(2))  # the quieter of two: other work shares the cores
         finally:
             torch.set_num_threads(before)
+
+    def _window(self, step: Callable[[], object]) -> float:
+        """Seconds per step over at least MEASURE_SECONDS and 2 steps."""
+        self._sync()
+        start, n = time.perf_counter(), 0
+        while n < 2 or time.perf_counter() - start < MEASURE_SECONDS:
+            step()
+            n += 1
+        self._sync()
+        return (time.perf_counter() - start) / n
 
     def _step(self, runs: Group) -> Callable[[], object]:
         models = [seeded_model(cfg).to(self.device) for cfg in runs]

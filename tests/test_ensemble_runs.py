@@ -111,6 +111,9 @@ def test_grouping_puts_seeds_and_lrs_of_one_model_together_and_nothing_else(tiny
         def capacity(self, runs):
             return 64
 
+        def compute_bound(self, seconds):
+            return seconds > 100
+
         def __call__(self, runs):
             return self.overhead + self.work * len(runs)
 
