@@ -21,7 +21,7 @@ NAME        ?=
 ABLATE_ARGS = $(if $(PRESET),--preset $(PRESET)) --experiments $(EXPERIMENTS) --results $(RESULTS) \
 	$(if $(NAME),--name $(NAME)) $(if $(DATA),--data $(DATA)) $(foreach setting,$(SET),--set $(setting))
 
-.PHONY: setup test lint reliability run ablate help
+.PHONY: setup test test-slow lint reliability run ablate help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,9 +44,14 @@ lock: setup  ## refresh requirements.lock from pyproject.toml (exact versions wi
 		--no-emit-index-url --output-file requirements.lock pyproject.toml
 
 # Tests run on one xdist worker per core (-n auto): most wait on subprocesses or run one torch thread.
-test: setup  ## the test suite (what CI runs)
+# `make test` leaves out the `slow` ones (whole processes killed or signalled mid-run, many seconds each);
+# `make test-slow` runs just those. CI (.ci/run) runs both: every test, every commit (docs/development.md).
+test: setup  ## the test suite without the slow fault-injection tests (CI runs it, then test-slow)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n auto --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n auto --dist loadgroup -m "not slow" --durations=15
+
+test-slow: setup  ## the slow fault-injection tests: processes killed, signalled, disks filled mid-run
+	$(PY) -m pytest -q -n auto --dist loadgroup -m slow --durations=10
 
 lint: setup  ## ruff
 	$(PY) -m ruff check .

@@ -55,6 +55,8 @@ CUDA_PRESENT: bool | None = None  # decided once per test process, before any te
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped with the reason where none is present")
+    config.addinivalue_line("markers", "slow: a fault injected into whole processes (kills, signals, full disks) that "
+                            "takes many seconds: `make test-slow` runs these, `make test` the rest; CI runs both")
     global CUDA_PRESENT
     import torch
 

@@ -111,6 +111,7 @@ def uninterrupted(tmp_path_factory, tiny_corpus) -> tuple[list[str], dict[str, l
     return args, final_losses(results / "smoke")
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGKILL of `make ablate` while runs are half-done")
 def test_sigkilled_ablation_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, uninterrupted):
     """Workers die with the parent; the rerun trains only what is missing; numbers equal an uninterrupted run."""
@@ -176,6 +177,7 @@ def test_every_ablation_run_is_mirrored_to_wandb_with_its_experiment(tmp_path, t
     assert {"narrowing", "thinning"} <= set(header["tags"])
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGKILL of `make ablate` at random moments, three times in a row")
 def test_repeatedly_killed_ablation_completes_every_run_exactly_once(tmp_path, uninterrupted):
     """After 3 random kills the next invocation finishes; every planned run exists once, with exact numbers."""
@@ -222,6 +224,7 @@ def wait_for_a_run_in_flight(folder: Path, proc: subprocess.Popen) -> None:
     raise AssertionError("no run came to be in flight")
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGTERM, or Ctrl-C twice, to `make ablate` while runs are in flight")
 @pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT")], ids=["sigterm", "ctrl-c twice"])
 def test_stopped_ablation_marks_its_runs_interrupted_and_resumes_to_the_same_numbers(tmp_path, uninterrupted,
@@ -264,6 +267,7 @@ def a_starting_worker(proc: subprocess.Popen) -> psutil.Process:
     raise AssertionError("no worker process started")
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGTERM to an ablation worker before its handler is installed")
 def test_a_sigterm_to_a_starting_worker_stops_the_ablation_like_any_sigterm(tmp_path,
                                                                             uninterrupted):
@@ -286,6 +290,7 @@ def test_a_sigterm_to_a_starting_worker_stops_the_ablation_like_any_sigterm(tmp_
     assert "running" not in statuses, statuses
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "two `make ablate` at once on one results folder")
 def test_two_ablations_on_one_results_folder_both_end_completed(tmp_path, uninterrupted):
     """The second waits for the runs the first trains and takes them as finished; both exit 0, every run is trained
@@ -302,6 +307,7 @@ def test_two_ablations_on_one_results_folder_both_end_completed(tmp_path, uninte
         assert "resumes" not in json.loads(path.read_text()), path
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGTERM to `make` itself during `make ablate`")
 def test_sigterm_to_make_stops_the_ablation_under_it(tmp_path, tiny_corpus):
     """make's shell passes the SIGTERM on: the ablation marks its runs interrupted and exits 130, nothing is left

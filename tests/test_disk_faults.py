@@ -67,6 +67,7 @@ def limit_file_size(max_bytes: int):
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "disk full while writing a checkpoint")
 def test_full_disk_mid_run_fails_cleanly_and_resumes(tmp_path, tiny_corpus):
     """Exit 1 naming ckpt.pt; summary not 'completed'; no temp files; --resume later completes the run."""

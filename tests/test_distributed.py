@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.conftest import ROOT, run_module
 
@@ -56,6 +57,7 @@ def wait_until_unlocked(lock: Path, timeout: float = 30) -> None:
                 time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_single_process_curve(tmp_path):
     single = run_module("experiments.run", *SMOKE, "--results", tmp_path / "one")
     assert single.returncode == 0, single.stderr
@@ -82,6 +84,7 @@ def test_a_batch_that_does_not_split_is_a_usage_error(tmp_path):
     assert not list(tmp_path.glob("*/*/ckpt.pt"))
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     # Dropout on: resuming must also restore every rank's dropout stream.
     args = [*SMOKE[:-1], "max_iters=600", "--set", "eval_interval=100", "--set", "dropout=0.1"]

@@ -10,6 +10,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from benchmarks import gpu_check
 from tests.conftest import ROOT, run_module
 
@@ -73,6 +75,7 @@ def test_a_part_past_its_timeout_is_stopped(tmp_path):
     assert "stopped at its timeout" in (tmp_path / "log").read_text()
 
 
+@pytest.mark.slow
 def test_part_b_measures_the_dtype_ratio_and_an_exact_resume_after_a_kill(tmp_path, tiny_corpus, monkeypatch):
     """Part b as it runs on the GPU, here on the CPU with the smoke preset (40 steps, evaluations every 10)."""
     monkeypatch.setattr(gpu_check, "RUN", (*SMOKE_RUN, "--data", str(tiny_corpus)))

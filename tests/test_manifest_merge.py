@@ -45,6 +45,7 @@ def record(results: Path, experiments: list[str], corpus: Path, **kwargs) -> dic
     return manifest.record(p.folder, p.manifest)
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "two ablations of different experiments at once on one folder")
 def test_two_ablations_with_different_experiments_on_one_folder_both_end_with_complete_tables(
         definitions, tmp_path, tiny_corpus):

@@ -61,6 +61,7 @@ def killed_copy(uninterrupted: Path, tmp_path: Path, tiny_corpus: Path, at_line:
     return the_run(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGKILL at random moments, repeated (steps, metrics and checkpoint writes)")
 def test_repeated_random_sigkills_lose_nothing(tmp_path, tiny_corpus, uninterrupted):
     """After each kill the folder reads (at most a torn last line); resumed 5x, numbers equal an uninterrupted run."""
@@ -86,6 +87,7 @@ def test_repeated_random_sigkills_lose_nothing(tmp_path, tiny_corpus, uninterrup
     assert not list(run_dir.glob(".*")), "temp files of interrupted writes must not stay"
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "kill while appending metrics (torn last line) and while writing a checkpoint")
 def test_torn_metrics_line_and_half_written_checkpoint_are_recovered(tmp_path, tiny_corpus, uninterrupted):
     """The torn line is reported, then dropped on resume; the half checkpoint is discarded; numbers are exact."""
@@ -102,6 +104,7 @@ def test_torn_metrics_line_and_half_written_checkpoint_are_recovered(tmp_path, t
     assert not list(run_dir.glob(".*"))
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "corrupted checkpoint")
 def test_corrupted_checkpoint_is_reported_with_the_fix(tmp_path, tiny_corpus, uninterrupted):
     """Resume exits 2 naming ckpt.pt and --force; nothing in the folder changes; --force then retrains."""

@@ -153,6 +153,7 @@ def test_divergence_is_a_status_not_a_crash(tmp_path, tiny_corpus):
 LONG = ("--set", "max_iters=1500", "--set", "eval_interval=100", "--set", "log_interval=50")
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGKILL of a run mid-training, then --resume")
 def test_sigkill_then_resume_ends_on_the_numbers_of_an_uninterrupted_run(tmp_path, tiny_corpus):
     """Folder readable, resume without --resume refused, resumed losses equal an uninterrupted run exactly."""
@@ -188,6 +189,7 @@ def test_sigkill_then_resume_ends_on_the_numbers_of_an_uninterrupted_run(tmp_pat
     assert (run_dir / "samples.txt").read_text() == (run_folder(tmp_path / "whole") / "samples.txt").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGTERM (kill, W&B agent early termination), or Ctrl-C twice, to one run")
 @pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT")], ids=["sigterm", "ctrl-c twice"])
 def test_sigterm_ends_the_run_like_ctrl_c_and_it_resumes(tmp_path, tiny_corpus, signals):

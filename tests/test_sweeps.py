@@ -190,6 +190,7 @@ def _get_json(url: str, server: subprocess.Popen, timeout: float = 60) -> dict:
 # --- PostgreSQL: a worker killed mid-trial ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGKILL of a sweep worker mid-trial (PostgreSQL, heartbeats)")
 def test_sigkilled_worker_trial_is_retried_and_resumed(postgres, tiny_corpus, tiny_grid, tmp_path):
     """The dead trial is failed once stale and retried; its run resumes from the checkpoint; every point done once."""
@@ -254,6 +255,7 @@ def test_sqlite_is_the_default_storage_and_a_finished_study_stays_finished(tiny_
     assert "already exists with other settings" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "Ctrl-C of a sweep worker mid-trial, then the sweep again")
 def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_path, capsys):
     """Ctrl-C a worker mid-trial; running the sweep again re-enqueues that trial and resumes its run."""
@@ -285,6 +287,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_corpus, tiny_grid, tmp_
     assert run.status == "completed" and run.summary["resumes"] == 1 and run.summary["resumed_from_step"] >= 100
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "SIGTERM to `sweeps.optuna run` mid-trial")
 def test_sigterm_to_a_sweep_ends_it_like_ctrl_c(tiny_corpus, tiny_grid, tmp_path):
     """Exit 130 with one `interrupted:` line (its workers say none) and no traceback; its workers

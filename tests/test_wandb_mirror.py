@@ -161,6 +161,7 @@ def test_failed_training_finishes_the_wandb_run_with_an_error(tmp_path, tiny_cor
     assert history(records(run.path / "wandb")) == run.metrics and len(run.metrics) == 2
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_the_same_wandb_run(tmp_path, tiny_corpus):
     args = cli_args(tiny_corpus, tmp_path, "--wandb", "offline", *LONG)
     with mirrored_run(args, tmp_path) as proc:
@@ -205,6 +206,7 @@ def test_a_sigterm_while_wandb_starts_marks_the_run_interrupted(tmp_path, tiny_c
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "an offline-mirrored run killed with a lagging wandb-core")
 def test_evaluations_a_kill_cost_wandb_are_sent_again_on_resume(tmp_path, tiny_corpus):
     """wandb-core frozen (a loaded machine), then the run and it killed together: mirror.json counts
@@ -264,6 +266,7 @@ def test_an_unusable_home_is_one_warning_and_the_run_completes(tmp_path, tiny_co
     assert read_run(only_run_dir(tmp_path)).summary["status"] == "completed"
 
 
+@pytest.mark.slow
 @pytest.mark.reliability("fault", "W&B service (wandb-core) SIGKILLed mid-run")
 def test_wandb_service_killed_mid_run_never_stops_training(tmp_path, tiny_corpus):
     """One warning, exit 0, every evaluation recorded locally; what reached W&B stays readable."""
