@@ -79,20 +79,18 @@ class EnsembleTrainer:
         self.batches = [{"train": Batches(corpus.train, block, bs, seed, device.type),
                          "eval_train": Batches(corpus.train, block, bs, seed + 1, device.type),
                          "eval_val": Batches(corpus.val, block, bs, seed + 2, device.type)} for seed in seeds]
-        self.z_loss = self._column([c.z_loss for c in cfgs]).view(-1)
+        self.z_loss = torch.tensor([c.z_loss for c in cfgs], device=device)
         self.step, self.elapsed, self.tokens_seen = 0, 0.0, 0
         self.restored_step: int | None = None
         self.results: list[TrainResult | None] = [None] * self.size
 
-    def _column(self, values: Sequence[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=self.device).view(-1, 1)
-
     # --- one member at a time: what its lone run would hold --------------------------------------------------
 
     def _load_scratch(self, i: int) -> None:
+        member = self.flat.member(i)
         with torch.no_grad():
             for name, p in self.scratch.named_parameters():
-                p.copy_(self.flat.member(i)[name])
+                p.copy_(member[name])
 
     def checkpoint(self, i: int, metrics: dict[str, Any]) -> dict[str, Any]:
         """Member i's checkpoint, as its lone run's `Trainer.checkpoint` writes it."""
@@ -115,9 +113,10 @@ class EnsembleTrainer:
             raise ValueError(f"an ensemble resumes its members from one step, not {sorted(steps)}")
         for i, ckpt in enumerate(ckpts):
             self.scratch.load_state_dict(ckpt["model"])
+            member = self.flat.member(i)
             with torch.no_grad():
                 for name, p in self.scratch.named_parameters():
-                    self.flat.member(i)[name].copy_(p)
+                    member[name].copy_(p)
             order = [name for g in self.groups[i] for name in g.names]  # torch numbers parameters this way
             state = ckpt["optimizer"]["state"]
             self.optimizer.load_member(i, {order[k]: v for k, v in state.items()})
