@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments import store
+from experiments import exits, store
 from experiments.config import RunConfig
 from experiments.machine import Prepared, prepare
 from experiments.progress import Progress
@@ -103,7 +103,8 @@ def _train_members(ready: Sequence[Prepared], dirs: Sequence[Path], quiet: bool,
             model = seeded_model(r.cfg).to(device)
             static = static_fields(r, model, device, precision, ensemble={"member": i, "size": len(ready), "runs": ids})
             try:
-                opened[i] = (model, *open_run(r, run_dir, model, static))
+                with exits.signals_held():  # a stop while its summary turns 'running' is raised once it is opened
+                    opened[i] = (model, *open_run(r, run_dir, model, static))
             except USER_ERRORS as e:
                 summaries[i] = {"run_id": r.cfg.run_id, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
         members = list(opened)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from experiments import store
+from experiments import exits, store
 from experiments.config import ConfigError, RunConfig
 from experiments.definitions import DefinitionError
 from experiments.machine import Prepared, prepare
@@ -177,23 +177,26 @@ def train_locked(ready: Prepared, run_dir: Path, resume: bool, force: bool, call
         return finished
     trainer = make_trainer(ready, world)
     model, device = trainer.model, trainer.device
-    recorder, state = open_run(ready, run_dir, model, static_fields(ready, model, device, trainer.precision,
-                                                                    world.size))
-    if state is not None:
-        trainer.restore(state)
-    # From here the summary says 'running': a stop anywhere below (a SIGTERM while W&B starts, say)
-    # must mark it, so everything after is inside the try.
-    mirror = WandbMirror(run_dir, cfg)  # off until started
-    progress = Progress(f"{cfg.experiment}/{cfg.run_id}", cfg.train.max_iters, trainer.step, quiet=quiet)
+    static = static_fields(ready, model, device, trainer.precision, world.size)
+    mirror, recorder, progress = WandbMirror(run_dir, cfg), None, None  # the mirror is off until started
     try:
+        # Opening writes the summary 'running': a stop that comes meanwhile waits, and is raised as the
+        # block ends, here in the try, where it is recorded; so is one anywhere below (while W&B starts).
+        with exits.signals_held():
+            recorder, state = open_run(ready, run_dir, model, static)
+        if state is not None:
+            trainer.restore(state)
+        progress = Progress(f"{cfg.experiment}/{cfg.run_id}", cfg.train.max_iters, trainer.step, quiet=quiet)
         trainer.follow_main()  # data-parallel: the other ranks start from this state
         mirror = WandbMirror.start(wandb, run_dir, cfg)  # after the recorder: it mirrors the record
         result = trainer.run([recorder, progress, mirror, *callbacks])
     except BaseException as e:
-        close_run(recorder, mirror, e)
+        if recorder is not None:
+            close_run(recorder, mirror, e)
         raise
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     samples = sample_text(model, corpus, cfg.seed) if result.status == "completed" else None
     summary = recorder.finish(result.status, result.reason, samples, skipped_steps=result.skipped_steps)
     mirror.close(summary, samples)
