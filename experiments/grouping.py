@@ -35,7 +35,7 @@ from nanogpt.train import Trainer
 
 MIN_GAIN = 1.15  # the margin that keeps `auto` from choosing an ensemble that is only as fast, or noise
 MAX_SIZE = 64  # members of one ensemble at most
-MEASURE_SECONDS = 0.1  # a timing window is at least this long (and 2 steps); the faster of two, after a warm-up
+MEASURE_SECONDS = 0.05  # a timing window is at least this long (and 2 steps); the faster of two, after a warm-up
 MEASURED_SIZE = 4  # the ensemble is timed at this many members at most, and its larger sizes extrapolated
 # On a CPU a step of this long alone is compute: the per-step overhead an ensemble shares (op dispatch, Python,
 # the optimizer's launches: ~1-3 ms measured on 2-core EPYCs) could not make it MIN_GAIN times as fast.
