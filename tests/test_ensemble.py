@@ -141,6 +141,7 @@ def test_the_per_member_adamw_is_torchs_adamw_for_each_member():
             assert torch.equal(state[name]["exp_avg_sq"], torch_adamw[i].state[p]["exp_avg_sq"])
 
 
+@pytest.mark.reliability("fault", "one member of an ensemble diverges (lr 1e9)")
 def test_a_diverging_member_is_recorded_diverged_and_the_others_train_on_unchanged(tiny_corpus):
     corpus = Corpus.load(str(tiny_corpus))
     model = ModelConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=8, n_embd=16, n_head=2, n_layer=2)
@@ -178,6 +179,7 @@ def test_a_members_checkpoint_is_its_lone_runs_and_resumes_it_alone(tiny_corpus)
     assert resumed.evals == alone.evals[-1:]
 
 
+@pytest.mark.reliability("fault", "an ensemble stopped mid-run, resumed from its members' checkpoints")
 def test_a_killed_ensemble_resumes_from_its_members_checkpoints_exactly(tiny_corpus):
     corpus = Corpus.load(str(tiny_corpus))
     model = ModelConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=8, n_embd=16, n_head=2, n_layer=1)

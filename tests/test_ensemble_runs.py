@@ -69,6 +69,7 @@ def test_the_cache_holds_across_modes(grid, tmp_path):
     assert all(train_run(cfg, together, quiet=True).get("skipped") for cfg in cfgs)
 
 
+@pytest.mark.reliability("fault", "a run interrupted alone, then planned with fresh runs of its model")
 def test_a_half_finished_lone_run_resumes_alone_and_the_rest_train_together(grid, tmp_path, tiny_corpus):
     cfgs, _, alone = grid
     with pytest.raises(KeyboardInterrupt):
@@ -124,6 +125,7 @@ def test_grouping_puts_seeds_and_lrs_of_one_model_together_and_nothing_else(tiny
     assert f"under {MIN_GAIN}x" in compute_bound.notes[0]
 
 
+@pytest.mark.reliability("bad input", "make ablate ENSEMBLE= neither auto, off nor a size")
 def test_the_dry_run_shows_the_groups_and_a_bad_mode_is_one_line(tmp_path, tiny_corpus, capsys):
     args = ["--preset", "smoke", "--experiments", "ladder", "--seeds", "2", "--data", str(tiny_corpus),
             "--results", str(tmp_path), "--set", "max_iters=20"]
