@@ -322,6 +322,7 @@ def _check(args: argparse.Namespace) -> int:
             print(f"[{part.key}] {part.what} (timeout {part.timeout} s)")
             for command in part.commands(work, args):
                 print("    " + " ".join(command))
+        print("nothing written")
         work.rmdir()
         return 0
     import torch
