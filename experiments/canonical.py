@@ -67,8 +67,8 @@ RULES: tuple[Rule, ...] = (
          lambda c: c["init"] == "default", _defaults("scaled_residual_init")),
     Rule("SP has no base width", "only muP reads mup_base_width (ModelConfig.mup_base)",
          lambda c: c["parametrization"] == "sp", _defaults("mup_base_width")),
-    Rule("muP at its base width is SP", "every muP multiplier is 1 at the base width, and without "
-         "an LM head (the bigram table) nothing grows with n_embd (nanogpt.mup)",
+    Rule("muP at its base width is SP", "every muP multiplier is 1 at the base width; a model "
+         "without an LM head (the bigram table) has nothing that grows with n_embd (nanogpt.mup)",
          lambda c: c["parametrization"] == "mup"
          and (c["mup_base_width"] in (None, c["n_embd"]) or not c["lm_head"]),
          _defaults("parametrization", "mup_base_width")),
