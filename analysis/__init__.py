@@ -1,10 +1,12 @@
-"""Analysis: one set of results frames from any source, the comparison tables, the notebooks and their report.
+"""Analysis: one set of results frames from any source, the comparison tables, the notebooks and
+their report.
 
     from analysis import load_runstore, load_wandb, load_optuna
-    results = load_runstore("results", "tutorial")  # .evals (run x eval), .runs (per run), .problems
+    results = load_runstore("results", "tutorial")  # .evals (run x eval), .runs (per run),
+        .problems
 
-`analysis.wandb_offline.load_wandb_offline(folder)` reads W&B offline runs the same way. Nothing here
-imports torch; wandb and optuna are imported by the loaders that need them.
+`analysis.wandb_offline.load_wandb_offline(folder)` reads W&B offline runs the same way. Nothing
+here imports torch; wandb and optuna are imported by the loaders that need them.
 """
 
 from analysis.frame import Results

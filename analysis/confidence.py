@@ -34,14 +34,17 @@ def t_interval(values: Iterable[float]) -> tuple[float, float]:
     return low, high
 
 
-def paired_delta(values: dict[int, float], baseline: dict[int, float]) -> tuple[float, float, float]:
-    """Mean and CI of values - baseline over the seeds both have: a seed's runs share their data order."""
+def paired_delta(values: dict[int, float],
+                 baseline: dict[int, float]) -> tuple[float, float, float]:
+    """Mean and CI of values - baseline over the seeds both have: a seed's runs share their data
+    order."""
     return mean_ci(values[s] - baseline[s] for s in sorted(values.keys() & baseline.keys()))
 
 
 def paired_p(values: dict[int, float], baseline: dict[int, float]) -> float:
-    """Two-sided paired t-test (scipy.stats.ttest_rel) of values vs baseline over the seeds both have;
-    NaN with fewer than two pairs or when every pair differs by the same amount (no variance to test)."""
+    """Two-sided paired t-test (scipy.stats.ttest_rel) of values vs baseline over the seeds both
+    have; NaN with fewer than two pairs or when every pair differs by the same amount (no variance
+    to test)."""
     seeds = sorted(values.keys() & baseline.keys())
     a, b = np.array([values[s] for s in seeds]), np.array([baseline[s] for s in seeds])
     if len(seeds) < 2 or not np.isfinite(a - b).all() or np.ptp(a - b) == 0:
@@ -50,8 +53,8 @@ def paired_p(values: dict[int, float], baseline: dict[int, float]) -> float:
 
 
 def holm(p_values: Iterable[float]) -> list[float]:
-    """Holm–Bonferroni-adjusted p-values (statsmodels) over the tests of one table; a NaN (no test) stays
-    NaN and does not count as a comparison."""
+    """Holm–Bonferroni-adjusted p-values (statsmodels) over the tests of one table; a NaN (no test)
+    stays NaN and does not count as a comparison."""
     from statsmodels.stats.multitest import multipletests
 
     p = np.array(list(p_values), dtype=float)

@@ -28,7 +28,8 @@ DODGE = 1.04
 def setup() -> None:
     """seaborn's theme at a size that stays readable when a README shrinks the figure."""
     sns.set_theme(style="whitegrid", context="notebook", font_scale=1.05,
-                  rc={"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight", "svg.fonttype": "none"})
+                  rc={"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight",
+                      "svg.fonttype": "none"})
 
 
 def show(fig: Figure, name: str, out_dir: Path | str) -> None:
@@ -46,14 +47,16 @@ def show(fig: Figure, name: str, out_dir: Path | str) -> None:
 
 
 def loss_curves(evals: pd.DataFrame, table: pd.DataFrame, title: str) -> Figure:
-    """Train and val loss against step, one line per rung (in `table`'s order), the 95% CI over seeds as a band."""
+    """Train and val loss against step, one line per rung (in `table`'s order), the 95% CI over
+    seeds as a band."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     order = list(table["variant"])
     for ax, split in zip(axes, ("train", "val"), strict=True):
-        sns.lineplot(data=evals, x="step", y=f"{split}_loss", hue="variant", hue_order=order, palette=colours(table),
-                     errorbar=t_interval, ax=ax, legend=split == "val")
+        sns.lineplot(data=evals, x="step", y=f"{split}_loss", hue="variant", hue_order=order,
+                     palette=colours(table), errorbar=t_interval, ax=ax, legend=split == "val")
         ax.set(xlabel="training step", ylabel=LOSS_UNIT, title=f"{split} loss")
-    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), title="rung (in order)", frameon=False)
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), title="rung (in order)",
+                    frameon=False)
     fig.suptitle(title)
     return fig
 
@@ -64,8 +67,8 @@ def final_loss(table: pd.DataFrame, title: str) -> Figure:
     palette = colours(table)
     for i, row in enumerate(table.itertuples()):
         if pd.notna(row.final_val_loss_mean):
-            ax.errorbar(row.final_val_loss_mean, i, xerr=_xerr(row, "final_val_loss"), fmt="o", ms=7, capsize=4,
-                        color=palette[row.variant])
+            ax.errorbar(row.final_val_loss_mean, i, xerr=_xerr(row, "final_val_loss"), fmt="o",
+                        ms=7, capsize=4, color=palette[row.variant])
     ax.set_yticks(range(len(table)), [_label(r) for r in table.itertuples()])
     ax.set_ylim(len(table) - 0.5, -0.5)
     ax.set(xlabel=f"final val {LOSS_UNIT}, mean and 95% CI", title=title)
@@ -79,11 +82,13 @@ def delta(table: pd.DataFrame, baseline: str, title: str) -> Figure:
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
     for i, row in enumerate(rows.itertuples()):
         if pd.notna(row.delta_val_mean):
-            ax.barh(i, row.delta_val_mean, xerr=_xerr(row, "delta_val"), capsize=4, color=palette[row.variant])
+            ax.barh(i, row.delta_val_mean, xerr=_xerr(row, "delta_val"), capsize=4,
+                    color=palette[row.variant])
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)), [_label(r) for r in rows.itertuples()])
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set(xlabel=f"Δ final val loss vs {baseline} (nats/char); > 0: the removed part helped", title=title)
+    ax.set(xlabel=f"Δ final val loss vs {baseline} (nats/char); > 0: the removed part helped",
+           title=title)
     return fig
 
 
@@ -101,17 +106,20 @@ def loss_vs_cost(table: pd.DataFrame, title: str) -> Figure:
         position = shown[x] * DODGE ** (bucket.groupby(bucket).cumcount() - (same - 1) / 2)
         ax.plot(position, shown["final_val_loss_mean"], color="0.75", lw=1, zorder=1)
         for at, row in zip(position, shown.itertuples(), strict=True):
-            ax.errorbar(at, row.final_val_loss_mean, yerr=_xerr(row, "final_val_loss"), fmt="o", ms=7,
-                        capsize=4, color=palette[row.variant], label=row.variant, zorder=2)
+            ax.errorbar(at, row.final_val_loss_mean, yerr=_xerr(row, "final_val_loss"), fmt="o",
+                        ms=7, capsize=4, color=palette[row.variant], label=row.variant, zorder=2)
         ax.set_xscale("log")
-        ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2, 3, 5)))  # 2k, 3k, 5k, 10k, ... in SI prefixes
+        # 2k, 3k, 5k, 10k, ... in SI prefixes
+        ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2, 3, 5)))
         ax.xaxis.set_major_formatter(ticker.EngFormatter())
         ax.xaxis.set_minor_formatter(ticker.EngFormatter())
-        ax.tick_params(axis="x", which="both", length=0, pad=6)  # major and minor labels on one line
+        # major and minor labels on one line
+        ax.tick_params(axis="x", which="both", length=0, pad=6)
         ax.set(xlabel=label, ylabel=f"final val {LOSS_UNIT}")
         left_out = ", ".join(done.loc[done[x] <= 0, "variant"])
         if left_out:
-            ax.text(0.02, 0.02, f"not shown (0 FLOPs): {left_out}", transform=ax.transAxes, fontsize="small")
+            ax.text(0.02, 0.02, f"not shown (0 FLOPs): {left_out}", transform=ax.transAxes,
+                    fontsize="small")
     axes[1].legend(*axes[0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.02, 1),
                    title="rung (in order)", frameon=False)
     fig.suptitle(title)
@@ -119,49 +127,60 @@ def loss_vs_cost(table: pd.DataFrame, title: str) -> Figure:
 
 
 def lr_curves(cells: pd.DataFrame, table: pd.DataFrame, title: str) -> Figure:
-    """Final val loss against learning rate (log x): one line per variant (analysis.lr_tables' grid), its 95% CI
-    over seeds as a band and its best lr (the LR-fair table's) as a star."""
+    """Final val loss against learning rate (log x): one line per variant (analysis.lr_tables'
+    grid), its 95% CI over seeds as a band and its best lr (the LR-fair table's) as a star."""
     fig, ax = plt.subplots(figsize=(9, 5))
     palette = colours(table)
     for row in table.itertuples():
         line = cells[cells["variant"] == row.variant].sort_values("lr")
         colour = palette[row.variant]
-        ax.plot(line["lr"], line["final_val_loss_mean"], "o-", color=colour, label=row.variant, ms=5)
+        ax.plot(line["lr"], line["final_val_loss_mean"], "o-", color=colour, label=row.variant,
+                ms=5)
         band = line.dropna(subset=["final_val_loss_low"])
-        ax.fill_between(band["lr"], band["final_val_loss_low"], band["final_val_loss_high"], color=colour, alpha=0.2,
-                        lw=0)
+        ax.fill_between(band["lr"], band["final_val_loss_low"], band["final_val_loss_high"],
+                        color=colour, alpha=0.2, lw=0)
         if pd.notna(row.best_lr):
-            ax.plot(row.best_lr, row.final_val_loss_mean, "*", ms=16, color=colour, markeredgecolor="black", zorder=3)
+            ax.plot(row.best_lr, row.final_val_loss_mean, "*", ms=16, color=colour,
+                    markeredgecolor="black", zorder=3)
     _lr_axis(ax, cells)
     ax.set(ylabel=f"final val {LOSS_UNIT}", title=title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="variant (★ its best lr)", frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="variant (★ its best lr)",
+              frameon=False)
     return fig
 
 
 def lr_sensitivity(table: pd.DataFrame, title: str) -> Figure:
-    """Each variant's LR sensitivity (Wortsman et al. 2023; analysis.lr_tables), mean and 95% CI over seeds."""
+    """Each variant's LR sensitivity (Wortsman et al. 2023; analysis.lr_tables), mean and 95% CI
+    over seeds."""
     palette = colours(table)
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.4))
     for i, row in enumerate(table.itertuples()):
         if pd.notna(row.sensitivity_mean):
-            ax.barh(i, row.sensitivity_mean, xerr=_xerr(row, "sensitivity"), capsize=4, color=palette[row.variant])
+            ax.barh(i, row.sensitivity_mean, xerr=_xerr(row, "sensitivity"), capsize=4,
+                    color=palette[row.variant])
     ax.set_yticks(range(len(table)), [_label(r) for r in table.itertuples()])
     ax.set_ylim(len(table) - 0.5, -0.5)
-    ax.set(xlabel="LR sensitivity: mean over the grid of min(loss, loss at init) − best loss (nats/char); "
+    ax.set(xlabel="LR sensitivity: mean over the grid of min(loss, loss at init) − best loss "
+                  "(nats/char); "
            "lower = less sensitive", title=title)
     return fig
 
 
-def attention_logits(evals: pd.DataFrame, table: pd.DataFrame, lrs: list[float], title: str) -> Figure:
-    """The largest attention logit against step at each of `lrs`, one line per variant with its 95% CI band
-    over seeds; log y, since without QK-norm it grows by orders of magnitude at high learning rates."""
+def attention_logits(evals: pd.DataFrame, table: pd.DataFrame, lrs: list[float],
+                     title: str) -> Figure:
+    """The largest attention logit against step at each of `lrs`, one line per variant with its 95%
+    CI band over seeds; log y, since without QK-norm it grows by orders of magnitude at high
+    learning rates."""
     fig, axes = plt.subplots(1, len(lrs), figsize=(6 * len(lrs), 4.5), sharey=True, squeeze=False)
     order = list(table["variant"])
     for i, (ax, lr) in enumerate(zip(axes[0], lrs, strict=True)):
-        sns.lineplot(data=evals[evals["grid_lr"] == lr], x="step", y="max_attn_logit", hue="variant",
-                     hue_order=order, palette=colours(table), errorbar=t_interval, ax=ax, legend=i == len(lrs) - 1)
-        ax.set(yscale="log", xlabel="training step", ylabel="largest attention logit q·k/√d", title=f"lr {lr:g}")
-    sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="variant", frameon=False)
+        sns.lineplot(data=evals[evals["grid_lr"] == lr], x="step", y="max_attn_logit",
+                     hue="variant", hue_order=order, palette=colours(table), errorbar=t_interval,
+                     ax=ax, legend=i == len(lrs) - 1)
+        ax.set(yscale="log", xlabel="training step", ylabel="largest attention logit q·k/√d",
+               title=f"lr {lr:g}")
+    sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="variant",
+                    frameon=False)
     fig.suptitle(title)
     return fig
 

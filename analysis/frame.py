@@ -2,13 +2,15 @@
 
 Every source (the run store, W&B, Optuna) turns each run into a `RunData`; `build` makes
 
-- `evals`: one tidy row per run x evaluation: IDENTITY, then METRICS, then `config.<setting>` columns.
-  A run with no evaluation yet keeps one row with empty metrics, so it is marked, not lost.
+- `evals`: one tidy row per run x evaluation: IDENTITY, then METRICS, then `config.<setting>`
+  columns. A run with no evaluation yet keeps one row with empty metrics, so it is marked, not lost.
 - `runs`: one row per run: IDENTITY, then SUMMARY (losses computed from the evaluations the same
-  way for every source; params and FLOPs as the run recorded them), then `env.<key>` and `config.<setting>`.
+  way for every source; params and FLOPs as the run recorded them), then `env.<key>` and
+  `config.<setting>`.
 
 `status` is the run's own: completed, diverged, failed, pruned, running (a live process holds it),
-interrupted (it says running but nothing is training it: resume it), or what the source says otherwise.
+interrupted (it says running but nothing is training it: resume it), or what the source says
+otherwise.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from experiments import store
 
 IDENTITY = ("source", "experiment", "run_id", "variant", "seed", "preset", "status")
 # What the training loop records at each evaluation (metrics.jsonl, W&B history).
-METRICS = ("step", "tokens", "train_loss", "val_loss", "lr", "tokens_per_sec", "elapsed_sec", "max_attn_logit",
-           "max_output_logit", "train_z_loss", "val_z_loss")
+METRICS = ("step", "tokens", "train_loss", "val_loss", "lr", "tokens_per_sec", "elapsed_sec",
+           "max_attn_logit", "max_output_logit", "train_z_loss", "val_z_loss")
 SUMMARY = (
-    "evals", "last_step", "initial_train_loss", "initial_val_loss", "final_train_loss", "final_val_loss",
-    "best_val_loss", "best_val_step", "tokens", "wall_time_sec", "tokens_per_sec", "params", "flops_per_token",
-    "train_flops_per_token", "train_flops", "objective", "reason", "location", "sample",
+    "evals", "last_step", "initial_train_loss", "initial_val_loss", "final_train_loss",
+    "final_val_loss", "best_val_loss", "best_val_step", "tokens", "wall_time_sec", "tokens_per_sec",
+    "params", "flops_per_token", "train_flops_per_token", "train_flops", "objective", "reason",
+    "location", "sample",
 )
 CONFIG_PREFIX, ENV_PREFIX = "config.", "env."
 
@@ -41,10 +44,12 @@ class RunData:
     source: str  # runstore | wandb | optuna
     location: str  # where it lives: a run folder, a W&B run path, a storage and trial
     config: dict[str, Any]  # the flat run config (config.json)
-    summary: dict[str, Any]  # run-level facts: status, params, FLOPs, environment, reason, objective
+    # run-level facts: status, params, FLOPs, environment, reason, objective
+    summary: dict[str, Any]
     history: list[dict[str, Any]]  # one dict per evaluation
     sample: str | None = None
-    fallback: dict[str, Any] = field(default_factory=dict)  # identity values for a config that lacks them
+    # identity values for a config that lacks them
+    fallback: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,11 +66,14 @@ def build(runs: Iterable[RunData], problems: Iterable[str] = ()) -> Results:
         identity = _identity(run)
         config = _flatten(run.config, CONFIG_PREFIX)
         history = _evaluations(run, problems)
-        eval_rows += [identity | {m: e.get(m) for m in METRICS} | config for e in history] or [identity | config]
-        facts = {k: run.summary.get(k) for k in ("params", "flops_per_token", "train_flops_per_token", "objective",
+        eval_rows += ([identity | {m: e.get(m) for m in METRICS} | config for e in history]
+                      or [identity | config])
+        facts = {k: run.summary.get(k)
+                 for k in ("params", "flops_per_token", "train_flops_per_token", "objective",
                                                   "reason")}
         env = _flatten(run.summary.get("environment") or {}, ENV_PREFIX)
-        run_rows.append(identity | _loss_summary(history) | facts | {"location": run.location, "sample": run.sample}
+        run_rows.append(identity | _loss_summary(history) | facts | {"location": run.location,
+                                                                     "sample": run.sample}
                         | env | config)
     evals = _frame(eval_rows, (*IDENTITY, *METRICS))
     summary = _frame(run_rows, (*IDENTITY, *SUMMARY))
@@ -107,7 +115,8 @@ def _evaluations(run: RunData, problems: list[str]) -> list[dict[str, Any]]:
 
 
 def _loss_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The same numbers the run recorder writes into summary.json, for any source and any progress."""
+    """The same numbers the run recorder writes into summary.json, for any source and any
+    progress."""
     summary = store.loss_summary(history)
     summary["last_step"] = summary.pop("step", None)
     return summary
@@ -115,7 +124,8 @@ def _loss_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _frame(rows: list[dict[str, Any]], leading: tuple[str, ...]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows)
-    rest = sorted(c for c in frame.columns if c not in leading)  # same order whatever order a source keeps
+    # same order whatever order a source keeps
+    rest = sorted(c for c in frame.columns if c not in leading)
     frame = frame.reindex(columns=[*leading, *rest])
     numeric = [c for c in dict.fromkeys(("seed", *METRICS, *SUMMARY))
                if c in leading and c not in ("reason", "location", "sample")]

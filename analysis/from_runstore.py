@@ -13,7 +13,8 @@ RUN_FILES = (store.METRICS, store.SUMMARY, store.CHECKPOINT)
 def load_runstore(root: Path | str, experiment: str | None = None) -> Results:
     """Every run under `root` (or under `root/experiment`), partial and running ones included.
 
-    Unreadable folders and files are listed in `problems` by path and skipped; they never stop the load.
+    Unreadable folders and files are listed in `problems` by path and skipped; they never stop the
+    load.
     """
     runs = store.RunStore(root)
     base = runs.experiment_dir(experiment) if experiment else Path(root)
@@ -50,8 +51,11 @@ def run_data(record: store.RunRecord, problems: list[str]) -> RunData:
 
 
 def _folders_without_config(base: Path, all_experiments: bool) -> list[str]:
-    """Run folders whose config.json is missing: the store's reader never sees them, so say so here."""
+    """Run folders whose config.json is missing: the store's reader never sees them, so say so
+    here."""
     pattern = "*/*/" if all_experiments else "*/"
-    return [f"{folder / store.CONFIG}: missing; the run cannot be read (delete the folder to retrain it)"
+    return [f"{folder / store.CONFIG}: missing; the run cannot be read (delete the folder to "
+            "retrain it)"
             for folder in sorted(base.glob(pattern))
-            if not (folder / store.CONFIG).exists() and any((folder / f).exists() for f in RUN_FILES)]
+            if not (folder / store.CONFIG).exists()
+            and any((folder / f).exists() for f in RUN_FILES)]

@@ -14,7 +14,8 @@ trains every variant at every grid lr; its manifest entry lists the grid as `lrs
   instabilities", arXiv:2309.14322): E_η[min(ℓ(η), ℓ₀) − min_η ℓ(η)] over the grid, computed per
   seed and reported as mean ± 95% CI over seeds. ℓ(η) is the run's final val loss (a diverged run
   counts as ℓ₀), ℓ₀ the loss at initialization: the run's own step-0 evaluation (the training loop
-  evaluates at step 0, so metrics.jsonl has it as `initial_val_loss`), ln(vocab size) if it has none.
+  evaluates at step 0, so metrics.jsonl has it as `initial_val_loss`), ln(vocab size) if it has
+  none.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ from analysis.tables import (
 from experiments.axes import LR
 
 EXPLANATION = (
-    "With a learning-rate axis each variant is shown at its own best lr (lowest mean final val over seeds among "
-    "the lrs where all its runs completed); Δ val is against the baseline at the baseline's own best lr, paired "
-    "by seed; p is a paired t-test, Holm-adjusted over the table's rows; LR sensitivity is Wortsman et al. "
-    "(2023)'s mean over the grid of min(loss, loss at init) − best loss, mean ± 95% CI over seeds."
+    "With a learning-rate axis each variant is shown at its own best lr (lowest mean final val "
+    "over seeds among the lrs where all its runs completed); Δ val is against the baseline at the "
+    "baseline's own best lr, paired by seed; p is a paired t-test, Holm-adjusted over the table's "
+    "rows; LR sensitivity is Wortsman et al. (2023)'s mean over the grid of min(loss, loss at "
+    "init) − best loss, mean ± 95% CI over seeds."
 )
 UNSTABLE = ("diverged", "failed")
 
@@ -54,9 +56,9 @@ def grid(part: pd.DataFrame) -> pd.DataFrame:
     for (variant, lr), runs in part.groupby(["variant", LR.column], sort=False):
         done = runs[runs["status"] == "completed"]
         mean, low, high = mean_ci(done["final_val_loss"])
-        rows.append({"variant": variant, "lr": float(lr), "final_val_loss_mean": mean, "final_val_loss_low": low,
-                     "final_val_loss_high": high, "completed": len(done), "planned": len(runs),
-                     "unstable": int(runs["status"].isin(UNSTABLE).sum())})
+        rows.append({"variant": variant, "lr": float(lr), "final_val_loss_mean": mean,
+                     "final_val_loss_low": low, "final_val_loss_high": high, "completed": len(done),
+                     "planned": len(runs), "unstable": int(runs["status"].isin(UNSTABLE).sum())})
     return pd.DataFrame(rows)
 
 
@@ -82,35 +84,40 @@ def comparison(part: pd.DataFrame, lrs: list[float]) -> pd.DataFrame:
     for i, variant in enumerate(variants):
         runs = part[part["variant"] == variant]
         baseline = baseline_of(variants, i, compare)
-        row: dict[str, Any] = {"variant": variant, "adds": runs["adds"].iloc[0], "component": runs["component"].iloc[0],
-                               "best_lr": best[variant], "best_lr_at_edge": best[variant] in (lrs[0], lrs[-1])
+        row: dict[str, Any] = {"variant": variant, "adds": runs["adds"].iloc[0],
+                               "component": runs["component"].iloc[0], "best_lr": best[variant],
+                               "best_lr_at_edge": best[variant] in (lrs[0], lrs[-1])
                                and len(lrs) > 1}
         val = mean_ci(at_best[variant].values())
         row["final_val_loss_mean"], row["final_val_loss_low"], row["final_val_loss_high"] = val
         row |= paired(at_best[variant], at_best[baseline] if baseline else None)
         row["sensitivity_mean"], row["sensitivity_low"], row["sensitivity_high"] = mean_ci(
             lr_sensitivity(runs, lrs).values())
-        row |= {"compared_with": baseline, "compared_at_lr": best[baseline] if baseline else math.nan,
-                **run_counts(runs)}
+        row |= {"compared_with": baseline,
+                "compared_at_lr": best[baseline] if baseline else math.nan, **run_counts(runs)}
         rows.append(row)
     return with_holm(rows)
 
 
 def lr_sensitivity(runs: pd.DataFrame, lrs: list[float]) -> dict[int, float]:
-    """Wortsman et al. (2023)'s LR sensitivity of one variant, per seed that has a finished run at every grid lr:
-    mean over η of min(ℓ(η), ℓ₀) − min over η of ℓ(η); a diverged run's ℓ(η) is taken as ℓ₀ (it learned nothing)."""
+    """Wortsman et al. (2023)'s LR sensitivity of one variant, per seed that has a finished run at
+    every grid lr: mean over η of min(ℓ(η), ℓ₀) − min over η of ℓ(η); a diverged run's ℓ(η) is taken
+    as ℓ₀ (it learned nothing)."""
     out = {}
     for seed, by_seed in runs.groupby("seed"):
         points = by_seed.set_index(LR.column)
-        if not set(lrs) <= set(points.index) or not points.loc[lrs, "status"].isin(("completed", "diverged")).all():
+        if (not set(lrs) <= set(points.index)
+            or not points.loc[lrs, "status"].isin(("completed", "diverged")).all()):
             continue  # a seed still missing a grid point has no sensitivity yet
         init = [_loss_at_init(points.loc[lr]) for lr in lrs]
-        loss = [points.loc[lr, "final_val_loss"] if points.loc[lr, "status"] == "completed" else math.inf
+        loss = [points.loc[lr, "final_val_loss"] if points.loc[lr, "status"] == "completed"
+                else math.inf
                 for lr in lrs]
         loss = [x if math.isfinite(x) else math.inf for x in loss]
         best = min(loss)
         if math.isfinite(best):
-            out[int(seed)] = float(np.mean([min(x, x0) for x, x0 in zip(loss, init, strict=True)]) - best)
+            out[int(seed)] = float(
+                np.mean([min(x, x0) for x, x0 in zip(loss, init, strict=True)]) - best)
     return out
 
 
@@ -122,7 +129,8 @@ def markdown(table: pd.DataFrame, compare: str) -> str:
         "variant": table["variant"], change: table["adds"],
         "best lr": [best_text(r) for _, r in table.iterrows()],
         "final val at best lr": [loss_cell(r, "final_val_loss") for _, r in table.iterrows()],
-        f"Δ val vs {against} at its best lr": [loss_cell(r, "delta_val", signed=True) for _, r in table.iterrows()],
+        f"Δ val vs {against} at its best "
+        "lr": [loss_cell(r, "delta_val", signed=True) for _, r in table.iterrows()],
         "p (Holm)": table["delta_val_p_holm"].map(p_cell),
         "LR sensitivity": [loss_cell(r, "sensitivity") for _, r in table.iterrows()],
         "runs": table["runs"],
@@ -181,4 +189,5 @@ def _loss_at_init(run: pd.Series) -> float:
 def best_text(row: pd.Series) -> str:
     if pd.isna(row["best_lr"]):
         return "—"
-    return f"{row['best_lr']:g}" + (" (grid edge: widen the grid)" if row["best_lr_at_edge"] else "")
+    return (f"{row['best_lr']:g}" + (" (grid edge: widen the grid)" if row["best_lr_at_edge"]
+                                     else ""))

@@ -1,4 +1,5 @@
-"""Tables, figures and the Markdown report of an experiment: `python -m analysis.report results/tutorial`.
+"""Tables, figures and the Markdown report of an experiment: `python -m analysis.report
+results/tutorial`.
 
 1. Prints the comparison tables (one per experiment definition in `experiment.json`) and writes them
    into the experiment folder: `tables.md` (every table and one sample per rung) and
@@ -60,21 +61,26 @@ def write_tables(folder: Path) -> str:
     return text
 
 
-def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any], markdown: bool = True) -> Path:
+def run_notebook(name: str, out_dir: Path, parameters: dict[str, Any],
+                 markdown: bool = True) -> Path:
     """Execute analysis/<name>.ipynb into out_dir; export it to Markdown with its figures."""
     out_dir.mkdir(parents=True, exist_ok=True)
     executed, partial = out_dir / f"{name}.ipynb", out_dir / f"{name}.partial.ipynb"
     # The kernel imports this very `analysis` package, whatever is installed in the environment.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
-    papermill.execute_notebook(HERE / f"{name}.ipynb", partial, parameters={**parameters, "out_dir": str(out_dir)},
-                               cwd=str(HERE), kernel_name="python3", progress_bar=False,
-                               # the kernel's own log (its TCP notice) stays out of `make ablate`'s output
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
+    papermill.execute_notebook(HERE / f"{name}.ipynb", partial,
+                               parameters={**parameters, "out_dir": str(out_dir)}, cwd=str(HERE),
+                               kernel_name="python3", progress_bar=False,
+                               # the kernel's own log (its TCP notice) stays out of
+                               # `make ablate`'s output
                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
     partial.replace(executed)
     if not markdown:
         return executed
     # The report shows what the notebook found, not its code nor the notes on how to run it.
-    config = Config({"TagRemovePreprocessor": {"enabled": True, "remove_cell_tags": {"notebook-only"}}})
+    config = Config(
+        {"TagRemovePreprocessor": {"enabled": True, "remove_cell_tags": {"notebook-only"}}})
     body, resources = MarkdownExporter(config=config, exclude_input=True).from_filename(
         str(executed), resources={"output_files_dir": "figures"})
     for relative, data in resources["outputs"].items():
@@ -88,12 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("folder", type=Path, help="the experiment folder, e.g. results/tutorial")
-    p.add_argument("--tables-only", action="store_true", help="print and write the tables; run no notebook")
-    p.add_argument("--no-markdown", action="store_true", help="save the figures and executed notebooks only")
-    p.add_argument("--storage", help="an Optuna storage (sqlite:///sweep.db, postgresql://..., or a journal file) "
+    p.add_argument("--tables-only", action="store_true",
+                   help="print and write the tables; run no notebook")
+    p.add_argument("--no-markdown", action="store_true",
+                   help="save the figures and executed notebooks only")
+    p.add_argument("--storage", help="an Optuna storage (sqlite:///sweep.db, postgresql://..., or "
+                                     "a journal file) "
                    "whose study gets sweep.ipynb")
-    p.add_argument("--study", help="the study: in --storage (default: its only study), or without --storage, "
-                   "the study's own storage in the run store (<results>/<study>/optuna.db, or $NANOGPT_SWEEP_STORAGE)")
+    p.add_argument("--study", help="the study: in --storage (default: its only study), or without "
+                                   "--storage, "
+                   "the study's own storage in the run store (<results>/<study>/optuna.db, or "
+                   "$NANOGPT_SWEEP_STORAGE)")
     return p
 
 
@@ -107,8 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(args: argparse.Namespace) -> int:
     folder = args.folder.resolve()
     if args.study and not args.storage:  # the study's default storage, found as the sweep made it
-        args.storage = storage.choose(None, store.RunStore(folder.parent).experiment_dir(args.study))
-    if args.storage:  # the notebook runs in analysis/: a relative path would no longer resolve there
+        args.storage = storage.choose(None,
+                                      store.RunStore(folder.parent).experiment_dir(args.study))
+    # the notebook runs in analysis/: a relative path would no longer resolve there
+    if args.storage:
         args.storage = storage.absolute(args.storage)
     has_manifest = (folder / manifest.MANIFEST).exists()
     if not has_manifest and not args.storage:
@@ -132,16 +145,20 @@ def _write_report(args: argparse.Namespace, folder: Path, has_manifest: bool) ->
         return 0
     out_dir, made, notebooks = folder / "report", [], []
     if has_manifest:
-        notebooks.append(("progression", {"results": str(folder.parent), "experiment": folder.name}))
+        notebooks.append(
+            ("progression", {"results": str(folder.parent), "experiment": folder.name}))
     if args.storage:
-        notebooks.append(("sweep", {"storage": args.storage, "study": args.study or "", "results": str(folder.parent)}))
+        notebooks.append(("sweep", {"storage": args.storage, "study": args.study or "",
+                                    "results": str(folder.parent)}))
     for name, parameters in notebooks:
         try:
             made.append(run_notebook(name, out_dir, parameters, not args.no_markdown))
         except PapermillExecutionError as e:
-            raise exits.CommandFailed(f"{name}.ipynb failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                                      f"the partly executed notebook is {out_dir / f'{name}.partial.ipynb'}") from None
-    print("report: " + ", ".join(map(str, made)) + f"; figures in {out_dir / 'figures'}", file=sys.stderr)
+            raise exits.CommandFailed(f"{name}.ipynb failed in cell {e.exec_count}: {e.ename}: "
+                                      f"{e.evalue}\nthe partly executed notebook is "
+                                      f"{out_dir / f'{name}.partial.ipynb'}") from None
+    print("report: " + ", ".join(map(str, made)) + f"; figures in {out_dir / 'figures'}",
+          file=sys.stderr)
     return 0
 
 

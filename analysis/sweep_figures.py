@@ -1,4 +1,5 @@
-"""Figures of an Optuna study, from the results frames of `analysis.from_optuna` (one colour per trial state)."""
+"""Figures of an Optuna study, from the results frames of `analysis.from_optuna` (one colour per
+trial state)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ def optimization_history(runs: pd.DataFrame, metric: str, minimize: bool = True)
     """Each trial's objective by trial number, and the best so far."""
     trials = runs.dropna(subset=["objective"]).sort_values("config.trial")
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    sns.scatterplot(data=trials, x="config.trial", y="objective", hue="status", palette=STATUS_COLOUR, s=60, ax=ax)
+    sns.scatterplot(data=trials, x="config.trial", y="objective", hue="status",
+                    palette=STATUS_COLOUR, s=60, ax=ax)
     done = trials[trials["status"] == "completed"]
     best = done["objective"].cummin() if minimize else done["objective"].cummax()
     ax.step(done["config.trial"], best, where="post", color="black", lw=1.2, label="best so far")
     ax.legend(frameon=False)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    ax.set(xlabel="trial number", ylabel=f"objective: {_unit(metric)}", title="Optimization history")
+    ax.set(xlabel="trial number", ylabel=f"objective: {_unit(metric)}",
+           title="Optimization history")
     return fig
 
 
@@ -31,18 +34,22 @@ def importances(importance: dict[str, float]) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(ranked) + 1.4))
     ax.barh([k for k, _ in ranked], [v for _, v in ranked], color=STATUS_COLOUR["completed"])
     ax.invert_yaxis()
-    ax.set(xlabel="importance (share of the objective's variance, fANOVA)", title="Parameter importances")
+    ax.set(xlabel="importance (share of the objective's variance, fANOVA)",
+           title="Parameter importances")
     return fig
 
 
 def intermediate_values(evals: pd.DataFrame, metric: str) -> Figure:
-    """The value each trial reported at each step; a pruned trial ends in a cross where it was stopped."""
+    """The value each trial reported at each step; a pruned trial ends in a cross where it was
+    stopped."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     reported = evals.dropna(subset=["step", metric])
     for (_, status), trial in reported.groupby(["config.trial", "status"]):
-        ax.plot(trial["step"], trial[metric], color=STATUS_COLOUR.get(status, "0.5"), lw=1.2, alpha=0.8)
+        ax.plot(trial["step"], trial[metric], color=STATUS_COLOUR.get(status, "0.5"), lw=1.2,
+                alpha=0.8)
         if status == "pruned":
-            ax.plot(trial["step"].iloc[-1], trial[metric].iloc[-1], "x", ms=9, mew=2, color=STATUS_COLOUR[status])
+            ax.plot(trial["step"].iloc[-1], trial[metric].iloc[-1], "x", ms=9, mew=2,
+                    color=STATUS_COLOUR[status])
     for status in reported["status"].unique():
         ax.plot([], [], color=STATUS_COLOUR.get(status, "0.5"), label=status)
     if len(reported):

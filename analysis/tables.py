@@ -27,31 +27,35 @@ SAMPLE_CHARS = 300
 STATUS_ORDER = ("completed", "diverged", "failed", "pruned", "running", "interrupted", "damaged",
                 "unreadable", "not started")
 EXPLANATION = (
-    "Losses are cross-entropy in nats per character, mean ± 95% CI half-width (Student's t) over the completed "
-    "seeds; Δ val is the final val loss minus that of the row it is compared with, paired by seed, and p (Holm) its "
-    "paired t-test p-value, Holm–Bonferroni-adjusted over the table's rows. Runs that did not complete are counted "
-    "in `runs`, never averaged in."
+    "Losses are cross-entropy in nats per character, mean ± 95% CI half-width (Student's t) over "
+    "the completed seeds; Δ val is the final val loss minus that of the row it is compared with, "
+    "paired by seed, and p (Holm) its paired t-test p-value, Holm–Bonferroni-adjusted over the "
+    "table's rows. Runs that did not complete are counted in `runs`, never averaged in."
 )
 
 
 def membership(manifest: dict[str, Any]) -> pd.DataFrame:
-    """One row per planned run of each definition: definition, order, variant, adds, component, seed, run_id,
-    and per axis (experiments.axes) its point on it: grid_width, grid_depth, grid_lr (NaN: not an
-    axis of it)."""
-    rows = [{"definition": e["name"], "compare": e.get("compare", "previous"), "order": i, "variant": v["name"],
-             "adds": v.get("adds", ""), "component": v.get("component", ""), "seed": r["seed"], "run_id": r["run_id"],
+    """One row per planned run of each definition: definition, order, variant, adds, component,
+    seed, run_id, and per axis (experiments.axes) its point on it: grid_width, grid_depth, grid_lr
+    (NaN: not an axis of it)."""
+    rows = [{"definition": e["name"], "compare": e.get("compare", "previous"), "order": i,
+             "variant": v["name"], "adds": v.get("adds", ""), "component": v.get("component", ""),
+             "seed": r["seed"], "run_id": r["run_id"],
              **{a.column: r.get(a.name, math.nan) for a in AXES}}
-            for e in manifest["experiments"] for i, v in enumerate(e["variants"]) for r in v["runs"]]
-    return pd.DataFrame(rows, columns=["definition", "compare", "order", "variant", "adds", "component", "seed",
-                                       "run_id", *(a.column for a in AXES)])
+            for e in manifest["experiments"] for i, v in enumerate(e["variants"])
+            for r in v["runs"]]
+    return pd.DataFrame(rows, columns=["definition", "compare", "order", "variant", "adds",
+                                       "component", "seed", "run_id", *(a.column for a in AXES)])
 
 
 def planned_runs(manifest: dict[str, Any], runs: pd.DataFrame, folder: Path) -> pd.DataFrame:
-    """`membership` joined with the runs frame; runs that have no row get status 'not started' or 'unreadable'."""
+    """`membership` joined with the runs frame; runs that have no row get status 'not started' or
+    'unreadable'."""
     # A run listed twice (a W&B project with a forced rerun) counts once: its latest record.
     latest = runs.drop(columns=["variant", "seed"]).drop_duplicates("run_id", keep="last")
     planned = membership(manifest).merge(latest, on="run_id", how="left")
-    absent = pd.Series(["unreadable" if (folder / r).exists() else "not started" for r in planned["run_id"]],
+    absent = pd.Series(["unreadable" if (folder / r).exists() else "not started"
+                        for r in planned["run_id"]],
                        index=planned.index, dtype=object)
     planned["status"] = planned["status"].where(planned["status"].notna(), absent)
     return planned
@@ -126,7 +130,8 @@ def markdown(table: pd.DataFrame, compare: str) -> str:
         "variant": table["variant"], change: table["adds"],
         "params": table["params"].map(count_cell),
         "FLOPs/token": table["flops_per_token"].map(count_cell),
-        **{LOSS_HEADERS[loss]: [loss_cell(r, loss) for _, r in table.iterrows()] for loss in LOSSES},
+        **{LOSS_HEADERS[loss]: [loss_cell(r, loss) for _, r in table.iterrows()]
+           for loss in LOSSES},
         delta: [loss_cell(r, "delta_val", signed=True) for _, r in table.iterrows()],
         "p (Holm)": table["delta_val_p_holm"].map(p_cell),
         "tokens/s": table["tokens_per_sec"].map(count_cell), "runs": table["runs"],
@@ -135,7 +140,8 @@ def markdown(table: pd.DataFrame, compare: str) -> str:
 
 
 def samples(planned: pd.DataFrame, definition: str, shown: set[str]) -> str:
-    """One sample per variant (its lowest completed seed), skipping runs in `shown`; adds what it shows."""
+    """One sample per variant (its lowest completed seed), skipping runs in `shown`; adds what it
+    shows."""
     part = planned[(planned["definition"] == definition) & (planned["status"] == "completed")]
     blocks = []
     for variant, runs in part.sort_values(["order", "seed"]).groupby("variant", sort=False):
@@ -149,16 +155,19 @@ def samples(planned: pd.DataFrame, definition: str, shown: set[str]) -> str:
 
 
 def section(entry: dict[str, Any], table: pd.DataFrame) -> str:
-    """One definition's heading, description, table and its variants that are no model of their own."""
-    parts = (f"## {entry['name']}", entry.get("description", ""), markdown(table, entry.get("compare", "previous")),
-             same_models_note(entry))
+    """One definition's heading, description, table and its variants that are no model of their
+    own."""
+    parts = (f"## {entry['name']}", entry.get("description", ""),
+             markdown(table, entry.get("compare", "previous")), same_models_note(entry))
     return "\n\n".join(p for p in parts if p)
 
 
 def same_models_note(entry: dict[str, Any]) -> str:
-    """The variants the plan found to be the same model as another (experiments.plan): no row, one note."""
-    return " ".join(f"Note: {name} is the same model as {same} under these settings (its change is a no-op "
-                    "here); it has no row of its own." for name, same in entry.get("same_models", {}).items())
+    """The variants the plan found to be the same model as another (experiments.plan): no row, one
+    note."""
+    return " ".join(f"Note: {name} is the same model as {same} under these settings (its change is "
+                    "a no-op here); it has no row of its "
+                    "own." for name, same in entry.get("same_models", {}).items())
 
 
 def samples_section(manifest: dict[str, Any], planned: pd.DataFrame) -> str:

@@ -3,12 +3,12 @@
 From an experiment folder's manifest (`experiment.json`) and its run store, builds with W&B's own
 library, `wandb-workspaces` (pydantic models, no server needed to build them):
 
-- a saved workspace view (`wandb_workspaces.workspaces.Workspace`): its run set is this folder's runs
-  (`config.experiment` = the folder's name), grouped by `config.variant` in the analysis figures' colours;
-  one section per experiment definition with the loss curves, final and best val loss per variant, val
-  loss against parameters and FLOPs/token and against each of its axes' settings (lr, n_embd,
-  n_layer), the comparison tables (Δ vs the baseline; with a scale axis, per size, and its trend)
-  and the samples;
+- a saved workspace view (`wandb_workspaces.workspaces.Workspace`): its run set is this folder's
+  runs (`config.experiment` = the folder's name), grouped by `config.variant` in the analysis
+  figures' colours; one section per experiment definition with the loss curves, final and best val
+  loss per variant, val loss against parameters and FLOPs/token and against each of its axes'
+  settings (lr, n_embd, n_layer), the comparison tables (Δ vs the baseline; with a scale axis, per
+  size, and its trend) and the samples;
 - a report (`wandb_workspaces.reports.v2.Report`), the W&B twin of report/progression.md: the same
   headings, text and tables, and per definition a panel grid whose run set is exactly its runs;
 - with `--study`, an Optuna search's section: parallel coordinates over its searched settings.
@@ -47,13 +47,13 @@ WORKSPACE_JSON, REPORT_JSON = "workspace.json", "report.json"
 # Where experiments/wandb_mirror.py keeps a run's W&B identity: {"id", "project", "entity", ...}.
 MIRROR_STATE = Path("wandb", "mirror.json")
 OFFLINE_ENTITY = "offline"  # the entity of JSON built without a login and without --entity
-# The keys the panels read, as the mirror logs them: history = metrics.jsonl, summary = summary.json,
-# config = config.json (experiments/wandb_mirror.py).
+# The keys the panels read, as the mirror logs them: history = metrics.jsonl, summary =
+# summary.json, config = config.json (experiments/wandb_mirror.py).
 STEP, CURVES = "step", ("val_loss", "train_loss")
 FINALS = ("final_val_loss", "best_val_loss")
 COSTS = {"params": "parameters", "flops_per_token": "FLOPs per token"}
-RUNS_COLUMNS = ("variant", "seed", "status", "params", "flops_per_token", "tokens_per_sec", "final_val_loss",
-                "best_val_loss")
+RUNS_COLUMNS = ("variant", "seed", "status", "params", "flops_per_token", "tokens_per_sec",
+                "final_val_loss", "best_val_loss")
 CONFIG_COLUMNS = ("variant", "seed")
 # The runs table's pinned columns (a config key is `config:<key>.value` in W&B's runs table).
 PINNED = [*(f"config:{k}.value" for k in CONFIG_COLUMNS),
@@ -62,29 +62,34 @@ SAMPLES = "samples"  # the mirror's summary table of generated text
 VARIANT = "variant"
 # The spread W&B draws around a group's mean: the lowest to the highest seed.
 SPREAD = "minmax"
-# Runs were created in plan order (seed-major, definitions in order), so the oldest first is the manifest's order.
+# Runs were created in plan order (seed-major, definitions in order), so the oldest first is the
+# manifest's order.
 OLDEST_FIRST = "CreatedTimestamp"
 GRID_WIDTH, PANEL_W, PANEL_H = 24, 8, 6  # a report's panel grid is 24 units wide
 
 
 def variant_colours(entry: dict[str, Any]) -> dict[str, str]:
     """{variant: hex colour}: the colour the analysis figures give it (by its component label)."""
-    return {v["name"]: to_hex(palette.colour(v.get("component") or v["name"])) for v in entry["variants"]}
+    return {v["name"]: to_hex(palette.colour(v.get("component") or v["name"]))
+            for v in entry["variants"]}
 
 
 def panels(compared: Comparison) -> list[Any]:
     """One definition's panels, shared by its workspace section and its report panel grid."""
-    by_variant = {"groupby": wr.Config(VARIANT), "groupby_aggfunc": "mean", "groupby_rangefunc": SPREAD}
+    by_variant = {"groupby": wr.Config(VARIANT), "groupby_aggfunc": "mean",
+                  "groupby_rangefunc": SPREAD}
     name = compared.name
     made: list[Any] = [
-        wr.LinePlot(title=f"{name}: {key} per variant (mean, band: lowest to highest seed)", x=STEP, y=[key],
-                    title_x=STEP, title_y=key, **by_variant)
+        wr.LinePlot(title=f"{name}: {key} per variant (mean, band: lowest to highest seed)", x=STEP,
+                    y=[key], title_x=STEP, title_y=key, **by_variant)
         for key in CURVES
     ]
-    made += [wr.BarPlot(title=f"{name}: {key} per variant (mean, bar: lowest to highest seed)", metrics=[key],
-                        orientation="v", title_y=key, **by_variant) for key in FINALS]
-    made += [wr.ScatterPlot(title=f"{name}: final val loss against {label}", x=wr.SummaryMetric(key),
-                            y=wr.SummaryMetric("final_val_loss"), log_x=True) for key, label in COSTS.items()]
+    made += [wr.BarPlot(title=f"{name}: {key} per variant (mean, bar: lowest to highest seed)",
+                        metrics=[key], orientation="v", title_y=key, **by_variant)
+             for key in FINALS]
+    made += [wr.ScatterPlot(title=f"{name}: final val loss against {label}",
+                            x=wr.SummaryMetric(key), y=wr.SummaryMetric("final_val_loss"),
+                            log_x=True) for key, label in COSTS.items()]
     # Each axis: every variant over the values of the setting it was trained at.
     made += [wr.ScatterPlot(title=f"{name}: final val loss against the {axis.title}",
                             x=wr.Config(axis.setting), y=wr.SummaryMetric("final_val_loss"),
@@ -101,8 +106,9 @@ def _in_rows(made: list[Any]) -> list[Any]:
 
 
 def samples_table() -> wr.WeavePanelSummaryTable:
-    """The mirror's `samples` table of every run. Left at the library's default position: it does not
-    load a summary table's position back (0.4.13), so a grid of its own keeps the saved JSON equal on reload."""
+    """The mirror's `samples` table of every run. Left at the library's default position: it does
+    not load a summary table's position back (0.4.13), so a grid of its own keeps the saved JSON
+    equal on reload."""
     return wr.WeavePanelSummaryTable(table_name=SAMPLES)
 
 
@@ -112,37 +118,44 @@ def folder_filter(name: str) -> list[expr.FilterExpr]:
 
 def workspace(label: str, plan: dict[str, Any] | None, compared: list[Comparison],
               searched: Searched | None, entity: str, project: str) -> ws.Workspace:
-    """The saved view: the folder's runs, a section per definition (runs grouped by variant) and one for a search."""
+    """The saved view: the folder's runs, a section per definition (runs grouped by variant) and one
+    for a search."""
     # Sections lay their panels out in flow order (three a row), so the samples table can come last.
     sections = [ws.Section(name=c.name, panels=[*panels(c), samples_table()],
-                           is_open=True, layout_settings=ws.SectionLayoutSettings(columns=3, rows=3))
+                           is_open=True,
+                           layout_settings=ws.SectionLayoutSettings(columns=3, rows=3))
                 for c in compared]
     if searched:
-        sections.append(ws.Section(name=f"sweep: {searched.study}", panels=sweep_panels(searched), is_open=True,
+        sections.append(ws.Section(name=f"sweep: {searched.study}", panels=sweep_panels(searched),
+                                   is_open=True,
                                    layout_settings=ws.SectionLayoutSettings(columns=3, rows=3)))
     # Trials of a search are runs of one variant: only a definition's variants are groups.
-    colours = {v: c for entry in (plan["experiments"] if plan else []) for v, c in variant_colours(entry).items()}
+    colours = {v: c for entry in (plan["experiments"] if plan
+                                  else []) for v, c in variant_colours(entry).items()}
     return ws.Workspace(
         entity=entity, project=project, name=f"{label}: ablation dashboard", sections=sections,
         settings=ws.WorkspaceSettings(x_axis=STEP),
         runset_settings=ws.RunsetSettings(
-            filters=folder_filter(label), groupby=[ws.Config(VARIANT)] if plan else [], group_colors=colours,
-            order=[expr.Ordering(expr.Metric(OLDEST_FIRST), ascending=True)],
-            pinned_columns=[*PINNED, *(f"config:{p}.value" for p, _ in (searched.params if searched else ()))]),
+            filters=folder_filter(label), groupby=[ws.Config(VARIANT)] if plan else [],
+            group_colors=colours, order=[expr.Ordering(expr.Metric(OLDEST_FIRST), ascending=True)],
+            pinned_columns=[*PINNED,
+                            *(f"config:{p}.value" for p, _ in (searched.params if searched
+                                                               else ()))]),
     )
 
 
 @dataclass(frozen=True)
 class Searched:
-    """An Optuna search: its study and the settings it searched, (setting, on a log scale) in first-trial order."""
+    """An Optuna search: its study and the settings it searched, (setting, on a log scale) in
+    first-trial order."""
 
     study: str
     params: tuple[tuple[str, bool], ...]
 
 
 def searched_settings(storage_spec: str, study_name: str | None) -> Searched:
-    """The settings a study's trials searched; ValueError for a study that searched none (a grid: its manifest
-    already gives it an ablation section)."""
+    """The settings a study's trials searched; ValueError for a study that searched none (a grid:
+    its manifest already gives it an ablation section)."""
     from analysis.from_optuna import load_study, open_storage
 
     study = load_study(open_storage(storage_spec), study_name)
@@ -151,21 +164,24 @@ def searched_settings(storage_spec: str, study_name: str | None) -> Searched:
         for name, distribution in trial.distributions.items():
             params.setdefault(name, bool(getattr(distribution, "log", False)))
     if not params:
-        raise ValueError(f"study {study.study_name!r} searched no setting: a grid study's sections come from its "
-                         "experiment.json; leave out --study")
+        raise ValueError(f"study {study.study_name!r} searched no setting: a grid study's sections "
+                         "come from its experiment.json; leave out --study")
     return Searched(study.study_name, tuple(params.items()))
 
 
 def sweep_panels(searched: Searched) -> list[Any]:
-    """Parallel coordinates over the searched settings and the final val loss, val loss against each setting, and
-    every trial's val loss curve."""
+    """Parallel coordinates over the searched settings and the final val loss, val loss against each
+    setting, and every trial's val loss curve."""
     study, final = searched.study, wr.SummaryMetric("final_val_loss")
     made: list[Any] = [
         wr.ParallelCoordinatesPlot(title=f"{study}: searched settings and final val loss", columns=[
-            *(wr.ParallelCoordinatesPlotColumn(metric=wr.Config(p), log=log or None) for p, log in searched.params),
+            *(wr.ParallelCoordinatesPlotColumn(metric=wr.Config(p),
+                                               log=log or None) for p, log in searched.params),
             wr.ParallelCoordinatesPlotColumn(metric=final)]),
-        wr.LinePlot(title=f"{study}: val_loss per trial", x=STEP, y=["val_loss"], title_x=STEP, title_y="val_loss"),
-        *(wr.ScatterPlot(title=f"{study}: final val loss against {p}", x=wr.Config(p), y=final, log_x=log or None)
+        wr.LinePlot(title=f"{study}: val_loss per trial", x=STEP, y=["val_loss"], title_x=STEP,
+                    title_y="val_loss"),
+        *(wr.ScatterPlot(title=f"{study}: final val loss against {p}", x=wr.Config(p), y=final,
+                         log_x=log or None)
           for p, log in searched.params)]
     return _in_rows(made)
 
@@ -174,13 +190,16 @@ def runset(plan: dict[str, Any], entry: dict[str, Any]) -> wr.Runset:
     """Exactly one definition's planned runs (a run shared with another definition is in both)."""
     run_ids = [r["run_id"] for v in entry["variants"] for r in v["runs"]]
     return wr.Runset(
-        name=entry["name"], filters=[*folder_filter(plan["name"]), expr.Config("run_id").isin(run_ids)],
-        groupby=[f"config.{VARIANT}"], order=[wr.OrderBy(OLDEST_FIRST, ascending=True)], pinned_columns=PINNED)
+        name=entry["name"],
+        filters=[*folder_filter(plan["name"]), expr.Config("run_id").isin(run_ids)],
+        groupby=[f"config.{VARIANT}"], order=[wr.OrderBy(OLDEST_FIRST, ascending=True)],
+        pinned_columns=PINNED)
 
 
 def panel_grid(plan: dict[str, Any], entry: dict[str, Any], shown: list[Any]) -> wr.PanelGrid:
     """Panels over one definition's own run set, each variant's group in its colour."""
-    group = {v: wr.RunsetGroup(runset_name=entry["name"], keys=(wr.RunsetGroupKey(key=wr.Config(VARIANT), value=v),))
+    group = {v: wr.RunsetGroup(runset_name=entry["name"],
+                               keys=(wr.RunsetGroupKey(key=wr.Config(VARIANT), value=v),))
              for v in variant_colours(entry)}
     return wr.PanelGrid(runsets=[runset(plan, entry)], panels=shown,
                         custom_run_colors={group[v]: c for v, c in variant_colours(entry).items()})
@@ -201,17 +220,22 @@ def report(label: str, plan: dict[str, Any] | None, compared: list[Comparison], 
     if searched:
         settings = ", ".join(f"{p} (log scale)" if log else p for p, log in searched.params)
         blocks += [wr.H2(f"sweep: {searched.study}"),
-                   wr.P(f"The trials of the Optuna study {searched.study}, one run each; searched: {settings}."),
-                   wr.PanelGrid(runsets=[wr.Runset(name=searched.study, filters=folder_filter(label),
-                                                   pinned_columns=PINNED)], panels=sweep_panels(searched))]
-    title = tables.title(plan).removeprefix("# ") if plan else f"{label}: Optuna study {searched.study}"
+                   wr.P(f"The trials of the Optuna study {searched.study}, one run each; searched: "
+                        f"{settings}."),
+                   wr.PanelGrid(runsets=[wr.Runset(name=searched.study,
+                                                   filters=folder_filter(label),
+                                                   pinned_columns=PINNED)],
+                                panels=sweep_panels(searched))]
+    title = (tables.title(plan).removeprefix("# ") if plan
+             else f"{label}: Optuna study {searched.study}")
     return wr.Report(entity=entity, project=project, title=title,
                      description=f"The W&B twin of {label}/report/progression.md", blocks=blocks)
 
 
 def build(folder: Path, plan: dict[str, Any] | None, searched: Searched | None, entity: str,
           project: str) -> tuple[ws.Workspace, wr.Report]:
-    """The workspace and the report of one experiment folder, with the tables' numbers from its run store."""
+    """The workspace and the report of one experiment folder, with the tables' numbers from its run
+    store."""
     compared: list[Comparison] = []
     samples = ""
     if plan:
@@ -243,7 +267,8 @@ def logged_in() -> bool:
     """An API key from `wandb login` or WANDB_API_KEY; asks no server."""
     import wandb
 
-    # Saving is always online: with WANDB_MODE=offline or disabled (the mirror's setting), login() says no key.
+    # Saving is always online: with WANDB_MODE=offline or disabled (the mirror's setting), login()
+    # says no key.
     wandb.setup(settings=wandb.Settings(silent=True, mode="online"))
     return bool(wandb.login(prompt=False, verify=False))
 
@@ -258,7 +283,8 @@ def unmirrored(folder: Path, plan: dict[str, Any]) -> tuple[int, list[str]]:
 
 
 def mirrored_to(folder: Path) -> tuple[set[str], set[str]]:
-    """The W&B projects and entities the folder's runs were mirrored to (empty: none was mirrored)."""
+    """The W&B projects and entities the folder's runs were mirrored to (empty: none was
+    mirrored)."""
     states = []
     for path in sorted(folder.glob(f"*/{MIRROR_STATE}")):
         try:
@@ -268,18 +294,23 @@ def mirrored_to(folder: Path) -> tuple[set[str], set[str]]:
     return {s["project"] for s in states}, {s["entity"] for s in states if s.get("entity")}
 
 
-def destination(folder: Path, entity: str | None, project: str | None, offline: bool) -> tuple[str, str]:
-    """(entity, project): as given, else where the runs were mirrored; ValueError if that is not one place."""
+def destination(folder: Path, entity: str | None, project: str | None,
+                offline: bool) -> tuple[str, str]:
+    """(entity, project): as given, else where the runs were mirrored; ValueError if that is not one
+    place."""
     projects, entities = mirrored_to(folder)
     if project is None:
         if len(projects) != 1:
-            found = f"several ({', '.join(sorted(projects))})" if projects else "none (no */wandb/mirror.json)"
-            raise ValueError(f"the W&B project of {folder}'s runs is {found}: give --project (WANDB_PROJECT= for make)")
+            found = (f"several ({', '.join(sorted(projects))})" if projects
+                     else "none (no */wandb/mirror.json)")
+            raise ValueError(f"the W&B project of {folder}'s runs is {found}: give --project "
+                             "(WANDB_PROJECT= for make)")
         (project,) = projects
     if entity is None and len(entities) > 1:
-        raise ValueError(f"{folder}'s runs went to several W&B entities ({', '.join(sorted(entities))}): "
-                         "give --entity (WANDB_ENTITY= for make)")
-    entity = entity or next(iter(entities), None) or (OFFLINE_ENTITY if offline else _default_entity())
+        raise ValueError(f"{folder}'s runs went to several W&B entities "
+                         f"({', '.join(sorted(entities))}): give --entity (WANDB_ENTITY= for make)")
+    entity = (entity or next(iter(entities), None)
+              or (OFFLINE_ENTITY if offline else _default_entity()))
     return entity, project
 
 
@@ -289,13 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("folder", type=Path, help="the experiment folder, e.g. results/tutorial")
-    p.add_argument("--entity", help="W&B entity (default: the one the runs were mirrored to, else your default "
+    p.add_argument("--entity", help="W&B entity (default: the one the runs were mirrored to, else "
+                                    "your default "
                    f"entity; '{OFFLINE_ENTITY}' with --json and no login)")
     p.add_argument("--project", help="W&B project (default: the one the runs were mirrored to, "
                    "recorded in each run's wandb/mirror.json)")
-    p.add_argument("--study", help="an Optuna search study whose trials are this folder's runs: adds its section "
+    p.add_argument("--study", help="an Optuna search study whose trials are this folder's runs: "
+                                   "adds its section "
                    "(parallel coordinates over the searched settings)")
-    p.add_argument("--storage", help="the study's storage (default: <folder>/optuna.db or $NANOGPT_SWEEP_STORAGE, "
+    p.add_argument("--storage", help="the study's storage (default: <folder>/optuna.db or "
+                                     "$NANOGPT_SWEEP_STORAGE, "
                    "as `make report` finds it)")
     p.add_argument("--json", type=Path, metavar="DIR",
                    help=f"write DIR/{WORKSPACE_JSON} and DIR/{REPORT_JSON}; no key, no network")
@@ -329,7 +363,8 @@ def _dashboards(args: argparse.Namespace) -> int:
               "show no data of theirs; a run is mirrored while it trains, so retrain them with W&B "
               "on to add them", file=sys.stderr)
     if offline:
-        texts = {WORKSPACE_JSON: to_json(view), REPORT_JSON: to_json(doc)}  # both built before either is written
+        # both built before either is written
+        texts = {WORKSPACE_JSON: to_json(view), REPORT_JSON: to_json(doc)}
         args.json.mkdir(parents=True, exist_ok=True)
         for name, text in texts.items():
             store.write_atomic(args.json / name, text + "\n")

@@ -33,7 +33,8 @@ class Segment:
 
     path: Path
     run: dict[str, Any]  # the run record: run_id, project, run_group, job_type, display_name, tags
-    reduced: dict[str, Any]  # `--summary --json`: config, summary, state, name, start_time, last_write
+    # `--summary --json`: config, summary, state, name, start_time, last_write
+    reduced: dict[str, Any]
     history: list[dict[str, Any]]
 
 
@@ -48,21 +49,24 @@ class OfflineRun(Run):
             config |= segment.reduced.get("config") or {}
             summary |= segment.reduced.get("summary") or {}
         run_id = last.run["run_id"]
-        attrs = {  # the shape of the server's answer to the Run query (config values wrapped, JSON strings)
+        # the shape of the server's answer to the Run query (config values wrapped, JSON strings)
+        attrs = {
             "name": run_id, "displayName": last.reduced.get("name") or last.run.get("display_name"),
             "group": last.run.get("run_group"), "jobType": last.run.get("job_type"),
             "state": last.reduced.get("state"), "tags": last.run.get("tags", []),
             "config": json.dumps({k: {"value": v, "desc": None} for k, v in config.items()}),
             "summaryMetrics": json.dumps(summary),
         }
-        super().__init__(None, last.reduced.get("entity") or "offline", last.run.get("project") or "offline",
-                         run_id, attrs)
+        super().__init__(None, last.reduced.get("entity") or "offline",
+                         last.run.get("project") or "offline", run_id, attrs)
         self.log_files = [s.path for s in segments]
         self._rows = [row for s in segments for row in s.history]
 
     def scan_history(self, keys: list[str] | None = None, page_size: int = 1000, min_step: int = 0,
-                     max_step: int | None = None, use_cache: bool = True) -> Iterator[dict[str, Any]]:
-        """Every history row, with the API's filters: rows having all `keys`, `_step` in [min_step, max_step)."""
+                     max_step: int | None = None,
+                     use_cache: bool = True) -> Iterator[dict[str, Any]]:
+        """Every history row, with the API's filters: rows having all `keys`, `_step` in [min_step,
+        max_step)."""
         for row in self._rows:
             step = row.get("_step", 0)
             if keys and not all(k in row for k in keys):
@@ -81,9 +85,11 @@ def load_wandb_offline(root: Path | str) -> Results:
 
 
 def offline_runs(root: Path | str) -> tuple[list[OfflineRun], list[str]]:
-    """The runs found under `root`, segments of a resumed run merged; unreadable logs listed as problems."""
+    """The runs found under `root`, segments of a resumed run merged; unreadable logs listed as
+    problems."""
     logs = sorted(Path(root).rglob("run-*.wandb"))
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # each read waits on two CLI processes
+    # each read waits on two CLI processes
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         read = list(pool.map(_read_or_problem, logs))
     by_id: dict[str, list[Segment]] = {}
     for segment in read:

@@ -1,23 +1,28 @@
-"""The GPU check: one prepared script for a machine with one CUDA GPU, at most 8 minutes, every part timed out.
+"""The GPU check: one prepared script for a machine with one CUDA GPU, at most 8 minutes, every part
+timed out.
 
-    python -m benchmarks.gpu_check [--report results/gpu-check.md] [--parts a,b,c,e,f,d] [--jobs N] [--dry-run]
+    python -m benchmarks.gpu_check [--report results/gpu-check.md] [--parts a,b,c,e,f,d] [--jobs N]
+        [--dry-run]
     make gpu-check [DRY_RUN=1] [REPORT=path]
 
-(a) the `seed` preset, 2000 iterations, compile on, dtype auto: wall time, tokens/s, MFU, best and final val;
-(b) the same preset, 200 iterations, eager, dtype=float16 (the T4 path) and float32: their tokens/s ratio; and an
-    fp16 run SIGKILLed after its second evaluation, resumed: are its losses those of the uninterrupted run?
-(c) the default `make ablate` training (ladder + leave-one-out, 45 tutorial runs, W&B off) run by run
-    (`--ensemble off`) with the GPU job default of experiments.placement: wall time (the report notebooks are not
-    run: they need papermill);
+(a) the `seed` preset, 2000 iterations, compile on, dtype auto: wall time, tokens/s, MFU, best and
+    final val;
+(b) the same preset, 200 iterations, eager, dtype=float16 (the T4 path) and float32: their tokens/s
+    ratio; and an fp16 run SIGKILLed after its second evaluation, resumed: are its losses those of
+    the uninterrupted run?
+(c) the default `make ablate` training (ladder + leave-one-out, 45 tutorial runs, W&B off) run by
+    run (`--ensemble off`) with the GPU job default of experiments.placement: wall time (the report
+    notebooks are not run: they need papermill);
 (e) the same 45 runs as ensembles (`--ensemble auto`, experiments.grouping);
 (f) the 60-run norms LR grid, as ensembles and run by run;
 (d) the CUDA-marked tests and the model/training tests.
 
-It runs on the check machine as it is: its python3 with a CUDA torch, pandas, pyyaml, tqdm and pytest, no venv,
-no network, no wandb or optuna (nothing it runs imports them). Tiny Shakespeare must be there already:
-$NANOGPT_TINYSHAKESPEARE, or shared/data/tinyshakespeare/input.txt inside the checkout (that folder travels).
-A part that runs past its timeout is stopped and reported with what it measured so far; the Markdown section
-(GPU model, torch and CUDA versions, one row per part) is written at the end either way.
+It runs on the check machine as it is: its python3 with a CUDA torch, pandas, pyyaml, tqdm and
+pytest, no venv, no network, no wandb or optuna (nothing it runs imports them). Tiny Shakespeare
+must be there already: $NANOGPT_TINYSHAKESPEARE, or shared/data/tinyshakespeare/input.txt inside the
+checkout (that folder travels). A part that runs past its timeout is stopped and reported with what
+it measured so far; the Markdown section (GPU model, torch and CUDA versions, one row per part) is
+written at the end either way.
 """
 
 from __future__ import annotations
@@ -43,9 +48,11 @@ from experiments.settings import ConfigError
 BUDGET_SEC = 480  # the whole check, parts and start included
 SHARED_COPY = ROOT / "shared" / "data" / "tinyshakespeare" / "input.txt"
 RUN = ("-m", "experiments.run", "--preset", "seed", "--wandb", "off", "--quiet")
-EAGER_200 = ("--set", "max_iters=200", "--set", "eval_interval=50", "--set", "eval_iters=20", "--set", "compile=false")
-TESTS = ("tests/test_cuda.py", "tests/test_model.py", "tests/test_fast_path.py", "tests/test_fp16.py",
-         "tests/test_precision.py", "tests/test_best_checkpoint.py", "tests/test_compile.py", "tests/test_placement.py")
+EAGER_200 = ("--set", "max_iters=200", "--set", "eval_interval=50", "--set", "eval_iters=20",
+             "--set", "compile=false")
+TESTS = ("tests/test_cuda.py", "tests/test_model.py", "tests/test_fast_path.py",
+         "tests/test_fp16.py", "tests/test_precision.py", "tests/test_best_checkpoint.py",
+         "tests/test_compile.py", "tests/test_placement.py")
 
 
 @dataclass(frozen=True)
@@ -53,15 +60,17 @@ class Part:
     key: str
     what: str
     timeout: int  # seconds at most; a part also never runs past what is left of BUDGET_SEC
-    commands: Callable[[Path, argparse.Namespace], list[list[str]]]  # what it runs (shown by --dry-run)
-    measure: Callable[[Path, argparse.Namespace, float], dict[str, Any]]  # runs it; returns the report's cells
+    # what it runs (shown by --dry-run)
+    commands: Callable[[Path, argparse.Namespace], list[list[str]]]
+    # runs it; returns the report's cells
+    measure: Callable[[Path, argparse.Namespace, float], dict[str, Any]]
 
 
 def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-# ---- the parts --------------------------------------------------------------------------------------------------
+# ---- the parts -----------------------------------------------------------------------------------
 def seed_commands(work: Path, _: argparse.Namespace) -> list[list[str]]:
     return [python(*RUN, "--set", "max_iters=2000", "--results", str(work / "a"))]
 
@@ -73,14 +82,17 @@ def seed_measure(work: Path, args: argparse.Namespace, timeout: float) -> dict[s
     cells = {"wall": took, "done": ok and run.get("status") == "completed"}
     if run:
         peak = peak_flops(run["dtype"])
-        cells |= {"result": f"{run['tokens_per_sec']:,.0f} tokens/s, MFU {mfu(run, peak)}, best val "
-                            f"{fmt(run.get('best_val_loss'))} (step {run.get('best_val_step')}), final val "
-                            f"{fmt(run.get('final_val_loss'))} at step {run['step']}; dtype {run['dtype']}"}
+        cells |= {"result": f"{run['tokens_per_sec']:,.0f} tokens/s, MFU {mfu(run, peak)}, best "
+                            f"val {fmt(run.get('best_val_loss'))} (step "
+                            f"{run.get('best_val_step')}), final val "
+                            f"{fmt(run.get('final_val_loss'))} at step {run['step']}; dtype "
+                            f"{run['dtype']}"}
     return cells
 
 
 def dtype_commands(work: Path, _: argparse.Namespace) -> list[list[str]]:
-    runs = [python(*RUN, *EAGER_200, "--set", f"dtype={dtype}", "--results", str(work / f"b-{dtype}"))
+    runs = [python(*RUN, *EAGER_200, "--set", f"dtype={dtype}", "--results",
+                   str(work / f"b-{dtype}"))
             for dtype in ("float16", "float32")]
     killed = python(*RUN, *EAGER_200, "--set", "dtype=float16", "--results", str(work / "b-killed"))
     return [*runs, killed, [*killed, "--resume"]]
@@ -92,13 +104,17 @@ def dtype_measure(work: Path, args: argparse.Namespace, timeout: float) -> dict[
     start = time.monotonic()
     for command in (fp16, fp32):
         if not timed(command, deadline - time.monotonic(), work / "b.log")[1]:
-            return {"wall": time.monotonic() - start, "done": False, "result": "a 200-iteration run did not finish"}
-    rates = {dtype: read_run(work / f"b-{dtype}")["tokens_per_sec"] for dtype in ("float16", "float32")}
+            return {"wall": time.monotonic() - start, "done": False,
+                    "result": "a 200-iteration run did not finish"}
+    rates = {dtype: read_run(work / f"b-{dtype}")["tokens_per_sec"]
+             for dtype in ("float16", "float32")}
     result = (f"float16 {rates['float16']:,.0f} tokens/s, float32 {rates['float32']:,.0f}: "
               f"ratio {rates['float16'] / rates['float32']:.2f}x")
-    killed_at = kill_after_evaluations(killed, work / "b-killed", 2, deadline - time.monotonic(), work / "b.log")
+    killed_at = kill_after_evaluations(killed, work / "b-killed", 2, deadline - time.monotonic(),
+                                       work / "b.log")
     resumed = timed(resume, deadline - time.monotonic(), work / "b.log")[1]
-    same = compare_losses(work / "b-float16", work / "b-killed") if resumed else "the resumed run did not finish"
+    same = (compare_losses(work / "b-float16", work / "b-killed") if resumed
+            else "the resumed run did not finish")
     return {"wall": time.monotonic() - start, "done": resumed,
             "result": f"{result}; fp16 killed after step {killed_at}, resumed: {same}"}
 
@@ -109,16 +125,17 @@ NORMS_GRID = ("--experiments", "norms", "--lrs", "1e-3", "2e-3", "5e-3", "1e-2")
 def ablate_commands(work: Path, args: argparse.Namespace, name: str = "c", ensemble: str = "off",
                     what: Sequence[str] = ()) -> list[list[str]]:
     jobs = ["--jobs", str(args.jobs)] if args.jobs else []
-    return [python("-m", "experiments.ablate", *what, "--results", str(work / name), "--wandb", "off",
-                   "--ensemble", ensemble, *jobs)]
+    return [python("-m", "experiments.ablate", *what, "--results", str(work / name), "--wandb",
+                   "off", "--ensemble", ensemble, *jobs)]
 
 
-def ablate_measure(work: Path, args: argparse.Namespace, timeout: float, name: str = "c", ensemble: str = "off",
-                   what: Sequence[str] = ()) -> dict[str, Any]:
+def ablate_measure(work: Path, args: argparse.Namespace, timeout: float, name: str = "c",
+                   ensemble: str = "off", what: Sequence[str] = ()) -> dict[str, Any]:
     [command] = ablate_commands(work, args, name, ensemble, what)
     took, ok = timed(command, timeout, work / f"{name}.log")
     log = (work / f"{name}.log").read_text(errors="replace")
-    placement = next((line.split("(", 1)[1].rstrip(")") for line in log.splitlines() if "runs planned" in line), "?")
+    placement = next((line.split("(", 1)[1].rstrip(")") for line in log.splitlines()
+                      if "runs planned" in line), "?")
     summaries = (json.loads(p.read_text()) for p in (work / name).glob("*/*/summary.json"))
     finished = sum(s.get("status") == "completed" for s in summaries)
     return {"wall": took, "done": ok, "result": f"{finished} runs completed; {placement}"}
@@ -141,47 +158,56 @@ def grid_measure(work: Path, args: argparse.Namespace, timeout: float) -> dict[s
     """The 60-run norms grid as ensembles, then run by run with what is left of the part's time."""
     start = time.monotonic()
     together = ablate_measure(work, args, timeout, "f-auto", "auto", NORMS_GRID)
-    alone = ablate_measure(work, args, timeout - (time.monotonic() - start), "f-off", "off", NORMS_GRID)
-    ratio = f"; auto {alone['wall'] / together['wall']:.2f}x as fast" if together["done"] and alone["done"] else ""
+    alone = ablate_measure(work, args, timeout - (time.monotonic() - start), "f-off", "off",
+                           NORMS_GRID)
+    ratio = (f"; auto {alone['wall'] / together['wall']:.2f}x as fast"
+             if together["done"] and alone["done"] else "")
     return {"wall": time.monotonic() - start, "done": together["done"] and alone["done"],
-            "result": f"auto: {together['wall']:.0f} s, {together['result']}; off: {alone['wall']:.0f} s, "
-                      f"{alone['result']}{ratio}"}
+            "result": f"auto: {together['wall']:.0f} s, {together['result']}; off: "
+                      f"{alone['wall']:.0f} s, {alone['result']}{ratio}"}
 
 
 def tests_commands(_: Path, __: argparse.Namespace) -> list[list[str]]:
-    return [python("-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "4", "--dist", "loadgroup", *TESTS)]
+    return [python("-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "4", "--dist", "loadgroup",
+                   *TESTS)]
 
 
 def tests_measure(work: Path, args: argparse.Namespace, timeout: float) -> dict[str, Any]:
     [command] = tests_commands(work, args)
     took, ok = timed(command, timeout, work / "d.log")
-    lines = [line for line in (work / "d.log").read_text(errors="replace").splitlines() if line.strip()]
+    lines = [line for line in (work / "d.log").read_text(errors="replace").splitlines()
+             if line.strip()]
     return {"wall": took, "done": ok, "result": lines[-1].strip("= ") if lines else "no output"}
 
 
 PARTS = (
-    Part("a", "`seed` preset, 2000 iterations, compile on, dtype auto", 90, seed_commands, seed_measure),
-    Part("b", "`seed` preset, 200 iterations, eager: float16 vs float32; fp16 killed and resumed", 50,
-         dtype_commands, dtype_measure),
-    Part("c", "`make ablate ENSEMBLE=off` training: ladder + leave-one-out, 45 tutorial runs, W&B off, one process "
+    Part("a", "`seed` preset, 2000 iterations, compile on, dtype auto", 90, seed_commands,
+         seed_measure),
+    Part("b", "`seed` preset, 200 iterations, eager: float16 vs float32; fp16 killed and resumed",
+         50, dtype_commands, dtype_measure),
+    Part("c", "`make ablate ENSEMBLE=off` training: ladder + leave-one-out, 45 tutorial runs, W&B "
+              "off, one process "
          "per run (GPU job default)", 100, ablate_commands, ablate_measure),
-    Part("e", "the same 45 runs as ensembles (`ENSEMBLE=auto`): goal under 60 s", 50, ensemble_commands,
-         ensemble_measure),
-    Part("f", "`EXPERIMENTS=norms LRS=\"1e-3 2e-3 5e-3 1e-2\"` (60 runs): ENSEMBLE=auto, then off", 100,
-         grid_commands, grid_measure),
-    # The last part may use what the others left unspent, up to its own timeout: the budget still holds.
+    Part("e", "the same 45 runs as ensembles (`ENSEMBLE=auto`): goal under 60 s", 50,
+         ensemble_commands, ensemble_measure),
+    Part("f", "`EXPERIMENTS=norms LRS=\"1e-3 2e-3 5e-3 1e-2\"` (60 runs): ENSEMBLE=auto, then off",
+         100, grid_commands, grid_measure),
+    # The last part may use what the others left unspent, up to its own timeout: the budget still
+    # holds.
     Part("d", "CUDA-marked tests and the model/training tests", 85, tests_commands, tests_measure),
 )
 
 
-# ---- running and reading ----------------------------------------------------------------------------------------
+# ---- running and reading -------------------------------------------------------------------------
 def timed(command: list[str], timeout: float, log: Path) -> tuple[float, bool]:
-    """Run `command` (output appended to `log`) for at most `timeout` seconds: (seconds taken, finished with 0)."""
+    """Run `command` (output appended to `log`) for at most `timeout` seconds: (seconds taken,
+    finished with 0)."""
     start = time.monotonic()
     with log.open("a") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
             code = proc.wait(timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:
@@ -192,12 +218,15 @@ def timed(command: list[str], timeout: float, log: Path) -> tuple[float, bool]:
     return time.monotonic() - start, code == 0
 
 
-def kill_after_evaluations(command: list[str], results: Path, evaluations: int, timeout: float, log: Path) -> int:
-    """Start a run, SIGKILL it once its metrics hold `evaluations` lines; the step of the last one it wrote."""
+def kill_after_evaluations(command: list[str], results: Path, evaluations: int, timeout: float,
+                           log: Path) -> int:
+    """Start a run, SIGKILL it once its metrics hold `evaluations` lines; the step of the last one
+    it wrote."""
     deadline = time.monotonic() + timeout
     with log.open("a") as out:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        while proc.poll() is None and time.monotonic() < deadline and len(metrics(results)) < evaluations:
+        while (proc.poll() is None and time.monotonic() < deadline
+               and len(metrics(results)) < evaluations):
             time.sleep(0.05)
         proc.kill()
         proc.wait()
@@ -209,11 +238,13 @@ def metrics(results: Path) -> list[dict[str, Any]]:
     found = list(results.glob("*/*/metrics.jsonl"))
     if not found:
         return []
-    return [json.loads(line) for line in found[0].read_text().splitlines() if line.strip().endswith("}")]
+    return [json.loads(line) for line in found[0].read_text().splitlines()
+            if line.strip().endswith("}")]
 
 
 def read_run(results: Path) -> dict[str, Any]:
-    """The one run under `results`: its summary, and for a run stopped early its last evaluation's numbers."""
+    """The one run under `results`: its summary, and for a run stopped early its last evaluation's
+    numbers."""
     found = list(results.glob("*/*/summary.json"))
     if not found:
         return {}
@@ -222,19 +253,22 @@ def read_run(results: Path) -> dict[str, Any]:
     evals = metrics(results)
     rates = [m["tokens_per_sec"] for m in evals if m.get("tokens_per_sec")]
     last = evals[-1] if evals else {}
-    # Throughput: the median evaluation window after the first (which holds compilation and warm-up).
+    # Throughput: the median evaluation window after the first (which holds compilation and
+    # warm-up).
     steady = sorted(rates[1:] or rates)
     return summary | {"dtype": config["dtype"], "step": last.get("step", 0),
                       "tokens_per_sec": steady[len(steady) // 2] if steady else 0.0}
 
 
 def compare_losses(reference: Path, resumed: Path) -> str:
-    a, b = ([(m["step"], m["train_loss"], m["val_loss"]) for m in metrics(r)] for r in (reference, resumed))
+    a, b = ([(m["step"], m["train_loss"], m["val_loss"]) for m in metrics(r)]
+            for r in (reference, resumed))
     if a == b:
         return f"exact (all {len(a)} evaluations equal to the bit)"
     if [m[0] for m in a] != [m[0] for m in b]:
         return f"NOT the same evaluations (steps {[m[0] for m in a]} vs {[m[0] for m in b]})"
-    worst = max(abs(x - y) / abs(x) for m, n in zip(a, b, strict=True) for x, y in zip(m[1:], n[1:], strict=True))
+    worst = max(abs(x - y) / abs(x) for m, n in zip(a, b, strict=True) for x, y in zip(m[1:], n[1:],
+                                                                                       strict=True))
     return f"not to the bit: losses within {worst:.1e} (relative)"
 
 
@@ -247,7 +281,8 @@ def peak_flops(dtype: str) -> float:
 
 
 def mfu(run: dict[str, Any], peak: float) -> str:
-    return f"{100 * run['tokens_per_sec'] * run['train_flops_per_token'] / peak:.1f}% of {peak / 1e12:.0f} TFLOP/s"
+    return (f"{100 * run['tokens_per_sec'] * run['train_flops_per_token'] / peak:.1f}% of "
+            f"{peak / 1e12:.0f} TFLOP/s")
 
 
 def fmt(value: Any) -> str:
@@ -260,40 +295,48 @@ def header() -> str:
     name = torch.cuda.get_device_name(0)
     major, minor = torch.cuda.get_device_capability(0)
     try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version",
+                                 "--format=csv,noheader"],
                                 capture_output=True, text=True, timeout=20).stdout.strip() or "?"
     except (OSError, subprocess.TimeoutExpired):
         driver = "?"
     return (f"## GPU check: {name} (compute capability {major}.{minor})\n\n"
-            f"`make gpu-check` on {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC: torch {torch.__version__}, "
-            f"CUDA {torch.version.cuda}, driver {driver}, Python {platform.python_version()}, {os.cpu_count()} CPU "
-            f"cores.\n")
+            f"`make gpu-check` on {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC: torch "
+            f"{torch.__version__}, CUDA {torch.version.cuda}, driver {driver}, Python "
+            f"{platform.python_version()}, {os.cpu_count()} CPU cores.\n")
 
 
 def section(head: str, rows: list[tuple[Part, dict[str, Any]]]) -> str:
-    lines = [head, "| part | what | result | wall | within its timeout |", "| --- | --- | --- | --- | --- |"]
+    lines = [head, "| part | what | result | wall | within its timeout |",
+             "| --- | --- | --- | --- | --- |"]
     for part, cells in rows:
         within = "yes" if cells["done"] else f"no (stopped at {cells['timeout']:.0f} s)"
-        lines.append(f"| {part.key} | {part.what} | {cells.get('result', '-')} | {cells['wall']:.1f} s | {within} |")
+        lines.append(f"| {part.key} | {part.what} | {cells.get('result', '-')} | "
+                     f"{cells['wall']:.1f} s | {within} |")
     return "\n".join(lines) + "\n"
 
 
-# ---- the command ------------------------------------------------------------------------------------------------
+# ---- the command ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = exits.ArgumentParser(prog="python -m benchmarks.gpu_check",
                              description=__doc__.split("\n\n")[0])
     p.add_argument("--report", type=Path, default=ROOT / "results" / "gpu-check.md",
-                   help="the Markdown section's file (default results/gpu-check.md); logs go beside it")
-    p.add_argument("--parts", default="a,b,c,e,f,d", help="which parts, e.g. c,e (default all: a,b,c,e,f,d)")
-    p.add_argument("--jobs", type=int, help="part c: parallel runs instead of the GPU default (try another JOBS=)")
-    p.add_argument("--dry-run", action="store_true", help="print what would run, with the timeouts, and exit")
+                   help="the Markdown section's file (default results/gpu-check.md); logs go "
+                        "beside it")
+    p.add_argument("--parts", default="a,b,c,e,f,d",
+                   help="which parts, e.g. c,e (default all: a,b,c,e,f,d)")
+    p.add_argument("--jobs", type=int, help="part c: parallel runs instead of the GPU default (try "
+                                            "another JOBS=)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would run, with the timeouts, and exit")
     return p
 
 
 def data_path() -> Path | None:
     """The local Tiny Shakespeare copy the runs read (there is no network to download one)."""
     given = os.environ.get("NANOGPT_TINYSHAKESPEARE")
-    for path in (Path(given) if given else None, SHARED_COPY, ROOT.parent / SHARED_COPY.relative_to(ROOT)):
+    for path in (Path(given) if given else None, SHARED_COPY,
+                 ROOT.parent / SHARED_COPY.relative_to(ROOT)):
         if path and path.is_file():
             return path
     return None
@@ -314,10 +357,11 @@ def _check(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     parts = [p for p in PARTS if p.key in keys]
-    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))  # fresh run stores: nothing is cached from earlier runs
+    # fresh run stores: nothing is cached from earlier runs
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     if args.dry_run:
-        print(f"gpu check (dry run): {len(parts)} part(s), each stopped at its timeout or when the {BUDGET_SEC} s "
-              f"budget is spent, whichever comes first; report -> {args.report}")
+        print(f"gpu check (dry run): {len(parts)} part(s), each stopped at its timeout or when the "
+              f"{BUDGET_SEC} s budget is spent, whichever comes first; report -> {args.report}")
         for part in parts:
             print(f"[{part.key}] {part.what} (timeout {part.timeout} s)")
             for command in part.commands(work, args):
@@ -336,7 +380,8 @@ def _check(args: argparse.Namespace) -> int:
         raise ConfigError(f"no local Tiny Shakespeare: set NANOGPT_TINYSHAKESPEARE=PATH or copy "
                           f"input.txt to {SHARED_COPY} (the check machine has no network to "
                           "download it)")
-    os.environ |= {"NANOGPT_TINYSHAKESPEARE": str(data), "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    os.environ |= {"NANOGPT_TINYSHAKESPEARE": str(data), "WANDB_MODE": "disabled",
+                   "PYTHONUNBUFFERED": "1"}
     head = header()
     print(head, flush=True)
     started, rows = time.monotonic(), []
@@ -346,8 +391,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"[{part.key}] {part.what} (timeout {timeout:.0f} s) ...", flush=True)
         cells = part.measure(work, args, timeout) | {"timeout": timeout}
         rows.append((part, cells))
-        print(f"[{part.key}] {'done' if cells['done'] else 'STOPPED/FAILED'} in {cells['wall']:.1f} s: "
-              f"{cells.get('result', '-')}", flush=True)
+        print(f"[{part.key}] {'done' if cells['done'] else 'STOPPED/FAILED'} in "
+              f"{cells['wall']:.1f} s: {cells.get('result', '-')}", flush=True)
     text = section(head, rows)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(text)

@@ -35,7 +35,8 @@ RUN_KEYS = ("threads", "code", "target")  # spec keys that are not run settings
 
 
 def spec_settings(spec: dict[str, str]) -> dict[str, Any]:
-    """The run settings in a spec (dtype=bfloat16, compile=true, device=cuda, ...), parsed to their types."""
+    """The run settings in a spec (dtype=bfloat16, compile=true, device=cuda, ...), parsed to their
+    types."""
     return parse_settings({k: v for k, v in spec.items() if k not in RUN_KEYS})
 
 
@@ -46,8 +47,10 @@ def _trainer(case: str, spec: dict[str, str]) -> tuple[Trainer, int]:
     return make_trainer(ready), threads
 
 
-def interleave(case: str, spec_a: dict[str, str], spec_b: dict[str, str], turns: int, chunk: int) -> dict[str, Any]:
-    """Median tokens/s of A and B over `turns` alternating turns, and the median of per-turn ratios B/A."""
+def interleave(case: str, spec_a: dict[str, str], spec_b: dict[str, str], turns: int,
+               chunk: int) -> dict[str, Any]:
+    """Median tokens/s of A and B over `turns` alternating turns, and the median of per-turn ratios
+    B/A."""
     if "code" in spec_a or "code" in spec_b:
         raise ConfigError("code= needs separate processes; use --compare without --interleave")
     sides = {"A": _trainer(case, spec_a), "B": _trainer(case, spec_b)}
@@ -55,13 +58,16 @@ def interleave(case: str, spec_a: dict[str, str], spec_b: dict[str, str], turns:
     for turn in range(turns + 1):  # turn 0 warms both up and is not counted
         for label, (trainer, threads) in sides.items():
             torch.set_num_threads(threads)
-            trainer.cfg = dataclasses.replace(trainer.cfg, max_iters=trainer.step + chunk, eval_interval=10**9)
+            trainer.cfg = dataclasses.replace(trainer.cfg, max_iters=trainer.step + chunk,
+                                              eval_interval=10**9)
             trainer.run([rates[label]] if turn else [])
         if turn:
-            print(f"turn {turn}: A {rates['A'].rates[-1]:,.0f} B {rates['B'].rates[-1]:,.0f} tokens/s",
+            print(f"turn {turn}: A {rates['A'].rates[-1]:,.0f} B {rates['B'].rates[-1]:,.0f} "
+                  "tokens/s",
                   file=sys.stderr, flush=True)
     ratios = [b / a for a, b in zip(rates["A"].rates, rates["B"].rates, strict=True)]
-    tokens_per_iter = {label: t.cfg.batch_size * t.model.config.block_size for label, (t, _) in sides.items()}
+    tokens_per_iter = {
+        label: t.cfg.batch_size * t.model.config.block_size for label, (t, _) in sides.items()}
     return {
         label: {"tokens_per_sec": statistics.median(r.rates),
                 "ms_per_iter": 1000 * tokens_per_iter[label] / statistics.median(r.rates)}

@@ -1,12 +1,15 @@
-"""What the W&B mirror costs per run, in offline mode, on smoke-preset runs (whose training is ~0.1 s).
+"""What the W&B mirror costs per run, in offline mode, on smoke-preset runs (whose training is ~0.1
+s).
 
     OMP_NUM_THREADS=1 python -m benchmarks.wandb_overhead [--runs 6]
 
-- one process per run (the CLI): wall time of `python -m experiments.run` with --wandb offline vs off;
+- one process per run (the CLI): wall time of `python -m experiments.run` with --wandb offline vs
+  off;
 - many runs in one process (a worker calling train_run): the first offline run pays the import
   of wandb and the start of its wandb-core service, later ones only init/log/finish.
 Off and offline runs alternate, so a busy machine slows both alike; compare the differences. CPU
-seconds (user+sys, wandb-core included for the CLI) are steadier than wall seconds on a shared machine.
+seconds (user+sys, wandb-core included for the CLI) are steadier than wall seconds on a shared
+machine.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ def cpu_of_children() -> float:
 def cli_seconds(mode: str, seed: int, results: Path) -> tuple[float, float]:
     """Wall and CPU seconds of one `python -m experiments.run` process."""
     start, cpu = time.perf_counter(), cpu_of_children()
-    subprocess.run([sys.executable, "-m", "experiments.run", "--preset", "smoke", "--seed", str(seed), "--quiet",
-                    "--results", str(results), "--wandb", mode], cwd=PROJECT_ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "experiments.run", "--preset", "smoke", "--seed",
+                    str(seed), "--quiet", "--results", str(results), "--wandb", mode],
+                   cwd=PROJECT_ROOT, check=True, capture_output=True)
     return time.perf_counter() - start, cpu_of_children() - cpu
 
 
@@ -45,13 +49,15 @@ def in_process_seconds(runs: int, results: Path) -> dict[str, list[float]]:
     from experiments.runner import train_run
     from experiments.wandb_mirror import WandbSettings
 
-    train_run(resolve("smoke"), results / "warmup", quiet=True)  # torch's one-time costs stay out of both columns
+    # torch's one-time costs stay out of both columns
+    train_run(resolve("smoke"), results / "warmup", quiet=True)
     times: dict[str, list[float]] = {"off": [], "offline": []}
     for seed in range(1, runs + 1):
         for mode in times:
             ready = prepare(resolve("smoke", seed=seed))
             start = time.perf_counter()
-            train_run(ready.cfg, results / mode, quiet=True, prepared=ready, wandb=WandbSettings(mode))
+            train_run(ready.cfg, results / mode, quiet=True, prepared=ready,
+                      wandb=WandbSettings(mode))
             times[mode].append(time.perf_counter() - start)
     return times
 
@@ -68,7 +74,8 @@ def _measure(runs: int) -> int:
     if runs < 2:
         raise ConfigError(f"--runs must be at least 2 (the first in-process run is timed apart), "
                           f"got {runs}")
-    os.environ.pop("WANDB_SERVICE", None)  # each CLI run starts its own wandb-core, as under make ablate
+    # each CLI run starts its own wandb-core, as under make ablate
+    os.environ.pop("WANDB_SERVICE", None)
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp)
         cli: dict[str, list[tuple[float, float]]] = {"off": [], "offline": []}

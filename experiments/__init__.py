@@ -2,4 +2,5 @@
 
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: git commits, docs/, `python -m` of benchmarks
+# the checkout: git commits, docs/, `python -m` of benchmarks
+PROJECT_ROOT = Path(__file__).resolve().parent.parent

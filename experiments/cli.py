@@ -38,11 +38,12 @@ def add_wandb_arguments(p: argparse.ArgumentParser) -> None:
     """--wandb and --wandb-project; `wandb_settings(args)` reads them back."""
     p.add_argument("--wandb", choices=MODES, default="auto",
                    help="mirror runs to Weights & Biases: auto (default) = online when logged in "
-                   "(`wandb login` or WANDB_API_KEY), else offline, and WANDB_MODE wins; online; offline "
-                   "(files in <run folder>/wandb/, upload later with `wandb sync`); off. A W&B failure "
-                   "never stops training")
+                   "(`wandb login` or WANDB_API_KEY), else offline, and WANDB_MODE wins; online; "
+                   "offline (files in <run folder>/wandb/, upload later with `wandb sync`); off. A "
+                   "W&B failure never stops training")
     p.add_argument("--wandb-project", metavar="NAME",
-                   help="W&B project (default $WANDB_PROJECT or nanogpt-ablations); entity from $WANDB_ENTITY")
+                   help="W&B project (default $WANDB_PROJECT or nanogpt-ablations); entity from "
+                        "$WANDB_ENTITY")
 
 
 def wandb_settings(args: argparse.Namespace) -> WandbSettings:

@@ -1,10 +1,11 @@
 """The one ending every command line shares: `error: ...` on stderr and an exit code that says what
 happened (the table of codes: docs/running.md, "Exit codes").
 
-SIGTERM (what `kill` and a cluster scheduler send before SIGKILL) ends a command exactly as Ctrl-C does, with
-130 rather than 143: one outcome, one code. Once either arrives, further ones are ignored while the command
-records what it was doing (seconds), so a second Ctrl-C never cuts a record short or prints a traceback.
-Every entry point parses its arguments with `ArgumentParser`: argparse's refusals end the same way.
+SIGTERM (what `kill` and a cluster scheduler send before SIGKILL) ends a command exactly as Ctrl-C
+does, with 130 rather than 143: one outcome, one code. Once either arrives, further ones are ignored
+while the command records what it was doing (seconds), so a second Ctrl-C never cuts a record short
+or prints a traceback. Every entry point parses its arguments with `ArgumentParser`: argparse's
+refusals end the same way.
 
 Torch-free, so analysis and the sweeps' command lines end the same way as the trainers'.
 """
@@ -46,15 +47,15 @@ class CommandFailed(Exception):  # noqa: N818 - an outcome, worded by the comman
 def disk_error(e: OSError) -> str:
     """A failed write as one line: which file, why, and what to do."""
     where = e.filename or "the results folder"
-    return (f"cannot write {where} ({e.strerror or e}); free disk space or choose a writable --results folder, "
-            "then rerun with --resume: nothing written so far is marked complete")
+    return (f"cannot write {where} ({e.strerror or e}); free disk space or choose a writable "
+            "--results folder, then rerun with --resume: nothing written so far is marked complete")
 
 
 def run_command(body: Callable[[], int], bad_input: tuple[type[BaseException], ...],
                 interrupted: str | None, word: Callable[[str], str] = str) -> int:
-    """`body()`'s exit code, or the shared ending for what it raised. `word` rewrites each message (the
-    sweeps redact a storage password); `interrupted` says what survives a Ctrl-C and how to go on
-    (None: a process another one started and speaks for, which says nothing of its own)."""
+    """`body()`'s exit code, or the shared ending for what it raised. `word` rewrites each message
+    (the sweeps redact a storage password); `interrupted` says what survives a Ctrl-C and how to go
+    on (None: a process another one started and speaks for, which says nothing of its own)."""
     with stop_on_signals():
         try:
             return body()
@@ -104,23 +105,26 @@ def release_signals() -> None:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Ctrl-C or SIGTERM raises KeyboardInterrupt here, once. Without one, the handlers before are restored
-    after; after one the command is ending, and later signals stay ignored to its exit (a second Ctrl-C
-    that lands in the interpreter's shutdown would print a traceback).
+    """Ctrl-C or SIGTERM raises KeyboardInterrupt here, once. Without one, the handlers before are
+    restored after; after one the command is ending, and later signals stay ignored to its exit (a
+    second Ctrl-C that lands in the interpreter's shutdown would print a traceback).
 
     A signal the process was started with ignored (a background job's SIGINT) stays ignored.
     """
-    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+    # only the main thread sets handlers
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    for stop, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+    for stop, default in ((signal.SIGINT, signal.default_int_handler),
+                          (signal.SIGTERM, signal.SIG_DFL)):
         if before[stop] is default:
             signal.signal(stop, _stop)
     try:
         yield
     finally:
-        stopped = any(before[s] is not signal.SIG_IGN and signal.getsignal(s) is signal.SIG_IGN for s in before)
+        stopped = any(before[s] is not signal.SIG_IGN and signal.getsignal(s) is signal.SIG_IGN
+                      for s in before)
         if not stopped:
             for stop, handler in before.items():
                 signal.signal(stop, handler)

@@ -1,18 +1,19 @@
 """Which planned runs train together as one ensemble (`--ensemble auto|off|N`, ENSEMBLE=), and why.
 
-Runs may share an ensemble when they differ only in their seed and in what each member keeps for itself
-(`nanogpt.ensemble.PER_MEMBER`: the lr and its schedule, weight decay, betas, clipping, z-loss): the seeds of a
-variant, the points of an LR grid. A member computes its lone run bit for bit, so grouping changes how long an
-ablation takes, never a number in it:
+Runs may share an ensemble when they differ only in their seed and in what each member keeps for
+itself (`nanogpt.ensemble.PER_MEMBER`: the lr and its schedule, weight decay, betas, clipping,
+z-loss): the seeds of a variant, the points of an LR grid. A member computes its lone run bit for
+bit, so grouping changes how long an ablation takes, never a number in it:
 
 - `off`: every run alone, as before ensembles existed;
 - `N`: the runs of one architecture in groups of at most N, split evenly;
-- `auto`: measured here. For each architecture this machine times training steps of one run alone and of a few
-  of its runs as one ensemble (the step time of more members is extrapolated: overhead plus work per member),
-  on the threads a worker gets. A run whose step alone is compute-bound on a CPU, or an architecture whose
-  ensemble would not step its runs at least MIN_GAIN times as fast as one by one, trains alone; the others are
-  split into as many groups as keeps every worker busy to the end (the measured step times, longest first).
-  On a GPU a group also fits in a quarter of the memory free when measured.
+- `auto`: measured here. For each architecture this machine times training steps of one run alone
+  and of a few of its runs as one ensemble (the step time of more members is extrapolated: overhead
+  plus work per member), on the threads a worker gets. A run whose step alone is compute-bound on a
+  CPU, or an architecture whose ensemble would not step its runs at least MIN_GAIN times as fast as
+  one by one, trains alone; the others are split into as many groups as keeps every worker busy to
+  the end (the measured step times, longest first). On a GPU a group also fits in a quarter of the
+  memory free when measured.
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ from nanogpt.data import Corpus
 from nanogpt.ensemble import PER_MEMBER, EnsembleTrainer
 from nanogpt.train import Trainer
 
-MIN_GAIN = 1.15  # the margin that keeps `auto` from choosing an ensemble that is only as fast, or noise
+# the margin that keeps `auto` from choosing an ensemble that is only as fast, or noise
+MIN_GAIN = 1.15
 MAX_SIZE = 64  # members of one ensemble at most
-MEASURE_SECONDS = 0.05  # a timing window is at least this long (and 2 steps); the faster of two, after a warm-up
-MEASURED_SIZE = 4  # the ensemble is timed at this many members at most, and its larger sizes extrapolated
-# On a CPU a step of this long alone is compute: the per-step overhead an ensemble shares (op dispatch, Python,
-# the optimizer's launches: ~1-3 ms measured on 2-core EPYCs) could not make it MIN_GAIN times as fast.
+# a timing window is at least this long (and 2 steps); the faster of two, after a warm-up
+MEASURE_SECONDS = 0.05
+# the ensemble is timed at this many members at most, and its larger sizes extrapolated
+MEASURED_SIZE = 4
+# On a CPU a step of this long alone is compute: the per-step overhead an ensemble shares (op
+# dispatch, Python, the optimizer's launches: ~1-3 ms measured on 2-core EPYCs) could not make it
+# MIN_GAIN times as fast.
 COMPUTE_BOUND_S = 0.05
 Group = tuple[RunConfig, ...]
 
@@ -56,8 +61,8 @@ class EnsembleMode:
             return cls(text)
         size = int(text) if text.isdigit() else 0
         if size < 1:
-            raise ConfigError(f"--ensemble {text}: give auto, off, or the largest ensemble size N >= 1 (ENSEMBLE= "
-                              "for make)")
+            raise ConfigError(f"--ensemble {text}: give auto, off, or the largest ensemble size N "
+                              ">= 1 (ENSEMBLE= for make)")
         return cls("off") if size == 1 else cls("fixed", size)
 
     def __str__(self) -> str:
@@ -65,8 +70,8 @@ class EnsembleMode:
 
 
 def architecture(cfg: RunConfig) -> tuple | None:
-    """What runs must share to train as one ensemble; None for a run that trains alone (compiled, or fp16,
-    whose gradient scaler is one per run)."""
+    """What runs must share to train as one ensemble; None for a run that trains alone (compiled, or
+    fp16, whose gradient scaler is one per run)."""
     if cfg.compile or cfg.train.dtype == "float16":
         return None
     shared = dataclasses.replace(cfg.train, **{k: getattr(TrainConfig, k) for k in PER_MEMBER})
@@ -79,8 +84,10 @@ class Grouping:
     notes: tuple[str, ...]  # one line per architecture of several runs: how it trains, and why
 
 
-def group(runs: Sequence[RunConfig], mode: EnsembleMode, jobs: int, timer: Timer | None = None) -> Grouping:
-    """The runs to train (in plan order) grouped into ensembles for `jobs` workers; `auto` measures with `timer`."""
+def group(runs: Sequence[RunConfig], mode: EnsembleMode, jobs: int,
+          timer: Timer | None = None) -> Grouping:
+    """The runs to train (in plan order) grouped into ensembles for `jobs` workers; `auto` measures
+    with `timer`."""
     archs: dict[object, list[RunConfig]] = {}
     alone: list[RunConfig] = []
     for cfg in runs:
@@ -89,8 +96,10 @@ def group(runs: Sequence[RunConfig], mode: EnsembleMode, jobs: int, timer: Timer
             alone.append(cfg)
         else:
             archs.setdefault(key, []).append(cfg)
-    parts: dict[object, int] = {}  # architecture -> how many groups its runs train in (as many as runs: alone)
-    step: dict[object, Callable[[int], float]] = {}  # architecture -> measured seconds per step of n members
+    # architecture -> how many groups its runs train in (as many as runs: alone)
+    parts: dict[object, int] = {}
+    # architecture -> measured seconds per step of n members
+    step: dict[object, Callable[[int], float]] = {}
     notes: list[str] = []
     for key, members in archs.items():
         name, m = _name(members[0]), len(members)
@@ -104,29 +113,32 @@ def group(runs: Sequence[RunConfig], mode: EnsembleMode, jobs: int, timer: Timer
         alone_s = timer(tuple(members[:1]))
         if timer.compute_bound(alone_s):
             parts[key], step[key] = m, lambda n, s=alone_s: n * s
-            notes.append(f"{name}: {m} runs alone (compute-bound: {alone_s * 1e3:.0f} ms a step alone leaves an "
-                         "ensemble little overhead to share)")
+            notes.append(f"{name}: {m} runs alone (compute-bound: {alone_s * 1e3:.0f} ms a step "
+                         "alone leaves an ensemble little overhead to share)")
             continue
-        measured_at = min(size, MEASURED_SIZE)  # the step time is overhead + members x work: two points fit it
+        # the step time is overhead + members x work: two points fit it
+        measured_at = min(size, MEASURED_SIZE)
         step[key] = _linear(alone_s, timer(tuple(members[:measured_at])), measured_at)
         gain = size * alone_s / step[key](size)
         if gain < MIN_GAIN:
             parts[key] = m
-            notes.append(f"{name}: {m} runs alone (an ensemble of {size} steps them {gain:.2f}x as fast as one by "
-                         f"one: under {MIN_GAIN}x)")
+            notes.append(f"{name}: {m} runs alone (an ensemble of {size} steps them {gain:.2f}x as "
+                         f"fast as one by one: under {MIN_GAIN}x)")
         else:
             parts[key] = math.ceil(m / size)
-            notes.append(f"{name}: an ensemble of {size} steps its runs {gain:.2f}x as fast as one by one "
-                         f"(measured at {measured_at} members)")
+            notes.append(f"{name}: an ensemble of {size} steps its runs {gain:.2f}x as fast as one "
+                         f"by one (measured at {measured_at} members)")
     measured = [t(1) for t in step.values()]
-    per_run = sum(measured) / len(measured) if measured else 1.0  # a guess for runs nothing measured
+    # a guess for runs nothing measured
+    per_run = sum(measured) / len(measured) if measured else 1.0
 
     def cost(g: Group) -> float:
         key = architecture(g[0])
         return g[0].train.max_iters * (step[key](len(g)) if key in step else per_run * len(g))
 
     def grouped(parts: dict[object, int]) -> list[Group]:
-        return [(cfg,) for cfg in alone] + [tuple(c) for k, n in parts.items() for c in _split(archs[k], n)]
+        return [(cfg,) for cfg in alone] + [
+            tuple(c) for k, n in parts.items() for c in _split(archs[k], n)]
 
     if mode.kind == "auto":  # split ensembles further while that shortens the whole ablation
         best = _makespan([cost(g) for g in grouped(parts)], jobs)
@@ -141,17 +153,20 @@ def group(runs: Sequence[RunConfig], mode: EnsembleMode, jobs: int, timer: Timer
 
 
 def describe_groups(grouping: Grouping, mode: EnsembleMode) -> str:
-    """How the runs to train are grouped, as the dry-run shows it: the notes, then one line per ensemble."""
+    """How the runs to train are grouped, as the dry-run shows it: the notes, then one line per
+    ensemble."""
     ensembles = [g for g in grouping.groups if len(g) > 1]
     lines = [f"ensembles ({mode}): {len(ensembles)} of {sum(map(len, ensembles))} runs; "
-             f"{len(grouping.groups) - len(ensembles)} runs alone (architectures named as layers x width)"]
+             f"{len(grouping.groups) - len(ensembles)} runs alone (architectures named as layers x "
+             "width)"]
     lines += [f"  {note}" for note in grouping.notes]
     lines += [f"  {_name(g[0])} x{len(g)}: " + " ".join(cfg.run_id for cfg in g) for g in ensembles]
     return "\n".join(lines)
 
 
 def _name(cfg: RunConfig) -> str:
-    """An architecture as the notes name it: its variant, and its size (layers x width: axes change them)."""
+    """An architecture as the notes name it: its variant, and its size (layers x width: axes change
+    them)."""
     return f"{cfg.group or cfg.experiment}/{cfg.variant} ({cfg.model.n_layer}x{cfg.model.n_embd})"
 
 
@@ -163,7 +178,8 @@ def _split(members: Sequence[RunConfig], parts: int) -> list[list[RunConfig]]:
 
 
 def _linear(alone: float, together: float, size: int) -> Callable[[int], float]:
-    """Seconds per step of an ensemble of n, between the two measured sizes: overhead plus n times the work."""
+    """Seconds per step of an ensemble of n, between the two measured sizes: overhead plus n times
+    the work."""
     return lambda n: alone + (together - alone) * (n - 1) / (size - 1)
 
 
@@ -176,7 +192,8 @@ def _makespan(costs: Sequence[float], jobs: int) -> float:
 
 
 class Timer:
-    """Times training steps on this machine for `auto`: real steps of the planned runs on the corpus."""
+    """Times training steps on this machine for `auto`: real steps of the planned runs on the
+    corpus."""
 
     def __init__(self, corpus: Corpus, device: torch.device, threads: int):
         self.corpus, self.device, self.threads = corpus, device, threads
@@ -186,10 +203,11 @@ class Timer:
         return self.device.type == "cpu" and step_seconds > COMPUTE_BOUND_S
 
     def capacity(self, run: Group) -> int:
-        """How many members of this run's architecture fit in a quarter of the free GPU memory (a CPU: no limit).
+        """How many members of this run's architecture fit in a quarter of the free GPU memory (a
+        CPU: no limit).
 
-        A member needs its weights, gradients and two moments (16 bytes a parameter), and its activations:
-        measured as one training step's peak.
+        A member needs its weights, gradients and two moments (16 bytes a parameter), and its
+        activations: measured as one training step's peak.
         """
         if self.device.type != "cuda":
             return MAX_SIZE
@@ -206,7 +224,8 @@ class Timer:
         try:
             step = self._step(runs)
             step()  # warm-up: first-call allocations
-            return min(self._window(step) for _ in range(2))  # the quieter of two: other work shares the cores
+            # the quieter of two: other work shares the cores
+            return min(self._window(step) for _ in range(2))
         finally:
             torch.set_num_threads(before)
 
@@ -225,8 +244,8 @@ class Timer:
         if len(runs) == 1:
             trainer = Trainer(models[0], self.corpus, runs[0].train, runs[0].seed, self.device)
             return lambda: trainer.train_step(runs[0].train.lr)
-        ensemble = EnsembleTrainer(models, self.corpus, [cfg.train for cfg in runs], [cfg.seed for cfg in runs],
-                                   self.device)
+        ensemble = EnsembleTrainer(models, self.corpus, [cfg.train for cfg in runs],
+                                   [cfg.seed for cfg in runs], self.device)
         lrs, live = [cfg.train.lr for cfg in runs], range(len(runs))
         return lambda: ensemble.train_step(lrs, live)
 

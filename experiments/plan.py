@@ -81,7 +81,8 @@ def default_preset(definitions: Sequence[Experiment]) -> str:
     named = {d.preset: d.name for d in definitions if d.preset}
     if len(named) > 1:
         raise ConfigError("the experiments name different default presets (" + ", ".join(
-            f"{name}: {preset}" for preset, name in named.items()) + "); choose one with --preset (PRESET=)")
+            f"{name}: {preset}" for preset, name in named.items()) + "); choose one with --preset "
+                                                                     "(PRESET=)")
     return next(iter(named), FALLBACK_PRESET)
 
 
@@ -213,7 +214,8 @@ def _at_point(preset: str, definition: Experiment, variant: Variant, overrides: 
 
 
 def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[RunConfig, ...]:
-    """Each config once, seed-major (seed 0's table fills first), tagged with every experiment it is in."""
+    """Each config once, seed-major (seed 0's table fills first), tagged with every experiment it is
+    in."""
     member_of: dict[str, list[str]] = {}
     first: dict[str, RunConfig] = {}
     for i in range(n_seeds):
@@ -221,7 +223,8 @@ def _unique_runs(planned: list[PlannedVariant], n_seeds: int) -> tuple[RunConfig
             cfg = v.runs[i]
             first.setdefault(cfg.run_id, cfg)
             member_of.setdefault(cfg.run_id, []).append(v.experiment)
-    return tuple(replace(cfg, tags=tuple(dict.fromkeys(member_of[run_id]))) for run_id, cfg in first.items())
+    return tuple(
+        replace(cfg, tags=tuple(dict.fromkeys(member_of[run_id]))) for run_id, cfg in first.items())
 
 
 def _entry(definition: Experiment, planned: list[PlannedVariant], grid: Grid) -> dict[str, Any]:
@@ -234,24 +237,31 @@ def _entry(definition: Experiment, planned: list[PlannedVariant], grid: Grid) ->
     variants: dict[str, dict[str, Any]] = {}
     for v in (v for v in mine if v.name not in collapsed):
         component = definition.variant(v.name).component
-        entry = variants.setdefault(v.name, {"name": v.name, "adds": definition.variant(v.name).adds,
-                                             **({"component": component} if component else {}), "runs": []})
+        entry = variants.setdefault(v.name,
+                                    {"name": v.name, "adds": definition.variant(v.name).adds,
+                                             **({"component": component} if component else {}),
+                                     "runs": []})
         entry["runs"] += [{"seed": c.seed, **v.point, "run_id": c.run_id} for c in v.runs]
-    compare = same.get(definition.compare, definition.compare)  # a collapsed baseline: the model it is
-    return {"name": definition.name, "job_type": definition.job_type, "description": definition.description,
-            "compare": compare, "axes": {axis: list(values) for axis, values in grid.items()},
+    # a collapsed baseline: the model it is
+    compare = same.get(definition.compare, definition.compare)
+    return {"name": definition.name, "job_type": definition.job_type,
+            "description": definition.description, "compare": compare,
+            "axes": {axis: list(values) for axis, values in grid.items()},
             "variants": list(variants.values()), **({"same_models": same} if same else {})}
 
 
 def same_model_note(v: PlannedVariant) -> str:
-    """One line for a variant that collapsed into another of its experiment (`make ablate` prints it too)."""
-    return f"note: {v.experiment}/{v.name} is the same model as {v.same_as} under these settings; trained once"
+    """One line for a variant that collapsed into another of its experiment (`make ablate` prints it
+    too)."""
+    return (f"note: {v.experiment}/{v.name} is the same model as {v.same_as} under these settings; "
+            "trained once")
 
 
 def kept_notes(v: PlannedVariant, overrides: dict[str, Any]) -> list[str]:
-    """One line per override a variant sets itself: by design it keeps its own value (that is the ablation)."""
-    return [f"keeps its own {k}={shown(own)}: the variant sets it, so --set {k}={shown(overrides[k])} does not "
-            "apply here" for k, own in v.kept.items()]
+    """One line per override a variant sets itself: by design it keeps its own value (that is the
+    ablation)."""
+    return [f"keeps its own {k}={shown(own)}: the variant sets it, so --set "
+            f"{k}={shown(overrides[k])} does not apply here" for k, own in v.kept.items()]
 
 
 def describe_plan(p: Plan, results: Path) -> str:
@@ -259,7 +269,8 @@ def describe_plan(p: Plan, results: Path) -> str:
     runs = store.RunStore(results)
     doc = p.manifest
     sets = " ".join(f"{k}={v}" for k, v in doc["overrides"].items()) or "none"
-    seeds = f"seeds {doc['seeds'][0]}..{doc['seeds'][-1]}" if len(doc["seeds"]) > 1 else f"seed {doc['seeds'][0]}"
+    seeds = (f"seeds {doc['seeds'][0]}..{doc['seeds'][-1]}" if len(doc["seeds"]) > 1
+             else f"seed {doc['seeds'][0]}")
     lines = [f"plan '{doc['name']}': preset {doc['preset']}, set {sets}, {seeds} -> {p.folder}"]
     base = base_model(doc["preset"], doc["overrides"])
     for e in doc["experiments"]:
@@ -279,5 +290,6 @@ def describe_plan(p: Plan, results: Path) -> str:
             state = "cached" if runs.finished(cfg.experiment, cfg.run_id) else "to train"
             lines.append(f"  seed {cfg.seed:<3} {cfg.hash[:16]}  {cfg.run_id:32} {state}")
     cached = sum(runs.finished(c.experiment, c.run_id) for c in p.runs)
-    lines.append(f"{len(p.runs)} runs: {cached} cached, {len(p.runs) - cached} to train; nothing written")
+    lines.append(f"{len(p.runs)} runs: {cached} cached, {len(p.runs) - cached} to train; nothing "
+                 "written")
     return "\n".join(lines)

@@ -29,7 +29,8 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-# The libraries whose versions change a run's numbers or its record; requirements.lock pins them all.
+# The libraries whose versions change a run's numbers or its record; requirements.lock pins them
+# all.
 RECORDED_LIBRARIES = ("numpy", "wandb", "optuna")
 
 
@@ -37,7 +38,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     return {
         "torch": torch.__version__, **{name: _version(name) for name in RECORDED_LIBRARIES},
         "python": platform.python_version(), "platform": platform.platform(),
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(), "cpu_isa": precision.cpu_isa(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "git_commit": git_commit(),
@@ -59,8 +61,8 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
 class RunRecorder(Callback):
     """Appends each evaluation to metrics.jsonl, then checkpoints; keeps summary.json current.
 
-    Besides the resume checkpoint (the last evaluation) it keeps `best.pt`, the checkpoint of the lowest
-    validation loss so far: what one samples from and quotes once a run starts to overfit.
+    Besides the resume checkpoint (the last evaluation) it keeps `best.pt`, the checkpoint of the
+    lowest validation loss so far: what one samples from and quotes once a run starts to overfit.
     """
 
     def __init__(self, run_dir: Path, cfg: RunConfig, summary: dict[str, Any],
@@ -69,12 +71,15 @@ class RunRecorder(Callback):
         self.repaired = repaired  # what `reopen` found damaged and repaired
 
     @classmethod
-    def create(cls, run_dir: Path, cfg: RunConfig, vocab_json: str, static: dict[str, Any]) -> RunRecorder:
+    def create(cls, run_dir: Path, cfg: RunConfig, vocab_json: str,
+               static: dict[str, Any]) -> RunRecorder:
         """A fresh run folder: config, vocabulary and a 'running' summary."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        store.write_json(run_dir / store.CONFIG, {"format": store.FORMAT, **json.loads(cfg.to_json())})
+        store.write_json(run_dir / store.CONFIG,
+                         {"format": store.FORMAT, **json.loads(cfg.to_json())})
         store.write_atomic(run_dir / store.VOCAB, vocab_json + "\n")
-        store.write_atomic(run_dir / store.METRICS, "")  # no checkpoint = a fresh start: drop older lines
+        # no checkpoint = a fresh start: drop older lines
+        store.write_atomic(run_dir / store.METRICS, "")
         summary = identity(cfg) | {"status": store.RUNNING, "started_at": time.time(), **static}
         store.write_json(run_dir / store.SUMMARY, summary)
         return cls(run_dir, cfg, summary)
@@ -113,10 +118,11 @@ class RunRecorder(Callback):
             summary["repaired"] = "; ".join(f"{d.path.name}: {d.problem} ({d.repair}, on resume)"
                                             for d in repaired)
         store.remove_partial_writes(run_dir)
-        # The summary first: a reader coming between the writes sees a running run, not damage. How this
-        # attempt trains (alone, or as a member of an ensemble) replaces how the last one did.
+        # The summary first: a reader coming between the writes sees a running run, not damage. How
+        # this attempt trains (alone, or as a member of an ensemble) replaces how the last one did.
         summary = {k: v for k, v in summary.items() if k != "ensemble"} | {
-            "status": store.RUNNING, "resumed_from_step": resumed_from, "resumes": summary.get("resumes", 0) + 1,
+            "status": store.RUNNING, "resumed_from_step": resumed_from,
+            "resumes": summary.get("resumes", 0) + 1,
             **({"ensemble": static["ensemble"]} if "ensemble" in static else {})}
         store.write_json(run_dir / store.SUMMARY, summary)
         metrics = [m for m in metrics if m["step"] <= resumed_from]  # the run writes the rest
@@ -131,14 +137,15 @@ class RunRecorder(Callback):
 
     @staticmethod
     def check_fresh_start(run_dir: Path) -> None:
-        """A folder without a checkpoint restarts from step 0; refused if that would drop recorded evaluations
-        (a kill before the first checkpoint leaves at most step 0's, which the restart writes again)."""
+        """A folder without a checkpoint restarts from step 0; refused if that would drop recorded
+        evaluations (a kill before the first checkpoint leaves at most step 0's, which the restart
+        writes again)."""
         metrics, _ = store.read_jsonl(run_dir / store.METRICS)
         last = max((m["step"] for m in metrics if isinstance(m.get("step"), int)), default=0)
         if last > 0:
             raise store.RunFolderError(
-                f"{run_dir}: {store.CHECKPOINT} is missing but {store.METRICS} records evaluations up to step {last}; "
-                "restore the checkpoint, or retrain the run with --force")
+                f"{run_dir}: {store.CHECKPOINT} is missing but {store.METRICS} records evaluations "
+                f"up to step {last}; restore the checkpoint, or retrain the run with --force")
 
     def on_eval(self, metrics: dict[str, Any], checkpoint_state) -> None:
         # Metrics first, checkpoint second: a kill in between leaves a line past the checkpoint,
@@ -146,16 +153,19 @@ class RunRecorder(Callback):
         store.append_jsonl(self.run_dir / store.METRICS, metrics)
         state = checkpoint.serialize(checkpoint_state())
         store.write_checkpoint(self.run_dir / store.CHECKPOINT, state, metrics["step"])
-        if metrics["val_loss"] < self.best_val:  # False for NaN: a diverged evaluation is never the best
+        # False for NaN: a diverged evaluation is never the best
+        if metrics["val_loss"] < self.best_val:
             store.link_atomic(self.run_dir / store.CHECKPOINT, self.run_dir / store.BEST_CHECKPOINT)
             self.best_val = metrics["val_loss"]
 
-    def finish(self, status: str, reason: str | None, samples: str | None = None, **extra: Any) -> dict[str, Any]:
-        """The final summary: status, losses (best_val_step names best.pt's step) and `extra` fields."""
+    def finish(self, status: str, reason: str | None, samples: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+        """The final summary: status, losses (best_val_step names best.pt's step) and `extra`
+        fields."""
         if samples is not None:
             store.write_atomic(self.run_dir / store.SAMPLES, samples)
         metrics, _ = store.read_jsonl(self.run_dir / store.METRICS)
-        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(), **store.loss_summary(metrics),
-                         **extra}
+        self.summary |= {"status": status, "reason": reason, "finished_at": time.time(),
+                         **store.loss_summary(metrics), **extra}
         store.write_json(self.run_dir / store.SUMMARY, self.summary)
         return self.summary

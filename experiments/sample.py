@@ -31,13 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = exits.ArgumentParser(prog="python -m experiments.sample", description=__doc__)
     p.add_argument("run_dir", type=Path, help="a run folder (results/<experiment>/<run_id>)")
     p.add_argument("--tokens", type=int, default=500, help="characters to generate (default 500)")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature > 0 (default 1.0)")
-    p.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest characters (k >= 1)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="softmax temperature > 0 (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sample only from the k likeliest characters (k >= 1)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--prompt", help="text to continue (default a newline; on a corpus without one, the first "
+    p.add_argument("--prompt", help="text to continue (default a newline; on a corpus without one, "
+                                    "the first "
                    "character of the run's vocabulary)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
-                   help="best: the weights of the run's lowest val loss (default); last: its last evaluation's")
+                   help="best: the weights of the run's lowest val loss (default); last: its last "
+                        "evaluation's")
     return p
 
 
@@ -49,7 +53,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     if args.prompt == "":
-        raise ConfigError("--prompt is empty; give at least one character, or leave it out (a newline)")
+        raise ConfigError("--prompt is empty; give at least one character, or leave it out (a "
+                          "newline)")
     if not 0 <= args.seed < 2**63:
         raise ConfigError(f"--seed must be a whole number in 0..{2**63 - 1}, got {args.seed}")
 
@@ -58,7 +63,8 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT, CharTokenizer, 
     """The run's model with the weights of its `which` checkpoint (best or last), its tokenizer and
     its summary. A run whose files disagree (`store.check_run`) is refused, as by every reader."""
     if not (run_dir / store.CONFIG).is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no {store.CONFIG}); give results/<experiment>/<run_id>")
+        raise ConfigError(f"{run_dir} is not a run folder (no {store.CONFIG}); give "
+                          "results/<experiment>/<run_id>")
     record = store.read_run(run_dir)
     if record.damage:
         raise store.RunFolderError(str(record.damage))
@@ -69,7 +75,8 @@ def load_model(run_dir: Path, which: str = "best") -> tuple[GPT, CharTokenizer, 
         tokenizer = CharTokenizer.from_json((run_dir / store.VOCAB).read_text(encoding="utf-8"))
         cfg = RunConfig.from_flat(record.config)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{run_dir}: unreadable config or vocabulary ({e}); retrain the run with --force") from None
+        raise ConfigError(f"{run_dir}: unreadable config or vocabulary ({e}); retrain the run with "
+                          "--force") from None
     model = GPT(cfg.model)
     state = checkpoint.load(path)
     load_weights(model, state["model"], path)
@@ -109,11 +116,13 @@ def keeps_best_checkpoint(summary: dict) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return exits.run_command(lambda: _sample(args), USER_ERRORS, "the text so far was printed; nothing was written")
+    return exits.run_command(lambda: _sample(args), USER_ERRORS,
+                             "the text so far was printed; nothing was written")
 
 
 def default_prompt(tokenizer: CharTokenizer) -> str:
-    """A newline, as the runner's samples start; where the corpus has none, its vocabulary's first character."""
+    """A newline, as the runner's samples start; where the corpus has none, its vocabulary's first
+    character."""
     return "\n" if "\n" in tokenizer.chars else tokenizer.chars[0]
 
 
@@ -123,19 +132,24 @@ def _sample(args: argparse.Namespace) -> int:
     prompt = default_prompt(tokenizer) if args.prompt is None else args.prompt
     unknown = sorted(set(prompt) - set(tokenizer.chars))
     if unknown:
-        raise ConfigError(f"prompt has characters outside the run's vocabulary: {''.join(unknown)!r}")
+        raise ConfigError("prompt has characters outside the run's vocabulary: "
+                          f"{''.join(unknown)!r}")
     if summary.get("status") != "completed":
-        print(f"warning: this run is {summary.get('status', 'unknown')} ({summary.get('reason') or 'no reason'}); "
-              f"the text comes from its checkpoint at step {summary['checkpoint_step']}", file=sys.stderr)
+        print(f"warning: this run is {summary.get('status', 'unknown')} "
+              f"({summary.get('reason') or 'no reason'}); the text comes from its checkpoint at "
+              f"step {summary['checkpoint_step']}", file=sys.stderr)
     idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
-    tokens = model.stream(idx, args.temperature, args.top_k, generator=torch.Generator().manual_seed(args.seed))
+    tokens = model.stream(idx, args.temperature, args.top_k,
+                          generator=torch.Generator().manual_seed(args.seed))
     try:
         _write(prompt)
         for start in range(0, args.tokens, CHUNK):
-            _write(tokenizer.decode([int(t) for t in itertools.islice(tokens, min(CHUNK, args.tokens - start))]))
+            _write(tokenizer.decode(
+                [int(t) for t in itertools.islice(tokens, min(CHUNK, args.tokens - start))]))
         _write("\n")
     except BrokenPipeError:  # the reader stopped reading (`| head`): that is all the text it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush finds no pipe either
+        # so exit's flush finds no pipe either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -27,7 +27,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # names that na
 
 
 def label(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
-    """A RunConfig field that names a run but does not change what it computes: the hash leaves it out."""
+    """A RunConfig field that names a run but does not change what it computes: the hash leaves it
+    out."""
     return field(default=default, metadata={"label": True}, **kwargs)
 
 
@@ -41,23 +42,28 @@ class RunConfig:
     data: str = TINY_SHAKESPEARE
     data_sha256: str = ""
     experiment: str = label("adhoc")
-    device: str = label("auto")  # what the user asked; the device this machine resolved is `Prepared.device`
+    # what the user asked; the device this machine resolved is `Prepared.device`
+    device: str = label("auto")
     compile: bool = label(False)
     trial: int | None = label(None)
     study: str | None = label(None)
     group: str | None = label(None)  # W&B group (default: the experiment)
     job_type: str = label("adhoc")  # W&B job_type: adhoc, ladder, leave-one-out, sweep
     tags: tuple[str, ...] = label(default_factory=tuple, default=dataclasses.MISSING)
-    dtype_reason: str = label("")  # why this dtype on this machine (set by with_device; the dtype itself is hashed)
+    # why this dtype on this machine (set by with_device; the dtype itself is hashed)
+    dtype_reason: str = label("")
 
     def flat(self) -> dict[str, Any]:
         """One flat dict of every setting (what W&B and the results frame show as columns)."""
-        top = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "train")}
+        top = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("model", "train")}
         return top | dataclasses.asdict(self.model) | dataclasses.asdict(self.train)
 
-    @functools.cached_property  # a frozen config's hash never changes; plans of many seeds ask often
+    # a frozen config's hash never changes; plans of many seeds ask often
+    @functools.cached_property
     def hash(self) -> str:
-        """sha256 of what the run computes (`config_hash`); stable across machines, orders and spellings."""
+        """sha256 of what the run computes (`config_hash`); stable across machines, orders and
+        spellings."""
         return config_hash(self.flat())
 
     def in_canonical_form(self) -> RunConfig:
@@ -76,15 +82,18 @@ class RunConfig:
         return f"{self.variant}-s{self.seed}-{self.hash[:8]}"
 
     def to_json(self) -> str:
-        return json.dumps(canonical_form(self.flat()) | {"config_hash": self.hash, "run_id": self.run_id}, indent=2)
+        return json.dumps(canonical_form(self.flat()) | {"config_hash": self.hash,
+                                                         "run_id": self.run_id}, indent=2)
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> RunConfig:
-        """A config.json's settings; one written before a setting existed ran with that setting's default."""
+        """A config.json's settings; one written before a setting existed ran with that setting's
+        default."""
         flat = DEFAULTS | {canonical(k): v for k, v in flat.items()}
         model = ModelConfig(**{f.name: flat[f.name] for f in fields(ModelConfig)})
         train = TrainConfig(**{f.name: flat[f.name] for f in fields(TrainConfig)})
-        top = {f.name: flat[f.name] for f in fields(cls) if f.name not in ("model", "train") and f.name in flat}
+        top = {f.name: flat[f.name] for f in fields(cls)
+               if f.name not in ("model", "train") and f.name in flat}
         top["tags"] = tuple(top.get("tags", ()))
         return cls(model=model, train=train, **top)
 
@@ -92,12 +101,13 @@ class RunConfig:
 def config_hash(flat: dict[str, Any], as_spelled: bool = False) -> str:
     """sha256 over everything that changes the numbers, in canonical form (experiments.canonical).
 
-    Every setting is hashed unless the registry marks it a label. A setting added after config format 1 is
-    hashed only when it leaves its default, so a config that does not use it keeps the hash (and run folder) it
-    had. The corpus is hashed by its content: `data` is hashed as `tinyshakespeare` for Tiny Shakespeare's
-    checksum (the spelling its runs always had), and as nothing beside any other checksum, so a relative
-    path, an absolute one, a symlink and a copy of one file are one corpus. Before the corpus is read (no
-    checksum yet) its spelling is all there is. `as_spelled`: the hash of versions before the canonical form
+    Every setting is hashed unless the registry marks it a label. A setting added after config
+    format 1 is hashed only when it leaves its default, so a config that does not use it keeps the
+    hash (and run folder) it had. The corpus is hashed by its content: `data` is hashed as
+    `tinyshakespeare` for Tiny Shakespeare's checksum (the spelling its runs always had), and as
+    nothing beside any other checksum, so a relative path, an absolute one, a symlink and a copy of
+    one file are one corpus. Before the corpus is read (no checksum yet) its spelling is all there
+    is. `as_spelled`: the hash of versions before the canonical form
     (the run ids of folders they recorded).
     """
     semantic = {}
@@ -106,7 +116,8 @@ def config_hash(flat: dict[str, Any], as_spelled: bool = False) -> str:
         if not setting.label and (setting.hash_key in FORMAT_1_HASHED or value != setting.default):
             semantic[setting.hash_key] = value
     if flat["data_sha256"] and not as_spelled:
-        semantic["data"] = TINY_SHAKESPEARE if flat["data_sha256"] == TINY_SHAKESPEARE_SHA256 else ""
+        semantic["data"] = (TINY_SHAKESPEARE if flat["data_sha256"] == TINY_SHAKESPEARE_SHA256
+                            else "")
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
 
 
@@ -123,9 +134,11 @@ class Setting:
     hash_key: str  # its name in the hash (the name it had when it was first hashed)
 
 
-# A setting's earlier name -> its name now. The earlier name is still accepted everywhere a setting is named
-# (YAML, --set, a search space, an old config.json) and stays its name in the hash, so run ids never change.
-RENAMED = {"layernorm": "norm_position"}  # `layernorm` read as the norm's kind; it is where the norms sit
+# A setting's earlier name -> its name now. The earlier name is still accepted everywhere a setting
+# is named (YAML, --set, a search space, an old config.json) and stays its name in the hash, so run
+# ids never change.
+# `layernorm` read as the norm's kind; it is where the norms sit
+RENAMED = {"layernorm": "norm_position"}
 _HASH_KEYS = {new: old for old, new in RENAMED.items()}
 
 
@@ -141,22 +154,25 @@ def _registry() -> dict[str, Setting]:
         for f in fields(cls):
             if f.name in ("model", "train"):
                 continue
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            out[f.name] = Setting(f.name, hints[f.name], default, scope, f.metadata.get("label", False),
-                                  _HASH_KEYS.get(f.name, f.name))
+            default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                       else f.default)
+            out[f.name] = Setting(f.name, hints[f.name], default, scope,
+                                  f.metadata.get("label", False), _HASH_KEYS.get(f.name, f.name))
     return out
 
 
 REGISTRY: dict[str, Setting] = _registry()
-# The hashed settings of config format 1, by their hash names: frozen history, never edited. Every other
-# hashed setting joins the hash only when it leaves its default.
+# The hashed settings of config format 1, by their hash names: frozen history, never edited. Every
+# other hashed setting joins the hash only when it leaves its default.
 FORMAT_1_HASHED = frozenset((
-    "seed", "data", "data_sha256", "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "lm_head", "pos_emb",
-    "attention", "mlp", "activation", "residual", "layernorm", "init", "scaled_residual_init", "dropout", "bias",
-    "weight_tying", "batch_size", "max_iters", "eval_interval", "eval_iters", "lr", "lr_schedule", "warmup_iters",
-    "min_lr", "lr_decay_iters", "weight_decay", "beta1", "beta2", "grad_clip", "dtype", "log_interval"))
-# Tables derived from the registry. A person sets every hashed setting except the seed (its own flag) and the
-# corpus checksum (the corpus decides it), and of the labels only `device`, `compile` and `experiment`.
+    "seed", "data", "data_sha256", "vocab_size", "block_size", "n_layer", "n_head", "n_embd",
+    "lm_head", "pos_emb", "attention", "mlp", "activation", "residual", "layernorm", "init",
+    "scaled_residual_init", "dropout", "bias", "weight_tying", "batch_size", "max_iters",
+    "eval_interval", "eval_iters", "lr", "lr_schedule", "warmup_iters", "min_lr", "lr_decay_iters",
+    "weight_decay", "beta1", "beta2", "grad_clip", "dtype", "log_interval"))
+# Tables derived from the registry. A person sets every hashed setting except the seed (its own
+# flag) and the corpus checksum (the corpus decides it), and of the labels only `device`, `compile`
+# and `experiment`.
 SETTABLE_LABELS = ("experiment", "device", "compile")
 _settable = [s for s in REGISTRY.values() if s.name not in ("seed", "data_sha256")
              and (not s.label or s.name in SETTABLE_LABELS)]
@@ -164,8 +180,10 @@ SETTINGS: dict[str, Any] = {s.name: s.hint for s in _settable}  # name -> type h
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in _settable}
 LABELS = frozenset(s.name for s in REGISTRY.values() if s.label)
 MODEL_FIELDS = frozenset(s.name for s in REGISTRY.values() if s.scope == "model")
-MODEL_AND_TRAIN: dict[str, Any] = {s.name: s.hint for s in _settable if s.scope != "run"}  # what a variant sets
-RUN_SETTINGS = tuple(s.name for s in _settable if s.scope == "run")  # settable, but kept on RunConfig itself
+# what a variant sets
+MODEL_AND_TRAIN: dict[str, Any] = {s.name: s.hint for s in _settable if s.scope != "run"}
+# settable, but kept on RunConfig itself
+RUN_SETTINGS = tuple(s.name for s in _settable if s.scope == "run")
 
 
 class ConfigError(ValueError):
@@ -173,9 +191,11 @@ class ConfigError(ValueError):
 
 
 def check_name(what: str, name: Any, error: type[ValueError] = ConfigError) -> str:
-    """`name` if it can name a folder (an experiment, a variant, a study); else `error` saying so, one wording."""
+    """`name` if it can name a folder (an experiment, a variant, a study); else `error` saying so,
+    one wording."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise error(f"{what} '{name}' must be letters, digits, '_', '-', '.' (it names a folder, so no paths)")
+        raise error(f"{what} '{name}' must be letters, digits, '_', '-', '.' (it names a folder, "
+                    "so no paths)")
     return name
 
 
@@ -190,7 +210,8 @@ def describe_type(hint: Any) -> str:
         return "one of " + ", ".join(map(str, choices(hint)))
     if _optional(hint):
         return f"{describe_type(_optional(hint))} or none"
-    return {bool: "true or false", int: "a whole number", float: "a finite number", str: "text"}.get(hint, str(hint))
+    return {bool: "true or false", int: "a whole number", float: "a finite number",
+            str: "text"}.get(hint, str(hint))
 
 
 def _optional(hint: Any) -> Any:
@@ -214,7 +235,8 @@ def _coerce(value: Any, hint: Any) -> Any:
         raise TypeError
     text = value.strip() if isinstance(value, str) else value
     if _optional(hint):
-        return None if value is None or str(text).lower() in ("none", "null") else _coerce(value, _optional(hint))
+        return (None if value is None or str(text).lower() in ("none", "null")
+                else _coerce(value, _optional(hint)))
     if value is None:
         raise TypeError
     if choices(hint):

@@ -7,7 +7,8 @@
         summary.json    status, losses, params, FLOPs, environment (atomic; 'running' until the end)
         samples.txt     generated text (atomic)
         ckpt.pt         model + optimizer + RNG state at the last evaluation (atomic)
-        best.pt         the same at the evaluation of the lowest val loss so far (atomic; often ckpt.pt's inode)
+        best.pt         the same at the evaluation of the lowest val loss so far (atomic; often
+            ckpt.pt's inode)
 
 Every reader reads a folder through `read_run`, which checks its files against each other
 (`check_run`). This module does not import torch, so analysis on a laptop without torch reads and
@@ -30,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.settings import RunConfig, config_hash  # torch-free: config.json is checked against its id
+# torch-free: config.json is checked against its id
+from experiments.settings import RunConfig, config_hash
 
 CONFIG, VOCAB, METRICS, SUMMARY, SAMPLES, CHECKPOINT, BEST_CHECKPOINT = (
-    "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt", "best.pt"
+    "config.json", "vocab.json", "metrics.jsonl", "summary.json", "samples.txt", "ckpt.pt",
+    "best.pt"
 )
 FORMAT = 1  # run-folder layout version, written into config.json; bump when the layout changes
 _UMASK = os.umask(0)
@@ -105,13 +108,15 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                 raise ValueError("not an object")
             records.append(record)
         except ValueError:
-            where = "torn last line (run killed while writing)" if i >= len(lines) - 1 else "malformed line"
+            where = ("torn last line (run killed while writing)" if i >= len(lines) - 1
+                     else "malformed line")
             problems.append(f"{path}:{i}: {where}, skipped")
     return records, problems
 
 
 def remove_partial_writes(run_dir: Path) -> list[Path]:
-    """Delete the temp files of atomic writes cut short by a kill (`.<name>.<random>`); returns them."""
+    """Delete the temp files of atomic writes cut short by a kill (`.<name>.<random>`); returns
+    them."""
     partial = [p for p in run_dir.glob(".*") if p.is_file()]
     for p in partial:
         p.unlink()
@@ -119,7 +124,8 @@ def remove_partial_writes(run_dir: Path) -> list[Path]:
 
 
 class RunFolderError(ValueError):
-    """A run folder that cannot be read (damaged, or from another format); the message names it and the fix."""
+    """A run folder that cannot be read (damaged, or from another format); the message names it and
+    the fix."""
 
 
 class RunBusyError(RuntimeError):
@@ -144,14 +150,16 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunBusyError(f"{run_dir} is being trained by another process; wait for it or stop it") from None
+            raise RunBusyError(f"{run_dir} is being trained by another process; wait for it or "
+                               "stop it") from None
         yield
     finally:
         os.close(fd)
 
 
 def lock_held(run_dir: Path) -> bool:
-    """True while a live process holds `run_lock(run_dir)`: tells a running run from one that was killed."""
+    """True while a live process holds `run_lock(run_dir)`: tells a running run from one that was
+    killed."""
     try:
         fd = os.open(lock_path(run_dir), os.O_RDONLY)
     except FileNotFoundError:
@@ -166,7 +174,8 @@ def lock_held(run_dir: Path) -> bool:
 
 
 def loss_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Initial, final and best losses, wall time and throughput from a run's evaluations (in step order).
+    """Initial, final and best losses, wall time and throughput from a run's evaluations (in step
+    order).
 
     The recorder writes these into summary.json; analysis computes them the same way for runs read
     from W&B or Optuna, or still running.
@@ -174,14 +183,16 @@ def loss_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     if not metrics:
         return {"evals": 0}
     first, last = metrics[0], metrics[-1]
-    finite = [m for m in metrics if isinstance(m.get("val_loss"), int | float) and math.isfinite(m["val_loss"])]
+    finite = [m for m in metrics if isinstance(m.get("val_loss"), int | float)
+              and math.isfinite(m["val_loss"])]
     best = min(finite, key=lambda m: m["val_loss"]) if finite else last
     rates = [m["tokens_per_sec"] for m in metrics if m.get("tokens_per_sec")]
     return {
         "evals": len(metrics), "step": last["step"], "initial_train_loss": first.get("train_loss"),
         "initial_val_loss": first.get("val_loss"), "final_train_loss": last.get("train_loss"),
-        "final_val_loss": last.get("val_loss"), "best_val_loss": best.get("val_loss"), "best_val_step": best["step"],
-        "tokens": last.get("tokens"), "wall_time_sec": last.get("elapsed_sec"),
+        "final_val_loss": last.get("val_loss"), "best_val_loss": best.get("val_loss"),
+        "best_val_step": best["step"], "tokens": last.get("tokens"),
+        "wall_time_sec": last.get("elapsed_sec"),
         "tokens_per_sec": sum(rates) / len(rates) if rates else None,
     }
 
@@ -360,33 +371,38 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """A run folder's config.json: readable, of this format, and hashing to the run id it carries and its folder
-    is named by (so an edited file is never trusted); RunFolderError naming the folder and the fix otherwise."""
+    """A run folder's config.json: readable, of this format, and hashing to the run id it carries
+    and its folder is named by (so an edited file is never trusted); RunFolderError naming the
+    folder and the fix otherwise."""
     try:
         config = _read_json(path / CONFIG)
     except (OSError, ValueError) as e:
-        raise RunFolderError(f"{path / CONFIG}: unreadable ({e}); delete the run folder to retrain it") from None
+        raise RunFolderError(f"{path / CONFIG}: unreadable ({e}); delete the run folder to retrain "
+                             "it") from None
     if config.get("format") != FORMAT:
         raise RunFolderError(
-            f"{path}: run folder format {config.get('format', 'unknown')}, but this version reads format "
-            f"{FORMAT}; retrain it with --force (or delete the folder)"
+            f"{path}: run folder format {config.get('format', 'unknown')}, but this version reads "
+            f"format {FORMAT}; retrain it with --force (or delete the folder)"
         )
     try:
         flat = RunConfig.from_flat(config).flat()
-        # A folder recorded before the canonical form carries the hash of its config as spelled: still true.
+        # A folder recorded before the canonical form carries the hash of its config as spelled:
+        # still true.
         hashes = (config_hash(flat), config_hash(flat, as_spelled=True))
         run_id = f"{flat['variant']}-s{flat['seed']}-{config.get('config_hash', '')[:8]}"
         matches = config.get("config_hash") in hashes and config.get("run_id") == run_id
-    except (KeyError, TypeError, ValueError, AttributeError):  # settings missing or of the wrong shape
+    # settings missing or of the wrong shape
+    except (KeyError, TypeError, ValueError, AttributeError):
         matches = False
     if not matches or path.name != config.get("run_id"):
-        raise RunFolderError(f"{path}: config.json does not match its run id (edited by hand?); delete the folder "
-                             "or restore the file")
+        raise RunFolderError(f"{path}: config.json does not match its run id (edited by hand?); "
+                             "delete the folder or restore the file")
     return config
 
 
 def read_summary(path: Path) -> dict[str, Any] | None:
-    """summary.json, or None where it is missing or unreadable (a repair can rebuild it from the rest)."""
+    """summary.json, or None where it is missing or unreadable (a repair can rebuild it from the
+    rest)."""
     try:
         return _read_json(path / SUMMARY)
     except (OSError, ValueError):
@@ -424,13 +440,15 @@ class RunStore:
     def experiment_dir(self, experiment: str) -> Path:
         path = (self.root / experiment).resolve()
         if path.parent != self.root.resolve():
-            raise ValueError(f"experiment '{experiment}' would escape the results folder {self.root}")
+            raise ValueError(f"experiment '{experiment}' would escape the results folder "
+                             f"{self.root}")
         return path
 
     def run_dir(self, experiment: str, run_id: str) -> Path:
         path = (self.experiment_dir(experiment) / run_id).resolve()
         if path.parent != self.experiment_dir(experiment):
-            raise ValueError(f"run '{experiment}/{run_id}' would escape the results folder {self.root}")
+            raise ValueError(f"run '{experiment}/{run_id}' would escape the results folder "
+                             f"{self.root}")
         return path
 
     def finished(self, experiment: str, run_id: str) -> bool:

@@ -39,10 +39,11 @@ STATE = "mirror.json"
 INIT_TIMEOUT_S, FINISH_TIMEOUT_S = 30.0, 120.0
 # Nothing per run beyond what we log: no system-stats sampler, no code/git/machine snapshot,
 # no console capture, no launch job, no W&B console chatter.
-# The members of an ensemble are W&B runs open at once in one process: each init creates a run of its own.
+# The members of an ensemble are W&B runs open at once in one process: each init creates a run of
+# its own.
 LEAN = dict(x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True, console="off",
-            save_code=False, disable_code=True, disable_git=True, disable_job_creation=True, silent=True,
-            reinit="create_new")
+            save_code=False, disable_code=True, disable_git=True, disable_job_creation=True,
+            silent=True, reinit="create_new")
 # wandb-core buffers the .wandb file for 15 s by default and drops the buffer when its parent is
 # SIGKILLed: flush often, so a killed run's W&B file holds all but its last ~0.1 s (measured: no
 # extra CPU in wandb-core).
@@ -64,23 +65,26 @@ class WandbSettings:
         if self.mode not in MODES:
             raise ConfigError(f"W&B mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode != "off":
-            env_mode()  # a bad WANDB_MODE is refused here, at the command line, not at a run's start
+            # a bad WANDB_MODE is refused here, at the command line, not at a run's start
+            env_mode()
 
 
 def env_mode() -> str | None:
-    """WANDB_MODE as 'online', 'offline', 'disabled', or None when unset; ConfigError for a value W&B does not
-    know (which W&B itself would report as a failure to start, read as a connection problem)."""
+    """WANDB_MODE as 'online', 'offline', 'disabled', or None when unset; ConfigError for a value
+    W&B does not know (which W&B itself would report as a failure to start, read as a connection
+    problem)."""
     raw = os.environ.get("WANDB_MODE", "").strip()
     if not raw:
         return None
     if raw.lower() not in ENV_MODES:
-        raise ConfigError(f"WANDB_MODE={raw!r} is not a W&B mode; set it to one of {', '.join(ENV_MODES)} "
-                          "or unset it (--wandb off turns the mirror off)")
+        raise ConfigError(f"WANDB_MODE={raw!r} is not a W&B mode; set it to one of "
+                          f"{', '.join(ENV_MODES)} or unset it (--wandb off turns the mirror off)")
     return ENV_MODES[raw.lower()]
 
 
 class WandbFolderError(Exception):
-    """A folder W&B writes in every run cannot be written; the message names it and the variable that moves it."""
+    """A folder W&B writes in every run cannot be written; the message names it and the variable
+    that moves it."""
 
 
 def check_folders() -> None:
@@ -91,18 +95,20 @@ def check_folders() -> None:
     """
     from wandb import env
 
-    for var, folder in (("WANDB_DATA_DIR", env.get_data_dir()), ("WANDB_CACHE_DIR", env.get_cache_dir())):
+    for var, folder in (("WANDB_DATA_DIR", env.get_data_dir()),
+                        ("WANDB_CACHE_DIR", env.get_cache_dir())):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=folder).close()
         except OSError as e:
-            raise WandbFolderError(f"W&B cannot write its folder {folder} ({e.strerror or e}); set {var} to a "
-                                   "writable folder (or HOME to a usable home)") from None
+            raise WandbFolderError(f"W&B cannot write its folder {folder} ({e.strerror or e}); set "
+                                   f"{var} to a writable folder (or HOME to a usable "
+                                   "home)") from None
 
 
 def resolve_mode(mode: str) -> str | None:
-    """'online', 'offline', or None (off). Auto asks WANDB_MODE, then whether an API key is configured.
-    WandbFolderError where W&B would be on but cannot write its folders."""
+    """'online', 'offline', or None (off). Auto asks WANDB_MODE, then whether an API key is
+    configured. WandbFolderError where W&B would be on but cannot write its folders."""
     if mode == "off":
         return None
     wanted = env_mode()
@@ -136,7 +142,8 @@ def _timeout(env_var: str, default: float) -> float:
 
 
 class WandbMirror(Callback):
-    """One run's W&B mirror. Created by `start` (off when settings is None or W&B fails to start)."""
+    """One run's W&B mirror. Created by `start` (off when settings is None or W&B fails to
+    start)."""
 
     def __init__(self, run_dir: Path, cfg: RunConfig):
         self.run_dir, self.cfg = run_dir, cfg
@@ -168,10 +175,11 @@ class WandbMirror(Callback):
         if resuming:
             self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
         else:
-            # Our own id, kept in the run folder: `--force` (a fresh folder) gets a new W&B run, and a
-            # kill during init still leaves the id for the resume.
+            # Our own id, kept in the run folder: `--force` (a fresh folder) gets a new W&B run, and
+            # a kill during init still leaves the id for the resume.
             self.state = {"id": secrets.token_hex(6), "last_step": -1, "entity": settings.entity,
-                          "project": settings.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT}
+                          "project": (settings.project or os.environ.get("WANDB_PROJECT")
+                                      or DEFAULT_PROJECT)}
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
         if resuming and not self.state.get("closed"):  # killed: W&B may lack what it was handed
             self.state["last_step"] = held_step(self.state_path.parent) if mode == "offline" else -1
@@ -180,21 +188,28 @@ class WandbMirror(Callback):
         cfg = self.cfg
         self.run = wandb.init(
             id=self.state["id"], resume="allow" if resuming else None, mode=mode, dir=self.run_dir,
-            project=self.state["project"], entity=self.state["entity"], group=cfg.group or cfg.experiment,
-            job_type=cfg.job_type, name=f"{cfg.variant}-s{cfg.seed}",
-            tags=list(dict.fromkeys(tag[:64]  # W&B refuses longer tags
-                                     for tag in (cfg.preset, cfg.variant, cfg.experiment, *cfg.tags) if tag)),
-            config=json.loads((self.run_dir / store.CONFIG).read_text(encoding="utf-8")),  # exactly config.json
-            settings=wandb.Settings(**LEAN, init_timeout=_timeout("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S),
-                                    finish_timeout=_timeout("WANDB_FINISH_TIMEOUT", FINISH_TIMEOUT_S),
-                                    finish_timeout_raises=True, x_transaction_log_flush_interval=FLUSH_INTERVAL_S),
+            project=self.state["project"], entity=self.state["entity"],
+            group=cfg.group or cfg.experiment, job_type=cfg.job_type,
+            # W&B refuses longer tags
+            name=f"{cfg.variant}-s{cfg.seed}", tags=list(dict.fromkeys(tag[:64]
+                                     for tag in (cfg.preset, cfg.variant, cfg.experiment, *cfg.tags)
+                                                                       if tag)),
+            # exactly config.json
+            config=json.loads((self.run_dir / store.CONFIG).read_text(encoding="utf-8")),
+            settings=wandb.Settings(**LEAN,
+                                    init_timeout=_timeout("WANDB_INIT_TIMEOUT", INIT_TIMEOUT_S),
+                                    finish_timeout=_timeout("WANDB_FINISH_TIMEOUT",
+                                                            FINISH_TIMEOUT_S),
+                                    finish_timeout_raises=True,
+                                    x_transaction_log_flush_interval=FLUSH_INTERVAL_S),
         )
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
         self._catch_up()
 
     def _catch_up(self) -> None:
-        """Log the evaluations in metrics.jsonl that W&B has not seen (after a resume or a lost log)."""
+        """Log the evaluations in metrics.jsonl that W&B has not seen (after a resume or a lost
+        log)."""
         metrics, _ = store.read_jsonl(self.run_dir / store.METRICS)
         for row in metrics:
             self._log(row)
@@ -202,7 +217,8 @@ class WandbMirror(Callback):
     def _log(self, row: dict[str, Any]) -> None:
         # _step = the training step, so a resumed run continues where its checkpoint left off; rows
         # W&B already holds (this or an earlier attempt) are skipped: "step must only increase".
-        if self.run is None or row["step"] <= self.state["last_step"] or row["step"] < self.run.starting_step:
+        if (self.run is None or row["step"] <= self.state["last_step"]
+            or row["step"] < self.run.starting_step):
             return
         self.run.log(row, step=row["step"], commit=True)
         self.state["last_step"] = row["step"]
@@ -234,14 +250,17 @@ class WandbMirror(Callback):
         except Exception as e:
             first_line = next(iter(str(e).splitlines()), "")
             advice = "" if isinstance(e, WandbFolderError) else (
-                " Without a working W&B connection use --wandb offline (then `wandb sync`) or --wandb off.")
-            print(f"warning: W&B mirror off for {self.cfg.experiment}/{self.cfg.run_id} ({action} failed: "
-                  f"{type(e).__name__}: {first_line}); training and the local record in {self.run_dir} continue."
+                " Without a working W&B connection use --wandb offline (then `wandb sync`) or "
+                "--wandb off.")
+            print(f"warning: W&B mirror off for {self.cfg.experiment}/{self.cfg.run_id} ({action} "
+                  f"failed: {type(e).__name__}: {first_line}); training and the local record in "
+                  f"{self.run_dir} continue."
                   + advice, file=sys.stderr, flush=True)
             self._abandon()
 
     def _abandon(self) -> None:
-        """End the broken W&B run and service as far as they still answer, so the next run starts clean."""
+        """End the broken W&B run and service as far as they still answer, so the next run starts
+        clean."""
         run, self.run = self.run, None
         wandb = sys.modules.get("wandb")
         # wandb.teardown may sys.exit with the service's exit code: that must not end training.

@@ -1,4 +1,5 @@
-"""Checkpoints serialized for atomic writes and loaded safely (`weights_only=True`: no pickled code runs)."""
+"""Checkpoints serialized for atomic writes and loaded safely (`weights_only=True`: no pickled code
+runs)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import torch
 
-# Before blocks had named parts (ln_1, attn, ln_2, mlp), a parameter's name depended on the norm and residual
-# switches (blocks.0.0.fn.1.qkv.weight); such checkpoints cannot be loaded into today's model.
+# Before blocks had named parts (ln_1, attn, ln_2, mlp), a parameter's name depended on the norm and
+# residual switches (blocks.0.0.fn.1.qkv.weight); such checkpoints cannot be loaded into today's
+# model.
 OLD_BLOCK_LAYOUT = re.compile(r"blocks\.\d+\.\d+\.")
 
 
@@ -26,7 +28,8 @@ def serialize(state: dict[str, Any]) -> bytes:
 
 
 def deserialize(data: bytes) -> dict[str, Any]:
-    """The state `serialize` made, on the CPU (`Trainer.restore` copies it onto the model's device)."""
+    """The state `serialize` made, on the CPU (`Trainer.restore` copies it onto the model's
+    device)."""
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
@@ -39,8 +42,10 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
             "rerun with --force to retrain the run from scratch"
         ) from None
     if not isinstance(state, dict) or not {"model", "step"} <= state.keys():
-        raise CheckpointError(f"checkpoint {path} lacks model/step entries; delete it and rerun with --force")
+        raise CheckpointError(f"checkpoint {path} lacks model/step entries; delete it and rerun "
+                              "with --force")
     old = next((name for name in state["model"] if OLD_BLOCK_LAYOUT.match(name)), None)
     if old:
-        raise CheckpointError(f"checkpoint {path} predates named block parts ({old}); retrain the run with --force")
+        raise CheckpointError(f"checkpoint {path} predates named block parts ({old}); retrain the "
+                              "run with --force")
     return state

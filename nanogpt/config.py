@@ -1,7 +1,8 @@
 """The model's and the training loop's settings: plain dataclasses with no torch.
 
-`nanogpt.model` and `nanogpt.train` use them; they live apart so that code which only reads or checks configs
-(the run store's reader, analysis on a laptop without torch) can import them without importing torch.
+`nanogpt.model` and `nanogpt.train` use them; they live apart so that code which only reads or
+checks configs (the run store's reader, analysis on a laptop without torch) can import them without
+importing torch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Literal, get_args, get_origin, get_type_hints
 
 TINY_SHAKESPEARE = "tinyshakespeare"  # the `data` value that names the built-in corpus
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # autocast dtypes a run may ask for (nanogpt.precision)
+# autocast dtypes a run may ask for (nanogpt.precision)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -26,19 +28,23 @@ class ModelConfig:
     pos_emb: bool = True  # learned absolute position embeddings
     attention: bool = True  # causal self-attention sub-layer in each block
     mlp: bool = True  # feed-forward sub-layer in each block
-    activation: Literal["relu", "gelu", "swiglu"] = "relu"  # MLP kind: 4x width with ReLU/GELU, or SwiGLU
+    # MLP kind: 4x width with ReLU/GELU, or SwiGLU
+    activation: Literal["relu", "gelu", "swiglu"] = "relu"
     residual: bool = True  # x + f(x) around each sub-layer
-    norm_position: Literal["none", "pre", "post"] = "pre"  # where the norms sit (their kind is `norm`)
+    # where the norms sit (their kind is `norm`)
+    norm_position: Literal["none", "pre", "post"] = "pre"
     init: Literal["default", "gpt2"] = "gpt2"  # PyTorch defaults or normal(0, 0.02)
     scaled_residual_init: bool = False  # GPT-2: residual projections get std 0.02/sqrt(2*n_layer)
     dropout: float = 0.0
     bias: bool = True
     weight_tying: bool = False  # share the token embedding with the LM head
-    # Added after config format 1: the run's hash leaves them out at these defaults (experiments.settings).
+    # Added after config format 1: the run's hash leaves them out at these defaults
+    # (experiments.settings).
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     rope: bool = False  # rotary position embedding of q and k in every attention layer
     qk_norm: bool = False  # normalise each head's q and k (kind: `norm`) before the dot product
-    n_kv_head: int = 0  # key/value heads shared by the n_head query heads; 0 = n_head, 1 = multi-query
+    # key/value heads shared by the n_head query heads; 0 = n_head, 1 = multi-query
+    n_kv_head: int = 0
     # How the init, the per-layer Adam lrs and the logits scale with n_embd (nanogpt.mup): the
     # standard parametrization, or muP from a base model of width mup_base_width (None: n_embd).
     parametrization: Literal["sp", "mup"] = "sp"
@@ -75,10 +81,12 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name, hint in get_type_hints(ModelConfig).items():
             if get_origin(hint) is Literal and getattr(self, name) not in get_args(hint):
-                raise ValueError(f"{name} must be one of {', '.join(get_args(hint))}, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be one of {', '.join(get_args(hint))}, got "
+                                 f"{getattr(self, name)!r}")
         if not self.lm_head and (self.attention or self.mlp or self.weight_tying):
             raise ValueError(
-                "attention, mlp and weight_tying need lm_head=true: the bigram table has no hidden width"
+                "attention, mlp and weight_tying need lm_head=true: the bigram table has no hidden "
+                "width"
             )
         if self.attention and self.n_embd % self.n_head:
             raise ValueError(
@@ -87,10 +95,12 @@ class ModelConfig:
             )
         if self.n_kv_head < 0 or (self.n_kv_head and self.n_head % self.n_kv_head):
             raise ValueError(
-                f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}); 0 means n_head, 1 multi-query"
+                f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}); 0 means n_head, "
+                "1 multi-query"
             )
         if self.rope and self.attention and self.head_size % 2:
-            raise ValueError(f"rope rotates pairs of channels: head size n_embd/n_head ({self.head_size}) must be even")
+            raise ValueError("rope rotates pairs of channels: head size n_embd/n_head "
+                             f"({self.head_size}) must be even")
         if self.parametrization == "mup" and self.mup_base_width is not None:
             self._validate_mup_base()
 
@@ -124,12 +134,14 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 0.0  # max grad norm; 0 = off
-    # Autocast dtype for matmuls; auto = bf16 where the device computes it natively, fp16 (with a gradient scaler)
-    # on CUDA GPUs that have fp16 tensor cores but no bf16 ones (nanogpt.precision).
+    # Autocast dtype for matmuls; auto = bf16 where the device computes it natively, fp16 (with a
+    # gradient scaler) on CUDA GPUs that have fp16 tensor cores but no bf16 ones
+    # (nanogpt.precision).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     log_interval: int = 100
-    # PaLM's auxiliary z-loss, coefficient x log^2 Z of the output softmax's normaliser: it keeps the output logits
-    # from drifting (Chowdhery et al. 2022; Wortsman et al. 2023 use 1e-4). 0 = off; losses recorded stay plain CE.
+    # PaLM's auxiliary z-loss, coefficient x log^2 Z of the output softmax's normaliser: it keeps
+    # the output logits from drifting (Chowdhery et al. 2022; Wortsman et al. 2023 use 1e-4). 0 =
+    # off; losses recorded stay plain CE.
     z_loss: float = 0.0
 
     def validate(self) -> None:
@@ -147,7 +159,8 @@ class TrainConfig:
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+            raise ValueError("lr_schedule must be 'constant' or 'cosine', got "
+                             f"{self.lr_schedule!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

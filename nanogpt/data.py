@@ -20,7 +20,8 @@ import torch
 
 from nanogpt.config import TINY_SHAKESPEARE, TINY_SHAKESPEARE_SHA256
 
-TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINY_SHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt")
 LOCAL_COPY_ENV = "NANOGPT_TINYSHAKESPEARE"  # path to an existing copy, for offline machines
 CACHE_ENV = "NANOGPT_CACHE"
 TRAIN_FRACTION = 0.9
@@ -42,8 +43,8 @@ def _verified(path: Path, what: str, fix: str) -> Path:
     digest = sha256_of(path)
     if digest != TINY_SHAKESPEARE_SHA256:
         raise DataError(
-            f"{what} {path} is not Tiny Shakespeare (sha256 {digest[:12]}… != {TINY_SHAKESPEARE_SHA256[:12]}…, "
-            f"truncated or another file?); {fix}"
+            f"{what} {path} is not Tiny Shakespeare (sha256 {digest[:12]}… != "
+            f"{TINY_SHAKESPEARE_SHA256[:12]}…, truncated or another file?); {fix}"
         )
     return path
 
@@ -58,25 +59,29 @@ def _download(url: str, dest: Path) -> None:
     except (urllib.error.URLError, OSError) as e:
         Path(tmp).unlink(missing_ok=True)
         raise DataError(
-            f"cannot download Tiny Shakespeare from {url} ({e}). On an offline machine, copy input.txt "
-            f"there by hand and pass --data PATH or set {LOCAL_COPY_ENV}=PATH."
+            f"cannot download Tiny Shakespeare from {url} ({e}). On an offline machine, copy "
+            f"input.txt there by hand and pass --data PATH or set {LOCAL_COPY_ENV}=PATH."
         ) from e
 
 
 def tiny_shakespeare_path() -> Path:
-    """A verified local copy: $NANOGPT_TINYSHAKESPEARE, else the cache, else downloaded into the cache."""
+    """A verified local copy: $NANOGPT_TINYSHAKESPEARE, else the cache, else downloaded into the
+    cache."""
     local = os.environ.get(LOCAL_COPY_ENV)
     if local:
         path = Path(local)
         if not path.is_file():
-            raise DataError(f"{LOCAL_COPY_ENV}={local} does not exist; point it at Tiny Shakespeare's input.txt")
+            raise DataError(f"{LOCAL_COPY_ENV}={local} does not exist; point it at Tiny "
+                            "Shakespeare's input.txt")
         # The user's own file: never advise deleting it, only pointing elsewhere.
-        return _verified(path, f"the {LOCAL_COPY_ENV} file", f"point {LOCAL_COPY_ENV} at a correct copy of "
+        return _verified(path, f"the {LOCAL_COPY_ENV} file",
+                         f"point {LOCAL_COPY_ENV} at a correct copy of "
                          "input.txt, or unset it to use the cached download")
     cached = cache_dir() / TINY_SHAKESPEARE / "input.txt"
     if not cached.exists():
         _download(TINY_SHAKESPEARE_URL, cached)
-    return _verified(cached, "cached file", f"delete it and run again to re-download, or point {LOCAL_COPY_ENV} "
+    return _verified(cached, "cached file", "delete it and run again to re-download, or point "
+                                            f"{LOCAL_COPY_ENV} "
                      "at a good copy")
 
 
@@ -89,11 +94,13 @@ def read_corpus(data: str) -> tuple[str, str]:
     """
     path = tiny_shakespeare_path() if data == TINY_SHAKESPEARE else Path(data)
     if not path.is_file():
-        raise DataError(f"corpus {path} does not exist or is not a file; pass --data PATH to a UTF-8 text file")
+        raise DataError(f"corpus {path} does not exist or is not a file; pass --data PATH to a "
+                        "UTF-8 text file")
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read corpus {path} ({e.strerror}); check that it is a readable file") from None
+        raise DataError(f"cannot read corpus {path} ({e.strerror}); check that it is a readable "
+                        "file") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -102,7 +109,8 @@ def read_corpus(data: str) -> tuple[str, str]:
             f"`iconv -f latin1 -t utf-8`"
         ) from e
     if len(set(text)) < 2:
-        raise DataError(f"corpus {path} is empty or has fewer than 2 distinct characters; use a real text file")
+        raise DataError(f"corpus {path} is empty or has fewer than 2 distinct characters; use a "
+                        "real text file")
     return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -161,10 +169,11 @@ class Batches:
     on exactly the batch one process would, so the run's numbers do not depend on N.
     """
 
-    def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int, device: str = "cpu",
-                 shard: tuple[int, int] = (0, 1)):
+    def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int,
+                 device: str = "cpu", shard: tuple[int, int] = (0, 1)):
         if len(tokens) <= block_size:
-            raise ValueError(f"split of {len(tokens)} tokens is too short for block_size {block_size}")
+            raise ValueError(f"split of {len(tokens)} tokens is too short for block_size "
+                             f"{block_size}")
         self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
         self.device = torch.device(device)
         self.rank, self.world_size = shard
@@ -180,13 +189,16 @@ class Batches:
         return self.gather(self.draw(n_batches))
 
     def draw(self, n_batches: int = 1) -> torch.Tensor:
-        """The start offsets of the next n_batches batches (this rank's rows), advancing the generator."""
+        """The start offsets of the next n_batches batches (this rank's rows), advancing the
+        generator."""
         n_rows = n_batches * self.batch_size
-        starts = torch.randint(len(self.tokens) - self.block_size, (n_rows,), generator=self.generator)
+        starts = torch.randint(len(self.tokens) - self.block_size, (n_rows,),
+                               generator=self.generator)
         return starts.tensor_split(self.world_size)[self.rank]
 
     def gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) for these start offsets: one gather for any number of rows (an ensemble's members' at once)."""
+        """(x, y) for these start offsets: one gather for any number of rows (an ensemble's members'
+        at once)."""
         window = self.tokens[starts[:, None] + self._offsets]  # (rows, T+1)
         if self.device.type == "cuda":
             window = window.pin_memory().to(self.device, non_blocking=True)

@@ -1,4 +1,5 @@
-"""Data-parallel training of one run across the processes `torchrun` starts (NCCL on GPUs, gloo on CPU).
+"""Data-parallel training of one run across the processes `torchrun` starts (NCCL on GPUs, gloo on
+CPU).
 
 The global batch is `batch_size`, split across ranks: every rank draws the same global batch
 (same seeded generator) and trains on its 1/N of the rows, and DDP averages the gradients. N
@@ -74,13 +75,15 @@ class DataParallel(SingleProcess):
     def check_batch(self, batch_size: int) -> None:
         if batch_size % self.size:
             raise DistributedError(
-                f"batch_size {batch_size} (the global batch) does not split evenly over {self.size} processes; "
-                f"pick a batch_size divisible by {self.size} or change --nproc_per_node"
+                f"batch_size {batch_size} (the global batch) does not split evenly over "
+                f"{self.size} processes; pick a batch_size divisible by {self.size} or change "
+                "--nproc_per_node"
             )
 
     def wrap(self, model: nn.Module) -> nn.Module:
         device = next(model.parameters()).device
-        return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        return DistributedDataParallel(model,
+                                       device_ids=[device] if device.type == "cuda" else None)
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor, dist.ReduceOp.SUM)  # gloo has no AVG; callers divide
@@ -106,11 +109,13 @@ class DataParallel(SingleProcess):
 
 
 def world(device: torch.device) -> SingleProcess:
-    """The process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK), joined once; else a single process."""
+    """The process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK), joined once; else a
+    single process."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return SingleProcess()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         atexit.register(dist.destroy_process_group)
-    return DataParallel(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DataParallel(dist.get_rank(), dist.get_world_size(),
+                        int(os.environ.get("LOCAL_RANK", "0")))

@@ -1,11 +1,12 @@
 """One character-level GPT whose components are switches in `ModelConfig`.
 
-All classic switches on gives a plain pre-LN GPT (the lecture's final model, nanoGPT's architecture).
-All switches off gives the lecture's bigram model: next-character logits read straight from a
-vocab x vocab table. Everything in between is a rung of the ablation ladder.
+All classic switches on gives a plain pre-LN GPT (the lecture's final model, nanoGPT's
+architecture). All switches off gives the lecture's bigram model: next-character logits read
+straight from a vocab x vocab table. Everything in between is a rung of the ablation ladder.
 
 The modern switches turn that GPT-2 block into a Llama-style one, one component at a time:
-- `norm`: LayerNorm (GPT-2) or RMSNorm (Llama); where the norms sit is `norm_position` (none/pre/post);
+- `norm`: LayerNorm (GPT-2) or RMSNorm (Llama); where the norms sit is `norm_position`
+  (none/pre/post);
 - `activation`: the 4x MLP with ReLU or GELU, or SwiGLU (gated, hidden size matched in parameters);
 - positions: learned absolute (`pos_emb`), rotary on q and k (`rope`), both, or neither (NoPE);
 - `qk_norm`: normalise each head's q and k before the dot product (OLMo 2, Qwen 3, Gemma 3);
@@ -37,8 +38,9 @@ from nanogpt.config import ModelConfig
 
 
 def make_norm(cfg: ModelConfig, size: int) -> nn.Module:
-    """LayerNorm re-centres and re-scales (GPT-2); RMSNorm only re-scales and has no bias (Llama): re-centring
-    turned out not to matter (Zhang & Sennrich 2019), and one statistic fewer is one reduction fewer."""
+    """LayerNorm re-centres and re-scales (GPT-2); RMSNorm only re-scales and has no bias (Llama):
+    re-centring turned out not to matter (Zhang & Sennrich 2019), and one statistic fewer is one
+    reduction fewer."""
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(size, eps=1e-5)
     return nn.LayerNorm(size, bias=cfg.bias)
@@ -56,7 +58,8 @@ class PositionEmbedding(nn.Module):
 
 
 class Rotary(nn.Module):
-    """RoPE (Su et al. 2021): rotate channel pair i of a query or key at position m by angle m * base^(-2i/d).
+    """RoPE (Su et al. 2021): rotate channel pair i of a query or key at position m by angle m *
+    base^(-2i/d).
 
     Rotations compose, so the score q_m . k_n depends on m - n only: attention sees relative
     positions, with no parameters. Channel i pairs with i + d/2 (the GPT-NeoX/Llama layout).
@@ -81,22 +84,23 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
                      enable_gqa: bool = False) -> torch.Tensor:
     """Fused causal attention (flash / memory-efficient kernels); scales by 1/sqrt(head size).
 
-    On CPU, PyTorch's flash kernel is slower in bf16 than in fp32 at these shapes, so CPU attention runs
-    in fp32 even under bf16 autocast; GPUs keep bf16.
+    On CPU, PyTorch's flash kernel is slower in bf16 than in fp32 at these shapes, so CPU attention
+    runs in fp32 even under bf16 autocast; GPUs keep bf16.
     `enable_gqa` lets k and v have fewer heads than q (each shared by n_head / n_kv_head queries).
     """
     if q.device.type == "cpu":
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True,
                                                   dropout_p=dropout_p, enable_gqa=enable_gqa)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p, enable_gqa=enable_gqa)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p,
+                                          enable_gqa=enable_gqa)
 
 
 class CausalSelfAttention(nn.Module):
     """n_head query heads of size n_embd // n_head; n_head=1 is the lecture's single head.
 
-    Grouped-query attention (Ainslie et al. 2023): the n_head queries share n_kv_head key/value heads,
-    shrinking the k/v projection (and an inference KV cache) by n_head / n_kv_head.
+    Grouped-query attention (Ainslie et al. 2023): the n_head queries share n_kv_head key/value
+    heads, shrinking the k/v projection (and an inference KV cache) by n_head / n_kv_head.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -107,8 +111,9 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.sizes = (cfg.n_embd, n_kv_head * cfg.head_size, n_kv_head * cfg.head_size)  # q, k, v
         self.qkv = nn.Linear(cfg.n_embd, sum(self.sizes), bias=cfg.bias)
-        # QK-norm keeps the attention logits from growing until a softmax saturates, an instability seen
-        # when training large models (ViT-22B, OLMo 2); Qwen 3 and Gemma 3 normalise q and k per head too.
+        # QK-norm keeps the attention logits from growing until a softmax saturates, an instability
+        # seen when training large models (ViT-22B, OLMo 2); Qwen 3 and Gemma 3 normalise q and k
+        # per head too.
         self.q_norm = make_norm(cfg, cfg.head_size) if cfg.qk_norm else nn.Identity()
         self.k_norm = make_norm(cfg, cfg.head_size) if cfg.qk_norm else nn.Identity()
         self.rotary = Rotary(cfg.head_size, cfg.block_size) if cfg.rope else nn.Identity()
@@ -117,9 +122,11 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k, v as (B, heads, T, head_size), q and k normed and rotated: what the dot products see."""
+        """q, k, v as (B, heads, T, head_size), q and k normed and rotated: what the dot products
+        see."""
         B, T, _ = x.shape
-        q, k, v = (t.view(B, T, -1, self.head_size).transpose(1, 2) for t in self.qkv(x).split(self.sizes, dim=-1))
+        q, k, v = (t.view(B, T, -1, self.head_size).transpose(1, 2)
+                   for t in self.qkv(x).split(self.sizes, dim=-1))
         return self.rotary(self.q_norm(q)), self.rotary(self.k_norm(k)), v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,11 +138,13 @@ class CausalSelfAttention(nn.Module):
     def max_logit(self, x: torch.Tensor) -> torch.Tensor:
         """The largest attention logit q.k/sqrt(d) any head gives a key it may attend to (j <= i).
 
-        Its growth until the softmax saturates is the instability QK-norm removes (Dehghani et al. 2023,
-        Wortsman et al. 2023). Materialises the scores, so it is for evaluation, never the training step.
+        Its growth until the softmax saturates is the instability QK-norm removes (Dehghani et al.
+        2023, Wortsman et al. 2023). Materialises the scores, so it is for evaluation, never the
+        training step.
         """
         q, k, _ = (t.float() for t in self.heads(x))
-        k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)  # GQA: each kv head serves its group of queries
+        # GQA: each kv head serves its group of queries
+        k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)
         T = x.size(1)
         allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
@@ -143,7 +152,8 @@ class CausalSelfAttention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """silu(a) * b over the two halves of its input: a gate that scales each hidden unit (Shazeer 2020)."""
+    """silu(a) * b over the two halves of its input: a gate that scales each hidden unit (Shazeer
+    2020)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = x.chunk(2, dim=-1)
@@ -156,7 +166,8 @@ def mlp_hidden(cfg: ModelConfig) -> int:
     SwiGLU has three n_embd x hidden matrices (gate, up, down) where the 4x MLP has two, so with
     c = n_embd and b = 1 if biases else 0, it solves 3*c*h + 2*b*h = 8*c*c + 4*b*c (both share the
     down projection's bias c): h = 8/3 c without biases. Rounding to whole units moves the count by
-    at most (3c + 2) / 2, under 1% from n_embd = 19 on (Llama rounds h up to a multiple of 256 instead).
+    at most (3c + 2) / 2, under 1% from n_embd = 19 on (Llama rounds h up to a multiple of 256
+    instead).
     """
     if cfg.activation != "swiglu":
         return 4 * cfg.n_embd
@@ -188,11 +199,13 @@ class Nothing(nn.Module):
 
 
 class Block(nn.Module):
-    """A transformer block: communicate (attention), then compute (MLP); pre-norm with residuals (GPT-2, Llama).
+    """A transformer block: communicate (attention), then compute (MLP); pre-norm with residuals
+    (GPT-2, Llama).
 
-    The other wirings are the subclasses below, one `forward` each; `make_block` picks one. A switched-off
-    sub-layer leaves the stream as it is: it is `Nothing` where a residual adds it, `nn.Identity` where none does
-    (and its norm is `nn.Identity` too), so every wiring keeps the same parameter names.
+    The other wirings are the subclasses below, one `forward` each; `make_block` picks one. A
+    switched-off sub-layer leaves the stream as it is: it is `Nothing` where a residual adds it,
+    `nn.Identity` where none does (and its norm is `nn.Identity` too), so every wiring keeps the
+    same parameter names.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -232,7 +245,8 @@ class PostNormPlainBlock(Block):
 
 
 def make_block(cfg: ModelConfig) -> Block:
-    """The block of this wiring (where the norms sit, residual or not). No norm wires like pre with Identity norms."""
+    """The block of this wiring (where the norms sit, residual or not). No norm wires like pre with
+    Identity norms."""
     post = cfg.norm_position == "post"
     if cfg.residual:
         return PostNormBlock(cfg) if post else Block(cfg)
@@ -248,7 +262,8 @@ class GPT(nn.Module):
         self.add_positions = PositionEmbedding(cfg) if cfg.pos_emb else nn.Identity()
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         has_blocks = cfg.attention or cfg.mlp
-        self.blocks = nn.Sequential(*(make_block(cfg) for _ in range(cfg.n_layer if has_blocks else 0)))
+        self.blocks = nn.Sequential(
+            *(make_block(cfg) for _ in range(cfg.n_layer if has_blocks else 0)))
         # Pre-norm leaves the residual stream un-normalised, so GPT-2 adds one final norm;
         # post-norm already ends every sub-layer with one.
         self.ln_f = make_norm(cfg, cfg.width) if cfg.norm_position == "pre" else nn.Identity()
@@ -257,7 +272,8 @@ class GPT(nn.Module):
         # so the logits are scaled back by 1/m.
         self.readout_multiplier = (mup.Multiply(base.n_embd / cfg.n_embd) if base and cfg.lm_head
                                    else nn.Identity())
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if cfg.lm_head else nn.Identity()
+        self.lm_head = (nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False) if cfg.lm_head
+                        else nn.Identity())
         if cfg.weight_tying:
             self.lm_head.weight = self.wte.weight
         if cfg.init == "gpt2":
@@ -274,7 +290,8 @@ class GPT(nn.Module):
             std = 0.02
             # GPT-2: each block adds two projections to the residual stream; scale them so the
             # stream's variance does not grow with depth.
-            if self.config.scaled_residual_init and getattr(module, "is_residual_projection", False):
+            if (self.config.scaled_residual_init and getattr(module, "is_residual_projection",
+                                                             False)):
                 std = 0.02 / math.sqrt(2 * self.config.n_layer)
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if getattr(module, "bias", None) is not None:
@@ -292,8 +309,9 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def logit_stats(self, idx: torch.Tensor) -> dict[str, float | None]:
-        """The largest attention logit (over layers, heads and allowed positions) and the largest output logit
-        on one batch, in fp32: the two quantities whose growth marks the instabilities of high learning rates."""
+        """The largest attention logit (over layers, heads and allowed positions) and the largest
+        output logit on one batch, in fp32: the two quantities whose growth marks the instabilities
+        of high learning rates."""
         inputs: list[tuple[CausalSelfAttention, torch.Tensor]] = []
         hooks = [m.register_forward_pre_hook(lambda m, args: inputs.append((m, args[0])))
                  for m in self.modules() if isinstance(m, CausalSelfAttention)]
@@ -327,7 +345,8 @@ class GPT(nn.Module):
         rotations are not matmuls and are left out, as in the PaLM/nanoGPT accounting; so the
         bigram table costs 0. Training (forward + backward) costs 3x this.
         """
-        linear = sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))
+        linear = sum(m.in_features * m.out_features for m in self.modules()
+                     if isinstance(m, nn.Linear))
         n_attn = sum(isinstance(m, CausalSelfAttention) for m in self.modules())
         return 2 * linear + n_attn * 4 * self.config.block_size * self.config.n_embd
 
@@ -336,10 +355,11 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Sample characters after the (B, T) context idx, one (B, 1) tensor at a time, for as long as asked.
+        """Sample characters after the (B, T) context idx, one (B, 1) tensor at a time, for as long
+        as asked.
 
-        Only the last block_size tokens are held (all the model ever reads), so memory stays bounded however
-        many characters are drawn.
+        Only the last block_size tokens are held (all the model ever reads), so memory stays bounded
+        however many characters are drawn.
         """
         context = idx[:, -self.config.block_size :]
         while True:
@@ -355,9 +375,10 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def generate(
-        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-        generator: torch.Generator | None = None,
+        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+        top_k: int | None = None, generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample max_new_tokens characters after the (B, T) context idx: idx and them, as one (B, T + n) tensor."""
+        """Sample max_new_tokens characters after the (B, T) context idx: idx and them, as one (B, T
+        + n) tensor."""
         tokens = itertools.islice(self.stream(idx, temperature, top_k, generator), max_new_tokens)
         return torch.cat((idx, *tokens), dim=1)

@@ -1,4 +1,5 @@
-"""The Maximal Update Parametrization (muP) for Adam: its rules, once, for the model and the optimizer.
+"""The Maximal Update Parametrization (muP) for Adam: its rules, once, for the model and the
+optimizer.
 
 Yang et al. 2022, "Tensor Programs V: Tuning Large Neural Networks via Zero-Shot Hyperparameter
 Transfer" (arXiv 2203.03466), as microsoft/mup 1.0.0 applies them to Adam (`set_base_shapes`,

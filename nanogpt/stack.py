@@ -1,18 +1,22 @@
-"""Many GPTs of one architecture as one batched model: HFTA's horizontal fusion, derived from `nanogpt.model`.
+"""Many GPTs of one architecture as one batched model: HFTA's horizontal fusion, derived from
+`nanogpt.model`.
 
-E members that share a `ModelConfig` (they differ in seed, so in weights) become one module that runs all of
-them in one forward: the members' sequences are stacked along the batch dimension, member-major, and only the
-layers that own parameters learn to tell them apart. So the GPT's own `forward` code runs unchanged:
+E members that share a `ModelConfig` (they differ in seed, so in weights) become one module that
+runs all of them in one forward: the members' sequences are stacked along the batch dimension,
+member-major, and only the layers that own parameters learn to tell them apart. So the GPT's own
+`forward` code runs unchanged:
 
-- a Linear holds weights (E, out, in) and multiplies each member's rows by its own matrix (one `baddbmm`);
-- an Embedding looks each row up in its member's table; a norm scales each row by its member's weight;
+- a Linear holds weights (E, out, in) and multiplies each member's rows by its own matrix (one
+  `baddbmm`);
+- an Embedding looks each row up in its member's table; a norm scales each row by its member's
+  weight;
 - attention needs nothing: a (member, sequence) pair is one more sequence to the fused kernel;
 - parameter-free modules (dropout, activations, rotary positions) are shared as they are.
 
-Every member's parameters are views into one flat tensor, and their gradients views into another, laid out in
-`GPT.named_parameters()` order: the per-member optimizer (`nanogpt.adamw`) steps each member's own tensors,
-and a member's state dict is a set of views. Horizontal fusion: Wang et al., "Horizontally
-Fused Training Array" (MLSys 2021).
+Every member's parameters are views into one flat tensor, and their gradients views into another,
+laid out in `GPT.named_parameters()` order: the per-member optimizer (`nanogpt.adamw`) steps each
+member's own tensors, and a member's state dict is a set of views. Horizontal fusion: Wang et al.,
+"Horizontally Fused Training Array" (MLSys 2021).
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from nanogpt.model import GPT, PositionEmbedding
 
 
 class FlatParameters:
-    """The members' parameters in one flat tensor: each named parameter an (E, *shape) block of it, member-major.
+    """The members' parameters in one flat tensor: each named parameter an (E, *shape) block of it,
+    member-major.
 
-    Every parameter, its gradient and each member's slice of either is then a contiguous view, and zeroing all
-    gradients is one op.
+    Every parameter, its gradient and each member's slice of either is then a contiguous view, and
+    zeroing all gradients is one op.
     """
 
     def __init__(self, members: Sequence[GPT]):
@@ -43,21 +48,25 @@ class FlatParameters:
         n = 0
         for name, p in named:
             self.offsets[name], n = n, n + self.size * p.numel()
-        self.data = torch.cat([torch.stack([dict(m.named_parameters())[name].detach() for m in members]).view(-1)
+        self.data = torch.cat([torch.stack([dict(m.named_parameters())[name].detach()
+                                            for m in members]).view(-1)
                                for name, _ in named])
         self.grad = torch.zeros_like(self.data)
 
     def block(self, storage: torch.Tensor, name: str) -> torch.Tensor:
-        """Every member's `name` in `storage` (the data, the gradients, or a tensor laid out as they are)."""
+        """Every member's `name` in `storage` (the data, the gradients, or a tensor laid out as they
+        are)."""
         start = self.offsets[name]
-        return storage[start:start + self.size * math.prod(self.shapes[name])].view(self.size, *self.shapes[name])
+        return storage[start:start + self.size * math.prod(self.shapes[name])].view(
+            self.size, *self.shapes[name])
 
     def view(self, storage: torch.Tensor, i: int, name: str) -> torch.Tensor:
         """Member i's `name` in `storage`."""
         return self.block(storage, name)[i]
 
     def parameter(self, name: str) -> nn.Parameter:
-        """A leaf parameter (E, *shape) that shares the flat storage; its gradient accumulates into `grad`."""
+        """A leaf parameter (E, *shape) that shares the flat storage; its gradient accumulates into
+        `grad`."""
         p = nn.Parameter(self.block(self.data, name))
         p.grad = self.block(self.grad, name)  # backward adds into it, in place
         return p
@@ -76,7 +85,8 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(self.size, -1, x.size(-1))  # (E, B*T, in): member-major
         w = self.weight.transpose(1, 2)
-        out = torch.bmm(rows, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), rows, w)
+        out = (torch.bmm(rows, w) if self.bias is None
+               else torch.baddbmm(self.bias.unsqueeze(1), rows, w))
         return out.view(*x.shape[:-1], -1)
 
 
@@ -87,7 +97,8 @@ class StackedEmbedding(nn.Module):
         self.size = weight.size(0)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        member = torch.arange(self.size, device=idx.device).repeat_interleave(idx.size(0) // self.size)
+        member = torch.arange(self.size,
+                              device=idx.device).repeat_interleave(idx.size(0) // self.size)
         return self.weight[member.view(-1, *(1,) * (idx.dim() - 1)), idx]
 
 
@@ -107,8 +118,8 @@ class StackedPositions(nn.Module):
 class StackedLayerNorm(nn.Module):
     """LayerNorm, each member's rows with its own weight and bias: one fused norm per member.
 
-    Not one batched norm and a batched affine: the fused kernel's backward rounds differently from that
-    decomposition, and a run's numbers must not depend on how it was trained.
+    Not one batched norm and a batched affine: the fused kernel's backward rounds differently from
+    that decomposition, and a run's numbers must not depend on how it was trained.
     """
 
     def __init__(self, norm: nn.LayerNorm, weight: nn.Parameter, bias: nn.Parameter | None):
@@ -120,12 +131,14 @@ class StackedLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         biases = self.bias.unbind() if self.bias is not None else (None,) * self.size
         return torch.cat([F.layer_norm(xi, self.shape, w, b, eps=self.eps)
-                          for xi, w, b in zip(x.chunk(self.size), self.weight.unbind(), biases, strict=True)])
+                          for xi, w, b in zip(x.chunk(self.size), self.weight.unbind(), biases,
+                                              strict=True)])
 
 
 class StackedRMSNorm(nn.Module):
-    """RMSNorm, each member's rows with its own weight: torch's own composition of it (`F.rms_norm` is not one
-    kernel), op for op on the whole batch, so that every gradient sums its terms in the lone run's order."""
+    """RMSNorm, each member's rows with its own weight: torch's own composition of it (`F.rms_norm`
+    is not one kernel), op for op on the whole batch, so that every gradient sums its terms in the
+    lone run's order."""
 
     def __init__(self, norm: nn.RMSNorm, weight: nn.Parameter):
         super().__init__()
@@ -140,7 +153,8 @@ class StackedRMSNorm(nn.Module):
 
 
 def stack(members: Sequence[GPT]) -> tuple[GPT, FlatParameters]:
-    """One GPT module that runs every member on its share of the batch (member-major), and the flat parameters.
+    """One GPT module that runs every member on its share of the batch (member-major), and the flat
+    parameters.
 
     The members must share their config; they are left as they are (the stack copies their weights).
     """

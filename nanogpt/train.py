@@ -25,8 +25,9 @@ from nanogpt.data import Batches, Corpus
 from nanogpt.distributed import SingleProcess
 from nanogpt.model import GPT
 
-# Tokens per evaluation forward (at least one training batch): measured on CPU, the tutorial's evaluation
-# runs 1.4x faster in ~4k-token forwards than in 256-token ones, and slower again at 32k (cache misses).
+# Tokens per evaluation forward (at least one training batch): measured on CPU, the tutorial's
+# evaluation runs 1.4x faster in ~4k-token forwards than in 256-token ones, and slower again at 32k
+# (cache misses).
 EVAL_TOKENS = 4096
 
 
@@ -41,7 +42,8 @@ class Callback:
     def on_log(self, step: int, loss: float, lr: float) -> None:
         pass
 
-    def on_eval(self, metrics: dict[str, Any], checkpoint_state: Callable[[], dict[str, Any]]) -> None:
+    def on_eval(self, metrics: dict[str, Any],
+                checkpoint_state: Callable[[], dict[str, Any]]) -> None:
         pass
 
 
@@ -58,12 +60,14 @@ class TrainResult:
     status: str  # completed | diverged | or a StopTraining status
     step: int
     reason: str | None = None
-    skipped_steps: int = 0  # fp16: optimizer steps the gradient scaler skipped for inf/NaN gradients
+    # fp16: optimizer steps the gradient scaler skipped for inf/NaN gradients
+    skipped_steps: int = 0
 
 
 @dataclass(frozen=True)
 class ParamGroup:
-    """Parameters that share their optimizer settings: weight decay, and a multiplier of the scheduled lr."""
+    """Parameters that share their optimizer settings: weight decay, and a multiplier of the
+    scheduled lr."""
 
     names: tuple[str, ...]
     weight_decay: float
@@ -93,7 +97,8 @@ def make_optimizer(model: GPT, groups: Sequence[ParamGroup], cfg: TrainConfig) -
     named = dict(model.named_parameters())
     return torch.optim.AdamW(
         [{"params": [named[n] for n in g.names], "weight_decay": g.weight_decay} for g in groups],
-        # The fused kernel (CPU and CUDA) is one op per group: 4x faster than the per-tensor loop on CPU.
+        # The fused kernel (CPU and CUDA) is one op per group: 4x faster than the per-tensor loop on
+        # CPU.
         lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True,
     )
 
@@ -124,13 +129,16 @@ def _as_tuple(x: Any) -> Any:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: the CUDA allocator's high-water mark, MPS's driver allocation, or peak RSS on a CPU."""
+    """Peak memory so far: the CUDA allocator's high-water mark, MPS's driver allocation, or peak
+    RSS on a CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    if device.type == "mps":  # Metal keeps no high-water mark: what its driver holds for this process now
+    # Metal keeps no high-water mark: what its driver holds for this process now
+    if device.type == "mps":
         return torch.mps.driver_allocated_memory() / 2**20
     # ru_maxrss is KiB on Linux but bytes on macOS
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin"
+                                                                 else 2**10)
 
 
 class Trainer:
@@ -140,14 +148,15 @@ class Trainer:
     global batch; a single process (the default) trains on all of it.
     """
 
-    def __init__(self, model: GPT, corpus: Corpus, cfg: TrainConfig, seed: int, device: torch.device,
-                 compile: bool = False, world: SingleProcess | None = None):
+    def __init__(self, model: GPT, corpus: Corpus, cfg: TrainConfig, seed: int,
+                 device: torch.device, compile: bool = False, world: SingleProcess | None = None):
         self.world = world or SingleProcess()
         self.world.check_batch(cfg.batch_size)
         self.model, self.cfg, self.device, self.seed = model.to(device), cfg, device, seed
         self.groups = param_groups(model, cfg)
         self.optimizer = make_optimizer(model, self.groups, cfg)
-        block, bs, shard = model.config.block_size, cfg.batch_size, (self.world.rank, self.world.size)
+        block, bs, shard = model.config.block_size, cfg.batch_size, (self.world.rank,
+                                                                     self.world.size)
         # Separate streams: how often we evaluate never changes which batches we train on.
         self.batches = {
             "train": Batches(corpus.train, block, bs, seed, device.type, shard),
@@ -155,54 +164,64 @@ class Trainer:
             "eval_val": Batches(corpus.val, block, bs, seed + 2, device.type, shard),
         }
         self.step, self.elapsed, self.tokens_seen = 0, 0.0, 0
-        self.peak_mem_mb = 0.0  # the highest reading so far (on MPS, where each reading is only the current use)
+        # the highest reading so far (on MPS, where each reading is only the current use)
+        self.peak_mem_mb = 0.0
         self.restored_step: int | None = None  # the checkpoint's step: its eval is already recorded
         if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (bf16 runs do not care)
+            # fp32 matmuls on tensor cores (bf16 runs do not care)
+            torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         # Static shapes: training and the eval chunks are a few fixed shapes, each compiled once.
         self.forward_eval = torch.compile(model, dynamic=False) if compile else model
-        self.forward = self.world.wrap(self.forward_eval)  # DDP all-reduces the gradients in backward
+        # DDP all-reduces the gradients in backward
+        self.forward = self.world.wrap(self.forward_eval)
         self.precision = precision.choose(cfg.dtype, device)
         self.autocast = (
             nullcontext() if self.precision.dtype == "float32"
             else torch.autocast(device.type, dtype=getattr(torch, self.precision.dtype))
         )
-        # fp16 only: scale the loss so small gradients do not flush to zero; steps with inf/NaN gradients are
-        # skipped (and the scale halved). Disabled, every call passes through. Fused AdamW applies the scale
-        # itself, so this adds no device sync to the hot loop.
+        # fp16 only: scale the loss so small gradients do not flush to zero; steps with inf/NaN
+        # gradients are skipped (and the scale halved). Disabled, every call passes through. Fused
+        # AdamW applies the scale itself, so this adds no device sync to the hot loop.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.grad_scaler)
-        self.skipped = torch.zeros((), dtype=torch.long, device=device)  # on the device: read at evaluations, no sync
+        # on the device: read at evaluations, no sync
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)
 
     def checkpoint(self, metrics: dict[str, Any]) -> dict[str, Any]:
         state = {
-            "step": self.step, "elapsed": self.elapsed, "tokens_seen": self.tokens_seen, "metrics": metrics,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "rng": rng_state(self.batches),
+            "step": self.step, "elapsed": self.elapsed, "tokens_seen": self.tokens_seen,
+            "metrics": metrics, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "rng": rng_state(self.batches),
         }
-        if self.scaler.is_enabled():  # fp16: the loss scale it has learned, so a resumed run skips the same steps
+        # fp16: the loss scale it has learned, so a resumed run skips the same steps
+        if self.scaler.is_enabled():
             state |= {"scaler": self.scaler.state_dict(), "skipped_steps": int(self.skipped)}
         return state
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Load a checkpoint held on the CPU (RNG states must stay CPU tensors; weights are copied to the device)."""
+        """Load a checkpoint held on the CPU (RNG states must stay CPU tensors; weights are copied
+        to the device)."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler.is_enabled() and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
             self.skipped.fill_(ckpt["skipped_steps"])
         restore_rng(ckpt["rng"], self.batches)
-        self.step, self.elapsed, self.tokens_seen = ckpt["step"], ckpt["elapsed"], ckpt["tokens_seen"]
+        self.step, self.elapsed, self.tokens_seen = (ckpt["step"], ckpt["elapsed"],
+                                                     ckpt["tokens_seen"])
         self.restored_step = self.step
 
     def follow_main(self) -> None:
-        """Data-parallel: every rank starts from rank 0's state, fresh or restored from its checkpoint.
+        """Data-parallel: every rank starts from rank 0's state, fresh or restored from its
+        checkpoint.
 
-        Sent as checkpoint bytes and loaded on the CPU: unpickled CUDA tensors would land on rank 0's GPU.
+        Sent as checkpoint bytes and loaded on the CPU: unpickled CUDA tensors would land on rank
+        0's GPU.
         """
         if self.world.size == 1:
             return
-        main = (checkpoint.serialize(self.checkpoint({})), self.restored_step) if self.world.is_main else None
+        main = ((checkpoint.serialize(self.checkpoint({})), self.restored_step)
+                if self.world.is_main else None)
         state, restored_step = self.world.broadcast(main)
         if not self.world.is_main:
             self.restore(checkpoint.deserialize(state))
@@ -223,7 +242,8 @@ class Trainer:
             x, y = self.batches[f"eval_{split}"].next(self.cfg.eval_iters)
             rows = max(self.cfg.batch_size, EVAL_TOKENS // x.size(1))
             chunks = math.ceil(len(x) / rows)
-            loss_sum, z_sum = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+            loss_sum, z_sum = torch.zeros((), device=self.device), torch.zeros((),
+                                                                               device=self.device)
             for xc, yc in zip(x.tensor_split(chunks), y.tensor_split(chunks), strict=True):
                 with self.autocast:
                     logits, loss = self.forward_eval(xc, yc)
@@ -232,20 +252,24 @@ class Trainer:
                     z_sum += log_z_squared(logits) * len(xc)
             out[f"{split}_loss"] = (self.world.sum(loss_sum) / rows_total).item()
             if self.cfg.z_loss:  # the auxiliary term, apart from the cross-entropy it is added to
-                out[f"{split}_z_loss"] = self.cfg.z_loss * (self.world.sum(z_sum) / rows_total).item()
-        # One batch of validation text, in fp32 and eager: evaluation only, off the training step's path.
+                out[f"{split}_z_loss"] = self.cfg.z_loss * (
+                    self.world.sum(z_sum) / rows_total).item()
+        # One batch of validation text, in fp32 and eager: evaluation only, off the training step's
+        # path.
         out |= self.model.logit_stats(x[: self.cfg.batch_size])
         self.model.train()
         return out
 
     def objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the step minimises, and the plain cross-entropy (what is logged): equal unless z_loss is on."""
+        """What the step minimises, and the plain cross-entropy (what is logged): equal unless
+        z_loss is on."""
         with self.autocast:
             logits, loss = self.forward(x, y)
         return (loss + self.cfg.z_loss * log_z_squared(logits) if self.cfg.z_loss else loss), loss
 
     def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on the next training batch at `lr`: its objective and its loss (not synced)."""
+        """One optimizer step on the next training batch at `lr`: its objective and its loss (not
+        synced)."""
         cfg, opt = self.cfg, self.optimizer
         for group, settings in zip(opt.param_groups, self.groups, strict=True):
             group["lr"] = lr * settings.lr_scale
@@ -257,7 +281,8 @@ class Trainer:
             self.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         if self.scaler.is_enabled():
-            scale = self.scaler._scale.clone()  # the scale only drops when the step is skipped for inf grads
+            # the scale only drops when the step is skipped for inf grads
+            scale = self.scaler._scale.clone()
             self.scaler.step(opt)
             self.scaler.update()
             self.skipped += self.scaler._scale < scale
@@ -302,10 +327,12 @@ class Trainer:
                         cb.on_eval(metrics, lambda m=metrics: self.checkpoint(m))
                 except StopTraining as e:
                     stop = (e.status, e.reason)
-                stop = world.broadcast(stop)  # data-parallel: rank 0's callbacks decide for every rank
+                # data-parallel: rank 0's callbacks decide for every rank
+                stop = world.broadcast(stop)
                 if stop is not None:
                     return self._result(stop[0], step, stop[1])
-                if not (math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])):
+                if not (math.isfinite(metrics["train_loss"])
+                        and math.isfinite(metrics["val_loss"])):
                     return self._result("diverged", step, f"non-finite eval loss at step {step}")
                 window_start, window_tokens = time.perf_counter(), 0
             if at_eval:
@@ -315,7 +342,8 @@ class Trainer:
 
             lr = cfg.lr_at(step)
             objective, loss = self.train_step(lr)
-            first_bad = torch.where(torch.isfinite(objective) | (first_bad <= step), first_bad, step)
+            first_bad = torch.where(torch.isfinite(objective) | (first_bad <= step), first_bad,
+                                    step)
             self.step += 1
             self.tokens_seen += tokens_per_step
             window_tokens += tokens_per_step

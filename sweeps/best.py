@@ -33,13 +33,15 @@ def summarize(study: optuna.Study, sweep: Sweep) -> dict[str, Any]:
     if any(t.state == TrialState.COMPLETE for t in trials):
         best = study.best_trial
         run_id = best.user_attrs["run_id"]
-        doc["best"] = {"trial": best.number, "value": best.value, "params": best.params, "run_id": run_id,
-                       "run_dir": f"{study.study_name}/{run_id}", "command": sweep.command(best.params)}
+        doc["best"] = {"trial": best.number, "value": best.value, "params": best.params,
+                       "run_id": run_id, "run_dir": f"{study.study_name}/{run_id}",
+                       "command": sweep.command(best.params)}
     return doc
 
 
 def write(study: optuna.Study, sweep: Sweep, folder: Path) -> dict[str, Any]:
-    """Write best.json into the study's results folder, with the best run's full config when it is here."""
+    """Write best.json into the study's results folder, with the best run's full config when it is
+    here."""
     doc = summarize(study, sweep)
     if doc["best"]:
         config = folder / doc["best"]["run_id"] / store.CONFIG

@@ -4,7 +4,8 @@
   and with axes (`--lrs`, `--widths`, `--depths`, a definition's own) every (variant, point, seed).
   The runs come from `experiments.plan.plan`, so the study reproduces `make ablate` (same run ids,
   same manifest). Every point is enqueued up front and workers only take enqueued trials: a shared
-  GridSampler would run about N-1 duplicates with N workers. No pruner: a pruned point is never rerun.
+  GridSampler would run about N-1 duplicates with N workers. No pruner: a pruned point is never
+  rerun.
 - `SearchSweep`: TPE over a declared search space, pruned on the val loss reported at every eval.
 
 A study stores its kind and settings in its own user attrs, so a worker on another machine needs
@@ -42,7 +43,8 @@ class NotAGridPoint(LookupError):  # noqa: N818 - a condition, not a bug
 
 
 def _labels(study: str, trial: int) -> dict[str, Any]:
-    return {"experiment": study, "study": study, "trial": trial, "group": study, "job_type": JOB_TYPE}
+    return {"experiment": study, "study": study, "trial": trial, "group": study,
+            "job_type": JOB_TYPE}
 
 
 def run_command(preset: str, variant: str, seed: int, overrides: dict[str, Any]) -> str:
@@ -91,10 +93,10 @@ class GridSweep:
         return BoundGrid(self, study, names, runs, corpus, grid.device)
 
     def command(self, params: dict[str, Any]) -> str:
-        """The single run of a grid point: its variant named with its experiment, without the overrides the
-        variant keeps its own value against (the single run would refuse them), with the point's
-        settings. An lr a variant scales from its own (the bigram's) is given too, and refused:
-        train that point with make ablate."""
+        """The single run of a grid point: its variant named with its experiment, without the
+        overrides the variant keeps its own value against (the single run would refuse them), with
+        the point's settings. An lr a variant scales from its own (the bigram's) is given too, and
+        refused: train that point with make ablate."""
         experiment = next(e for e in map(get_experiment, self.experiments)
                           if params["variant"] in {v.name for v in e.variants})
         variant = experiment.variant(params["variant"])
@@ -139,7 +141,8 @@ class BoundGrid:
             raise NotAGridPoint(f"trial {trial.number} is not an enqueued grid point")
         variants = list(dict.fromkeys(key[0] for key in self.runs))
         seeds = list(self.sweep.seeds)
-        key = (trial.suggest_categorical("variant", variants), trial.suggest_categorical("seed", seeds))
+        key = (trial.suggest_categorical("variant", variants),
+               trial.suggest_categorical("seed", seeds))
         for i, name in enumerate(self.axis_params, start=2):
             key += (trial.suggest_categorical(name, sorted({k[i] for k in self.runs})),)
         cfg = dataclasses.replace(self.runs[key], **_labels(self.study, trial.number))
@@ -175,7 +178,8 @@ class SearchSweep:
         return BoundSearch(self, study)
 
     def command(self, params: dict[str, Any]) -> str:
-        return run_command(self.space.preset, self.space.variant, self.space.seed, self.space.set | params)
+        return run_command(self.space.preset, self.space.variant, self.space.seed,
+                           self.space.set | params)
 
 
 @dataclass
@@ -187,7 +191,8 @@ class BoundSearch:
     def config(self, trial: optuna.Trial) -> Prepared:
         space = self.sweep.space
         params = space.suggest(trial)
-        cfg = resolve(space.preset, space.variant, space.seed, space.set | params, **_labels(self.study, trial.number))
+        cfg = resolve(space.preset, space.variant, space.seed, space.set | params,
+                      **_labels(self.study, trial.number))
         ready = prepare(cfg, self.corpus)
         self.corpus = ready.corpus
         return ready
@@ -206,6 +211,7 @@ def to_attr(sweep: Sweep) -> dict[str, Any]:
 
 def from_attr(attr: dict[str, Any], study: str) -> Sweep:
     if attr.get("kind") == "grid":
-        return GridSweep(attr["preset"], tuple(attr["experiments"]), tuple(attr["seeds"]), attr["overrides"],
+        return GridSweep(attr["preset"], tuple(attr["experiments"]), tuple(attr["seeds"]),
+                         attr["overrides"],
                          ordered({a.name: attr[a.plural] for a in AXES if a.plural in attr}))
     return SearchSweep(parse(attr["space"], f"study {study}"))

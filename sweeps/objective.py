@@ -48,11 +48,12 @@ _TOLD = _ToldTrials()  # one per process: a worker process works on one study
 
 
 class Objective:
-    def __init__(self, bound: BoundGrid | BoundSearch, results: Path, wandb: WandbSettings | None = None,
-                 quiet: bool = False):
+    def __init__(self, bound: BoundGrid | BoundSearch, results: Path,
+                 wandb: WandbSettings | None = None, quiet: bool = False):
         self.bound, self.results, self.wandb, self.quiet = bound, results, wandb, quiet
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        logging.getLogger("optuna.study._optimize").addFilter(_TOLD)  # where study.optimize logs a failure
+        # where study.optimize logs a failure
+        logging.getLogger("optuna.study._optimize").addFilter(_TOLD)
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -80,11 +81,12 @@ class Objective:
         trial.set_user_attr("run_id", cfg.run_id)
         reporter = TrialReporter(trial)
         # A resumed (or already finished) run: report what its folder holds, so the curve is whole.
-        reporter.replay(store.read_jsonl(store.RunStore(self.results).run_dir(cfg.experiment, cfg.run_id)
+        reporter.replay(store.read_jsonl(store.RunStore(self.results).run_dir(cfg.experiment,
+                                                                              cfg.run_id)
                                          / store.METRICS)[0])
         try:
-            summary = train_run(cfg, self.results, resume=True, callbacks=[reporter], quiet=self.quiet,
-                                prepared=ready, wandb=self.wandb)
+            summary = train_run(cfg, self.results, resume=True, callbacks=[reporter],
+                                quiet=self.quiet, prepared=ready, wandb=self.wandb)
         except USER_ERRORS as e:
             raise self._failed(trial, "failed", f"{type(e).__name__}: {e}") from None
         status, reason = summary["status"], summary.get("reason")
@@ -105,7 +107,9 @@ class Objective:
             trial.set_user_attr("reason", reason)
 
     @staticmethod
-    def _failed(trial: optuna.Trial, outcome: str, reason: str, told_as: str | None = None) -> TrialFailed:
-        """`told_as`: the word for the outcome in the line that tells it (an invalid trial is skipped)."""
+    def _failed(trial: optuna.Trial, outcome: str, reason: str,
+                told_as: str | None = None) -> TrialFailed:
+        """`told_as`: the word for the outcome in the line that tells it (an invalid trial is
+        skipped)."""
         Objective._record(trial, outcome, reason)
         return TrialFailed(f"{told_as or outcome}: {reason}")

@@ -1,4 +1,5 @@
-"""Optuna studies over the runner: `python -m sweeps.optuna run --study NAME --space sweeps/search_space.yaml`.
+"""Optuna studies over the runner: `python -m sweeps.optuna run --study NAME --space
+sweeps/search_space.yaml`.
 
     run     create the study (or resume it) and train it with --workers local worker processes
     create  create the study once, before workers elsewhere start (a fresh database's tables and
@@ -37,15 +38,18 @@ EXPECTED_ERRORS = (*USER_ERRORS, DefinitionError, space.SpaceError, storage.Stor
 def build_parser() -> argparse.ArgumentParser:
     p = exits.ArgumentParser(prog="python -m sweeps.optuna", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Storage: --storage URL or $NANOGPT_SWEEP_STORAGE; default a SQLite file "
-                                "in the study's results folder. sqlite:///FILE, postgresql://USER@HOST:PORT/DB "
-                                "(password in PGPASSWORD or ~/.pgpass), or a journal file path.")
+                                epilog="Storage: --storage URL or $NANOGPT_SWEEP_STORAGE; default "
+                                       "a SQLite file "
+                                "in the study's results folder. sqlite:///FILE, "
+                                "postgresql://USER@HOST:PORT/DB (password in PGPASSWORD or "
+                                "~/.pgpass), or a journal file path.")
     commands = p.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "create or resume a study and train it with local workers"),
                             ("create", "create a study (and its queue) before starting workers"),
                             ("worker", "work on an existing study until it is done")):
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--study", required=True, help="study name; also its folder in the run store")
+        sub.add_argument("--study", required=True,
+                         help="study name; also its folder in the run store")
         sub.add_argument("--storage", help="study storage (default: $NANOGPT_SWEEP_STORAGE, else "
                          "<results>/<study>/optuna.db)")
         cli.add_results_argument(sub)
@@ -61,13 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_study_settings(sub: argparse.ArgumentParser) -> None:
     kind = sub.add_mutually_exclusive_group(required=True)
     kind.add_argument("--grid", nargs="+", metavar="EXPERIMENT",
-                      help="ablation grid: every variant x seed of these experiment definitions (e.g. ladder)")
+                      help="ablation grid: every variant x seed of these experiment definitions "
+                           "(e.g. ladder)")
     kind.add_argument("--space", type=Path, metavar="FILE",
-                      help="hyperparameter search over a search-space YAML (e.g. sweeps/search_space.yaml)")
-    sub.add_argument("--preset", help=f"{', '.join(PRESETS)} (grid: the experiments' own; search: the space file's)")
+                      help="hyperparameter search over a search-space YAML (e.g. "
+                           "sweeps/search_space.yaml)")
+    sub.add_argument("--preset", help=f"{', '.join(PRESETS)} (grid: the experiments' own; search: "
+                                      "the space file's)")
     sub.add_argument("--seeds", type=int, default=3, help="grid: seeds 0..N-1 (default 3)")
     axes.add_arguments(sub, "grid: every variant x seed")
-    sub.add_argument("--n-trials", type=int, help="search: number of trials (default: the space file's)")
+    sub.add_argument("--n-trials", type=int, help="search: number of trials (default: the space "
+                                                  "file's)")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="fix a setting for every trial; repeatable")
     cli.add_data_argument(sub)
@@ -77,12 +85,15 @@ def _add_worker_settings(sub: argparse.ArgumentParser, run: bool) -> None:
     if run:
         sub.add_argument("--workers", type=int, default=default_jobs(),
                          help=f"local worker processes (default: the core count, {default_jobs()})")
-    sub.add_argument("--threads", type=int, help="torch threads per worker (default: run shares the cores "
+    sub.add_argument("--threads", type=int, help="torch threads per worker (default: run shares "
+                                                 "the cores "
                      "among its workers; a lone worker keeps torch's default)")
     sub.add_argument("--heartbeat", type=int, default=storage.Heartbeat.interval, metavar="SEC",
-                     help=f"database storages: heartbeat interval (default {storage.Heartbeat.interval})")
+                     help="database storages: heartbeat interval (default "
+                          f"{storage.Heartbeat.interval})")
     sub.add_argument("--grace", type=int, default=storage.Heartbeat.grace, metavar="SEC",
-                     help="database storages: a running trial silent this long is failed and retried "
+                     help="database storages: a running trial silent this long is failed and "
+                          "retried "
                      f"(default {storage.Heartbeat.grace})")
     cli.add_wandb_arguments(sub)  # each trial's run: group = the study, job_type sweep
     sub.add_argument("--quiet", action="store_true", help="no per-eval progress lines")
@@ -111,10 +122,11 @@ def sweep_from_args(args: argparse.Namespace) -> kinds.Sweep:
 
 def create(args: argparse.Namespace, spec: str, results: Path) -> None:
     sweep = sweep_from_args(args)
-    points = sweep.points(args.study, results)  # a grid plans (and so validates) every run before any storage
+    # a grid plans (and so validates) every run before any storage
+    points = sweep.points(args.study, results)
     made, enqueued = study.create(storage.open_storage(spec), args.study, sweep, points)
-    print(f"study '{args.study}' ({sweep.kind}) in {storage.display_name(spec)}: {len(made.trials)} trials, "
-          f"{enqueued} enqueued now", file=sys.stderr, flush=True)
+    print(f"study '{args.study}' ({sweep.kind}) in {storage.display_name(spec)}: "
+          f"{len(made.trials)} trials, {enqueued} enqueued now", file=sys.stderr, flush=True)
 
 
 def worker(args: argparse.Namespace, spec: str, results: Path, folder: Path) -> None:
@@ -129,8 +141,10 @@ def worker(args: argparse.Namespace, spec: str, results: Path, folder: Path) -> 
     ran = work(opened, sweep, objective, beats.interval if beats else None)
     doc = best.write(opened, sweep, folder)
     top = doc["best"]
-    print(f"worker {objective.worker} ran {ran} trials; study '{args.study}': {doc['outcomes']}; best "
-          + (f"trial {top['trial']} val {top['value']:.4f} ({top['run_id']})" if top else "none yet")
+    print(f"worker {objective.worker} ran {ran} trials; study '{args.study}': {doc['outcomes']}; "
+          "best "
+          + (f"trial {top['trial']} val {top['value']:.4f} ({top['run_id']})" if top
+             else "none yet")
           + f" -> {folder / best.BEST}", file=sys.stderr, flush=True)
 
 
@@ -140,10 +154,12 @@ def run(args: argparse.Namespace, spec: str, results: Path) -> int:
         raise ConfigError("--workers and --threads must be at least 1")
     create(args, spec, results)
     threads = args.threads or max(1, default_jobs() // args.workers)
-    command = [sys.executable, "-m", "sweeps.optuna", "worker", "--study", args.study, "--results", str(results),
-               "--threads", str(threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    command = [sys.executable, "-m", "sweeps.optuna", "worker", "--study", args.study, "--results",
+               str(results), "--threads", str(threads), "--heartbeat", str(args.heartbeat),
+               "--grace", str(args.grace)]
     command += ["--started-by-run"]
-    command += ["--wandb", args.wandb, *(["--wandb-project", args.wandb_project] if args.wandb_project else [])]
+    command += ["--wandb", args.wandb,
+                *(["--wandb-project", args.wandb_project] if args.wandb_project else [])]
     command += ["--quiet"] if args.quiet else []
     # The storage goes in the environment: a password in it stays off every command line (ps).
     env = os.environ | {storage.STORAGE_ENV: spec}
@@ -165,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     spec = [args.storage or ""]  # known once chosen: every message is redacted with it
-    # An OSError (a full disk, a read-only results folder) ends with exit 1: the trial is requeued on a rerun.
+    # An OSError (a full disk, a read-only results folder) ends with exit 1: the trial is requeued
+    # on a rerun.
     resume = ("run the same command again to resume; interrupted trials continue from their "
               "checkpoints")
     return exits.run_command(lambda: _sweep(args, spec), EXPECTED_ERRORS,
@@ -190,7 +207,8 @@ def _sweep(args: argparse.Namespace, spec: list[str]) -> int:
         else:
             return run(args, spec[0], results)
     except sqlalchemy.exc.SQLAlchemyError as e:  # the database went away mid-study
-        raise exits.CommandFailed(f"storage {storage.display_name(spec[0])}: {str(e).splitlines()[0]}") from None
+        raise exits.CommandFailed(f"storage {storage.display_name(spec[0])}: "
+                                  f"{str(e).splitlines()[0]}") from None
     return 0
 
 

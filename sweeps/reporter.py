@@ -20,19 +20,22 @@ class TrialReporter(Callback):
         self.reported: set[int] = set()
 
     def replay(self, metrics: list[dict[str, Any]]) -> None:
-        """Report evals a run folder already holds (a run resumed, or finished before this trial)."""
+        """Report evals a run folder already holds (a run resumed, or finished before this
+        trial)."""
         for m in metrics:
             self._report(m)
 
     def _report(self, metrics: dict[str, Any]) -> None:
         step, val = metrics["step"], metrics["val_loss"]
-        # A non-finite loss is not reported: the loop ends that run as diverged, with its own reason.
-        # A step replayed from the folder can come again: a kill between the metrics line and the checkpoint.
+        # A non-finite loss is not reported: the loop ends that run as diverged, with its own
+        # reason. A step replayed from the folder can come again: a kill between the metrics line
+        # and the checkpoint.
         if math.isfinite(val) and step not in self.reported:
             self.trial.report(val, step)
             self.reported.add(step)
 
-    def on_eval(self, metrics: dict[str, Any], checkpoint_state: Callable[[], dict[str, Any]]) -> None:
+    def on_eval(self, metrics: dict[str, Any],
+                checkpoint_state: Callable[[], dict[str, Any]]) -> None:
         step, val = metrics["step"], metrics["val_loss"]
         self._report(metrics)
         if math.isfinite(val) and self.trial.should_prune():

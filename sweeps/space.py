@@ -86,7 +86,8 @@ def load(path: Path) -> SearchSpace:
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
-        raise SpaceError(f"{path}: cannot read the search space ({e.strerror}); see sweeps/search_space.yaml") from None
+        raise SpaceError(f"{path}: cannot read the search space ({e.strerror}); see "
+                         "sweeps/search_space.yaml") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise SpaceError(f"{path}: not valid YAML ({e}); fix the file's syntax") from None
     return parse(raw, str(path))
@@ -98,7 +99,8 @@ def parse(raw: Any, source: str) -> SearchSpace:
         raise SpaceError(f"{source}: expected a mapping with 'preset' and 'params'")
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
-        raise SpaceError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+        raise SpaceError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: "
+                         f"{', '.join(sorted(TOP_KEYS))}")
     if not isinstance(raw.get("params"), dict) or not raw["params"]:
         raise SpaceError(f"{source}: 'params' must map each searched setting to its range, e.g. "
                          "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}")
@@ -108,19 +110,23 @@ def parse(raw: Any, source: str) -> SearchSpace:
     fixed = raw.get("set") or {}
     if not isinstance(fixed, dict):
         raise SpaceError(f"{source}: 'set' must be a mapping of fixed settings")
-    # Names stay as written (an Optuna study knows its params by them); each is compared by its name now.
-    params = {name: _param(name, p, f"{source}: param '{name}'") for name, p in raw["params"].items()}
+    # Names stay as written (an Optuna study knows its params by them); each is compared by its name
+    # now.
+    params = {
+        name: _param(name, p, f"{source}: param '{name}'") for name, p in raw["params"].items()}
     both = sorted(name for name in params if canonical(name) in set(map(canonical, fixed)))
     if both:
         raise SpaceError(f"{source}: {', '.join(both)} both searched and fixed in 'set'; keep one")
     space = SearchSpace(preset=str(raw.get("preset", "tutorial")), params=params,
-                        variant=str(raw.get("variant", "full")), seed=raw.get("seed", 0), n_trials=n_trials,
-                        set=fixed, pruner=_pruner(raw.get("pruner") or {"type": "median"}, source))
+                        variant=str(raw.get("variant", "full")), seed=raw.get("seed", 0),
+                        n_trials=n_trials, set=fixed,
+                        pruner=_pruner(raw.get("pruner") or {"type": "median"}, source))
     try:
         _check_searchable(space, source)
     except SpaceError:
         raise
-    except ValueError as e:  # ConfigError, DefinitionError: the preset, the variant, the fixed settings
+    # ConfigError, DefinitionError: the preset, the variant, the fixed settings
+    except ValueError as e:
         raise SpaceError(f"{source}: {e}") from None
     try:
         space.make_pruner()  # optuna checks the pruner's own arguments
@@ -131,10 +137,12 @@ def parse(raw: Any, source: str) -> SearchSpace:
 
 def _param(name: str, p: Any, where: str) -> dict[str, Any]:
     if canonical(name) not in SETTINGS or canonical(name) in NOT_HYPERPARAMETERS:
-        raise SpaceError(f"{where}: not a model or training setting; see python -m experiments.run --list-settings")
+        raise SpaceError(f"{where}: not a model or training setting; see python -m experiments.run "
+                         "--list-settings")
     kind = p.get("type") if isinstance(p, dict) else None
     if kind not in PARAM_KEYS:
-        raise SpaceError(f"{where}: needs type float, int or categorical, e.g. {{type: int, low: 1, high: 4}}")
+        raise SpaceError(f"{where}: needs type float, int or categorical, e.g. {{type: int, low: "
+                         f"1, high: 4}}")
     extra = sorted(set(p) - PARAM_KEYS[kind] - {"type"})
     if extra:
         raise SpaceError(f"{where}: unknown key(s) {', '.join(extra)} for type {kind}")
@@ -146,10 +154,12 @@ def _param(name: str, p: Any, where: str) -> dict[str, Any]:
         return {"type": kind, "choices": [_value(name, c, where) for c in choices]}
     wanted = hint.__name__ if hint in (int, float) else "categorical"  # bool, text, choices
     if kind != wanted:
-        raise SpaceError(f"{where}: is a {getattr(hint, '__name__', 'choice')} setting; declare it as type {wanted}")
+        raise SpaceError(f"{where}: is a {getattr(hint, '__name__', 'choice')} setting; declare it "
+                         f"as type {wanted}")
     if "low" not in p or "high" not in p:
         raise SpaceError(f"{where}: {kind} needs low and high")
-    out = {"type": kind, "low": _value(name, p["low"], where), "high": _value(name, p["high"], where)}
+    out = {"type": kind, "low": _value(name, p["low"], where),
+           "high": _value(name, p["high"], where)}
     if not out["low"] < out["high"]:
         raise SpaceError(f"{where}: low ({out['low']}) must be below high ({out['high']})")
     if p.get("log"):
@@ -180,7 +190,8 @@ def _pruner(raw: Any, source: str) -> dict[str, Any]:
 
 
 def _candidates(p: dict[str, Any]) -> list[Any]:
-    """The values of a parameter worth trying: every choice, an int range whole (up to 64 values), else its ends."""
+    """The values of a parameter worth trying: every choice, an int range whole (up to 64 values),
+    else its ends."""
     if p["type"] == "categorical":
         return p["choices"]
     if p["type"] == "int" and not p.get("log") and (p["high"] - p["low"]) // p.get("step", 1) < 64:
@@ -189,22 +200,25 @@ def _candidates(p: dict[str, Any]) -> list[Any]:
 
 
 def _whole(p: dict[str, Any]) -> bool:
-    """Whether `_candidates` tries every value of an int parameter. Choices are tried whole; a float range is
-    tried at its ends and counts as whole: no setting's validity depends on a float between them."""
-    return p["type"] != "int" or len(_candidates(p)) == len(range(p["low"], p["high"] + 1, p.get("step", 1)))
+    """Whether `_candidates` tries every value of an int parameter. Choices are tried whole; a float
+    range is tried at its ends and counts as whole: no setting's validity depends on a float between
+    them."""
+    return (p["type"] != "int"
+            or len(_candidates(p)) == len(range(p["low"], p["high"] + 1, p.get("step", 1))))
 
 
 def _combinations(space: SearchSpace, limit: int) -> list[dict[str, Any]]:
-    """Up to `limit` combinations of the parameters' candidate values. Floats last: they vary fastest, so both
-    ends of every range are tried even when the product is cut."""
+    """Up to `limit` combinations of the parameters' candidate values. Floats last: they vary
+    fastest, so both ends of every range are tried even when the product is cut."""
     names = sorted(space.params, key=lambda n: space.params[n]["type"] == "float")
     combos = itertools.product(*(_candidates(space.params[n]) for n in names))
     return [dict(zip(names, combo, strict=True)) for combo in itertools.islice(combos, limit)]
 
 
 def example(space: SearchSpace) -> dict[str, Any]:
-    """The first combination of searched values that gives a valid model (a checked space has one): the
-    settings its base config is checked against the corpus with, in place of the preset's own values."""
+    """The first combination of searched values that gives a valid model (a checked space has one):
+    the settings its base config is checked against the corpus with, in place of the preset's own
+    values."""
     for combo in _combinations(space, MAX_COMBINATIONS):
         try:
             resolve(space.preset, space.variant, space.seed, space.set | combo)
@@ -215,13 +229,15 @@ def example(space: SearchSpace) -> dict[str, Any]:
 
 
 def _check_searchable(space: SearchSpace, source: str) -> None:
-    """Refuse, before a study exists, a parameter the variant fixes anyway, a space of which no combination
-    is a valid model, and a value that gives a valid model with no choice of the other parameters (a head
-    count that divides no width). The preset's own value of a searched setting plays no part: the search
-    replaces it."""
+    """Refuse, before a study exists, a parameter the variant fixes anyway, a space of which no
+    combination is a valid model, and a value that gives a valid model with no choice of the other
+    parameters (a head count that divides no width). The preset's own value of a searched setting
+    plays no part: the search replaces it."""
     searched = {canonical(n) for n in space.params}
-    find_variant(space.preset, space.variant, base_model(space.preset, space.set), space.set, searched)
-    combos = _combinations(space, MAX_COMBINATIONS + 1)  # one more than is tried: was the product cut?
+    find_variant(space.preset, space.variant, base_model(space.preset, space.set), space.set,
+                 searched)
+    # one more than is tried: was the product cut?
+    combos = _combinations(space, MAX_COMBINATIONS + 1)
     names = list(combos[0])  # a space has at least one parameter
     valid: set[tuple[str, Any]] = set()
     first_error = None
@@ -235,13 +251,15 @@ def _check_searchable(space: SearchSpace, source: str) -> None:
             continue
         valid |= set(combo.items())
     if not valid:
-        raise SpaceError(f"{source}: no combination of the searched values gives a valid model ({first_error}); "
-                         "fix 'set' or widen the ranges")
+        raise SpaceError(f"{source}: no combination of the searched values gives a valid model "
+                         f"({first_error}); fix 'set' or widen the ranges")
     for name in names:
         # Blame a value only when every value of the other parameters was tried with it.
-        if len(combos) > MAX_COMBINATIONS or not all(_whole(space.params[n]) for n in names if n != name):
+        if (len(combos) > MAX_COMBINATIONS
+            or not all(_whole(space.params[n]) for n in names if n != name)):
             continue
         for value in _candidates(space.params[name]):
             if (name, value) not in valid:
-                raise SpaceError(f"{source}: param '{name}': {name}={value} gives no valid model with any choice of "
-                                 "the other parameters; drop that value or widen the others")
+                raise SpaceError(f"{source}: param '{name}': {name}={value} gives no valid model "
+                                 "with any choice of the other parameters; drop that value or "
+                                 "widen the others")

@@ -3,7 +3,8 @@
     sqlite:///results/<study>/optuna.db    default; embedded, heartbeats, a few local workers
     postgresql://user@host:5432/db         many workers on many machines; put the password in
                                            PGPASSWORD or ~/.pgpass rather than in the URL
-    path/to/study.journal                  JournalStorage on a file: no database, fast, no heartbeats
+    path/to/study.journal                  JournalStorage on a file: no database, fast, no
+                                           heartbeats
 
 Anything with `://` is a SQLAlchemy URL; anything else is a journal file (as in optuna-dashboard).
 A password in a URL never leaves this module unredacted: every message we print goes through
@@ -31,7 +32,8 @@ class StorageError(ValueError):
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """Workers beat every `interval` s; a RUNNING trial silent for `grace` s is failed and retried."""
+    """Workers beat every `interval` s; a RUNNING trial silent for `grace` s is failed and
+    retried."""
 
     interval: int = 10
     grace: int = 30
@@ -108,17 +110,20 @@ def open_storage(spec: str, heartbeat: Heartbeat | None = None) -> BaseStorage:
         if heartbeat is not None:
             beats = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
                      "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
-                         max_retry=MAX_RETRIES)}  # the objective reports the resumed run's evals itself
+                         # the objective reports the resumed run's evals itself
+                         max_retry=MAX_RETRIES)}
         # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; the driver we install is psycopg2.
-        url = spec.replace("postgresql://", "postgresql+psycopg2://", 1) if spec.startswith("postgresql://") else spec
+        url = (spec.replace("postgresql://", "postgresql+psycopg2://", 1)
+               if spec.startswith("postgresql://") else spec)
         rdb = RDBStorage(url, engine_kwargs=engine_kwargs, **beats)
         if sqlite:
             _lock_on_begin(rdb.engine)
         return rdb
     except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors have many types; all mean "cannot open"
         raise StorageError(
-            f"cannot open the study storage {display_name(spec)}: {redact(str(e).splitlines()[0], spec)}. "
-            "Check the URL (sqlite:///FILE, postgresql://USER@HOST:PORT/DB) or give a journal file path"
+            f"cannot open the study storage {display_name(spec)}: "
+            f"{redact(str(e).splitlines()[0], spec)}. Check the URL (sqlite:///FILE, "
+            "postgresql://USER@HOST:PORT/DB) or give a journal file path"
         ) from None
 
 
@@ -136,12 +141,13 @@ def check(spec: str, study_dir: Path) -> None:
     elsewhere: an in-memory SQLite database, or a file in a folder that does not exist."""
     if spec.startswith("sqlite:") and (spec.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://")
                                        or ":memory:" in spec or "mode=memory" in spec):
-        raise StorageError(f"{display_name(spec)} is an in-memory database: the study would vanish with its process; "
-                           f"give a file, e.g. {default_storage(study_dir)}")
+        raise StorageError(f"{display_name(spec)} is an in-memory database: the study would vanish "
+                           f"with its process; give a file, e.g. {default_storage(study_dir)}")
     local = local_file(spec)
-    if local is not None and local.parent.resolve() != study_dir.resolve() and not local.parent.is_dir():
-        raise StorageError(f"storage {display_name(spec)}: folder {local.parent} does not exist; create it first, "
-                           "or leave --storage out to use the study's own file")
+    if (local is not None and local.parent.resolve() != study_dir.resolve()
+        and not local.parent.is_dir()):
+        raise StorageError(f"storage {display_name(spec)}: folder {local.parent} does not exist; "
+                           "create it first, or leave --storage out to use the study's own file")
 
 
 def open_existing(spec: str) -> BaseStorage:
@@ -150,7 +156,8 @@ def open_existing(spec: str) -> BaseStorage:
     local = local_file(spec)
     if local is not None and not local.is_file():
         kind = "SQLite file" if is_url(spec) else "journal file"
-        raise FileNotFoundError(f"{local}: no such {kind}; give the sweep's storage (a URL or a journal path)")
+        raise FileNotFoundError(f"{local}: no such {kind}; give the sweep's storage (a URL or a "
+                                "journal path)")
     return open_storage(spec)
 
 

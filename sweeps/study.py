@@ -19,14 +19,15 @@ if TYPE_CHECKING:
 
 def create(storage: BaseStorage, name: str, sweep: kinds.Sweep,
            points: list[tuple[dict, str]]) -> tuple[optuna.Study, int]:
-    """The study (made now, or the existing one if its settings match) and how many trials were enqueued.
+    """The study (made now, or the existing one if its settings match) and how many trials were
+    enqueued.
 
     `points`: (params, run_id) the study must run (a grid's every point; none for a search).
     """
     import optuna
 
-    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
-                                sampler=sweep.sampler(), pruner=sweep.pruner())
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
+                                load_if_exists=True, sampler=sweep.sampler(), pruner=sweep.pruner())
     wanted = kinds.to_attr(sweep)
     stored = study.user_attrs.get(kinds.SPEC_ATTR)
     if stored is None:
@@ -45,25 +46,31 @@ def open_study(storage: BaseStorage, name: str) -> tuple[optuna.Study, kinds.Swe
         attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
     except KeyError:
         known = optuna.get_all_study_names(storage)
-        raise ConfigError(f"no study '{name}' in this storage (it has: {', '.join(known) or 'none'}); "
-                          "create it first: python -m sweeps.optuna create --study NAME ...") from None
+        raise ConfigError(f"no study '{name}' in this storage (it has: "
+                          f"{', '.join(known) or 'none'}); create it first: python -m "
+                          "sweeps.optuna create --study NAME ...") from None
     if kinds.SPEC_ATTR not in attrs:
-        raise ConfigError(f"study '{name}' was not made by sweeps.optuna (no '{kinds.SPEC_ATTR}' attribute)")
+        raise ConfigError(f"study '{name}' was not made by sweeps.optuna (no '{kinds.SPEC_ATTR}' "
+                          "attribute)")
     sweep = kinds.from_attr(attrs[kinds.SPEC_ATTR], name)
-    study = optuna.load_study(study_name=name, storage=storage, sampler=sweep.sampler(), pruner=sweep.pruner())
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sweep.sampler(),
+                              pruner=sweep.pruner())
     return study, sweep
 
 
 def interrupted(study: optuna.Study) -> list[tuple[dict, str]]:
-    """(params, run_id) of trials that failed with no outcome recorded: killed or stopped by Ctrl-C."""
+    """(params, run_id) of trials that failed with no outcome recorded: killed or stopped by
+    Ctrl-C."""
     from optuna.trial import TrialState
 
     return [(t.params, t.user_attrs["run_id"]) for t in study.get_trials(deepcopy=False)
-            if t.state == TrialState.FAIL and "outcome" not in t.user_attrs and "run_id" in t.user_attrs]
+            if t.state == TrialState.FAIL and "outcome" not in t.user_attrs
+            and "run_id" in t.user_attrs]
 
 
 def requeue(study: optuna.Study, points: list[tuple[dict, str]]) -> int:
-    """Enqueue each (params, run_id) that no trial holds: none waiting, running or finished with an outcome."""
+    """Enqueue each (params, run_id) that no trial holds: none waiting, running or finished with an
+    outcome."""
     from optuna.trial import TrialState
 
     held = {t.user_attrs.get("run_id") for t in study.get_trials(deepcopy=False)
