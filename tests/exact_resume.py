@@ -1,4 +1,5 @@
-"""One check shared by the model and fast-path tests: a run resumed from a checkpoint ends bit-identical."""
+"""One check shared by the model and fast-path tests: a run resumed from a checkpoint ends
+bit-identical."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class Keep(Callback):
         self.checkpoints[metrics["step"]] = serialize(checkpoint())
 
 
-def assert_resumes_exactly(overrides: dict[str, Any], resume_at: int, compile: bool = False) -> tuple[Trainer, Trainer]:
+def assert_resumes_exactly(overrides: dict[str, Any], resume_at: int,
+                           compile: bool = False) -> tuple[Trainer, Trainer]:
     """Train the smoke preset with `overrides`, then again from its checkpoint at step `resume_at`:
     the later evaluations and the final weights must be equal to the bit. Returns both trainers."""
     cfg = resolve("smoke", overrides=overrides)
@@ -34,14 +36,16 @@ def assert_resumes_exactly(overrides: dict[str, Any], resume_at: int, compile: b
 
     def trainer() -> Trainer:
         torch.manual_seed(0)
-        return Trainer(GPT(model_cfg), corpus, cfg.train, seed=0, device=torch.device("cpu"), compile=compile)
+        return Trainer(GPT(model_cfg), corpus, cfg.train, seed=0, device=torch.device("cpu"),
+                       compile=compile)
 
     whole, first = Keep(), trainer()
     assert first.run([whole]).status == "completed"
     resumed, second = Keep(), trainer()
     second.restore(deserialize(whole.checkpoints[resume_at]))
     second.run([resumed])
-    later = [m for m in whole.metrics if m[0] > resume_at]  # the resume point itself is not re-evaluated
+    # the resume point itself is not re-evaluated
+    later = [m for m in whole.metrics if m[0] > resume_at]
     assert resumed.metrics == later and later
     assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
                                                  second.model.state_dict().values(), strict=True))

@@ -19,11 +19,13 @@ from pathlib import Path
 
 
 def pg_bin() -> Path | None:
-    """The folder holding initdb and pg_ctl: on PATH, or the newest Debian /usr/lib/postgresql/N/bin."""
+    """The folder holding initdb and pg_ctl: on PATH, or the newest Debian
+    /usr/lib/postgresql/N/bin."""
     on_path = shutil.which("pg_ctl")
     if on_path:
         return Path(on_path).parent
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+                   key=lambda p: int(p.parent.parent.name))
     return found[-1].parent if found else None
 
 
@@ -38,7 +40,8 @@ def postgres_server() -> Iterator[tuple[str, int]]:
     """Start a server; yields (host, port) and stops it (and deletes its files) on exit."""
     bin_dir = pg_bin()
     if bin_dir is None:
-        raise RuntimeError("PostgreSQL not found: install Debian's `postgresql` package (.ci/run does)")
+        raise RuntimeError(
+            "PostgreSQL not found: install Debian's `postgresql` package (.ci/run does)")
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     root = Path(tempfile.mkdtemp(prefix="nanogpt-pg-"))
     if as_postgres:
@@ -46,8 +49,9 @@ def postgres_server() -> Iterator[tuple[str, int]]:
     data, port = root / "data", free_port()
     pg_ctl = [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data)]
     try:
-        subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True, text=True)
+        subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
+                        "--auth=trust", "--no-sync", "-E", "UTF8"], check=True, capture_output=True,
+                       text=True)
         # fsync off: a test database need not survive a power cut.
         subprocess.run([*pg_ctl, "-w", "-l", str(root / "server.log"), "-o",
                         f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -F", "start"],

@@ -14,7 +14,8 @@ from analysis.from_runstore import load_runstore
 from analysis.wandb_offline import load_wandb_offline
 from tests.analysis_fixtures import STUDY, mirror_offline
 
-# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
+# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test
+# -n).
 pytestmark = pytest.mark.xdist_group("analysis")
 
 
@@ -30,7 +31,8 @@ def test_trials_with_their_state_params_and_intermediate_values(sweep):
     for trial in study.trials:
         row = runs.loc[trial.number]
         if trial.state.name == "FAIL":  # failed before its run existed: no run id, no value
-            assert "run_id" not in trial.user_attrs and pd.isna(row["run_id"]) and pd.isna(row["objective"])
+            assert "run_id" not in trial.user_attrs and pd.isna(row["run_id"]) and pd.isna(
+                row["objective"])
         else:
             assert row["run_id"] == trial.user_attrs["run_id"] and row["objective"] == trial.value
         for name, value in trial.params.items():
@@ -55,7 +57,8 @@ def test_joined_with_the_run_store_a_trial_has_its_run(sweep):
 
 
 def test_the_three_sources_give_the_same_columns(sweep, tmp_path):
-    """The sweep's runs read from the run store, from W&B offline mirrors of them, and from the study."""
+    """The sweep's runs read from the run store, from W&B offline mirrors of them, and from the
+    study."""
     results, storage = sweep
     shutil.copytree(results / STUDY, tmp_path / STUDY)
     mirror_offline([run_dir.parent for run_dir in (tmp_path / STUDY).glob("*/config.json")])
@@ -83,7 +86,8 @@ def test_a_journal_storage_and_bad_specs(tmp_path):
 
     loaded = load_optuna(str(journal))
 
-    assert loaded.runs["config.lr"].tolist() == [0.1] and loaded.runs["status"].tolist() == ["completed"]
+    assert loaded.runs["config.lr"].tolist() == [0.1] and loaded.runs["status"].tolist() == [
+        "completed"]
     with pytest.raises(FileNotFoundError, match="no such SQLite file"):
         open_storage(f"sqlite:///{tmp_path / 'none.db'}")
     with pytest.raises(FileNotFoundError, match="no such journal file"):

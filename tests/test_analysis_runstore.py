@@ -1,4 +1,5 @@
-"""The run-store frames: every run and evaluation, partial and running runs marked, bad files reported."""
+"""The run-store frames: every run and evaluation, partial and running runs marked, bad files
+reported."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from experiments import store
 from tests.analysis_fixtures import ENV
 from tests.conftest import ROOT
 
-# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
+# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test
+# -n).
 pytestmark = pytest.mark.xdist_group("analysis")
 
 
@@ -42,10 +44,12 @@ def test_one_row_per_run_and_evaluation_with_the_recorded_numbers(smoke_results)
         evals = loaded.evals[loaded.evals["run_id"] == folder.name]
         assert evals["val_loss"].tolist() == [m["val_loss"] for m in metrics]
         assert evals["step"].tolist() == [m["step"] for m in metrics]
-        assert (evals["config.n_layer"] == config["n_layer"]).all() and (evals["variant"] == config["variant"]).all()
+        assert ((evals["config.n_layer"] == config["n_layer"]).all()
+                and (evals["variant"] == config["variant"]).all())
         run = loaded.runs.set_index("run_id").loc[folder.name]
         for key in ("status", "params", "flops_per_token", "initial_train_loss", "initial_val_loss",
-                    "final_train_loss", "final_val_loss", "best_val_loss", "best_val_step", "wall_time_sec"):
+                    "final_train_loss", "final_val_loss", "best_val_loss", "best_val_step",
+                    "wall_time_sec"):
             assert run[key] == summary[key], (folder.name, key)
         assert run["tokens_per_sec"] == pytest.approx(summary["tokens_per_sec"])
         assert run["env.torch"] == summary["environment"]["torch"]
@@ -81,13 +85,16 @@ def test_malformed_files_are_reported_by_path_and_skipped(smoke_results, tmp_pat
 def test_a_live_run_is_running_and_a_killed_one_interrupted(tmp_path):
     """A real training process: loaded while it trains, then after SIGKILL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.run", "--preset", "smoke", "--experiment", "live", "--results", tmp_path,
-         "--set", "max_iters=1000000", "--set", "eval_interval=5", "--quiet"],
+        [sys.executable, "-m", "experiments.run", "--preset", "smoke", "--experiment", "live",
+         "--results", tmp_path, "--set", "max_iters=1000000", "--set", "eval_interval=5",
+         "--quiet"],
         cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while not any(len(p.read_text().splitlines()) >= 2 for p in tmp_path.glob("live/*/metrics.jsonl")):
-            assert proc.poll() is None and time.monotonic() < deadline, "the training run did not start"
+        while not any(len(p.read_text().splitlines()) >= 2
+                      for p in tmp_path.glob("live/*/metrics.jsonl")):
+            assert (proc.poll() is None
+                    and time.monotonic() < deadline), "the training run did not start"
             time.sleep(0.1)
         running = load_runstore(tmp_path, "live")
     finally:
@@ -115,7 +122,8 @@ def test_a_run_without_evaluations_keeps_one_row(smoke_results, tmp_path):
     loaded = load_runstore(tmp_path, "smoke")
 
     rows = loaded.evals[loaded.evals["run_id"] == fresh.name]
-    assert len(rows) == 1 and rows["step"].isna().all() and rows["status"].tolist() == ["interrupted"]
+    assert len(rows) == 1 and rows["step"].isna().all() and rows["status"].tolist() == [
+        "interrupted"]
     assert loaded.runs.set_index("run_id").loc[fresh.name, "evals"] == 0
 
 
@@ -125,8 +133,10 @@ def test_a_missing_experiment_is_a_clear_error(tmp_path):
 
 
 def test_analysis_does_not_import_torch():
-    code = ("import sys, analysis.report, analysis.figures, analysis.sweep_figures, analysis.from_wandb, "
-            "analysis.from_optuna, analysis.wandb_offline, analysis.wandb_dashboard, analysis.wandb_layout; "
+    code = ("import sys, analysis.report, analysis.figures, analysis.sweep_figures, "
+            "analysis.from_wandb, "
+            "analysis.from_optuna, analysis.wandb_offline, analysis.wandb_dashboard, "
+            "analysis.wandb_layout; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

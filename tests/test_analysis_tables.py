@@ -1,4 +1,5 @@
-"""The tables `make ablate` prints: numbers equal to the run store's, every planned run accounted for."""
+"""The tables `make ablate` prints: numbers equal to the run store's, every planned run accounted
+for."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from analysis.report import main
 from experiments import manifest, store
 from tests.conftest import ROOT, run_module
 
-# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
+# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test
+# -n).
 pytestmark = pytest.mark.xdist_group("analysis")
 
 
@@ -32,12 +34,14 @@ def summaries(experiment: Path, run_ids: list[str]) -> list[dict]:
 def expected(values: list[float]) -> tuple[float, float]:
     """Mean and 95% CI half-width, computed here without the analysis code."""
     n = len(values)
-    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan
+    half = stats.t.ppf(0.975,
+                       n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan
     return statistics.mean(values), half
 
 
 def has_cell(markdown: str, text: str) -> bool:
-    """Whether a Markdown table has a cell holding exactly `text` (to_markdown pads cells with spaces)."""
+    """Whether a Markdown table has a cell holding exactly `text` (to_markdown pads cells with
+    spaces)."""
     return re.search(rf"\|\s+{re.escape(text)}\s+\|", markdown) is not None
 
 
@@ -79,12 +83,15 @@ def test_every_number_equals_the_run_store(experiment):
             runs = summaries(experiment, [r["run_id"] for r in variant["runs"]])
             row = table.loc[variant["name"]]
             by_variant[variant["name"]] = {r["seed"]: r["final_val_loss"] for r in runs}
-            for key in ("initial_train_loss", "initial_val_loss", "final_train_loss", "final_val_loss"):
+            for key in ("initial_train_loss", "initial_val_loss", "final_train_loss",
+                        "final_val_loss"):
                 mean, half = expected([r[key] for r in runs])
                 assert row[f"{key}_mean"] == pytest.approx(mean, rel=1e-12)
                 assert row[f"{key}_high"] - row[f"{key}_mean"] == pytest.approx(half, rel=1e-9)
-            assert row["params"] == runs[0]["params"] and row["flops_per_token"] == runs[0]["flops_per_token"]
-            assert row["tokens_per_sec"] == pytest.approx(statistics.mean(r["tokens_per_sec"] for r in runs))
+            assert row["params"] == runs[0]["params"] and row["flops_per_token"] == runs[0][
+                "flops_per_token"]
+            assert row["tokens_per_sec"] == pytest.approx(statistics.mean(r["tokens_per_sec"]
+                                                                          for r in runs))
             assert row["runs"] == f"{len(runs)} completed"
             mean, half = expected([r["final_val_loss"] for r in runs])
             assert has_cell(printed, f"{mean:.3f} ± {half:.3f}")
@@ -97,14 +104,18 @@ def test_every_number_equals_the_run_store(experiment):
             diffs = [by_variant[name][s] - by_variant[baseline][s] for s in by_variant[name]]
             mean, half = expected(diffs)
             assert table.loc[name, "delta_val_mean"] == pytest.approx(mean, rel=1e-9, abs=1e-12)
-            assert table.loc[name, "delta_val_high"] - table.loc[name, "delta_val_mean"] == pytest.approx(half)
+            assert table.loc[name,
+                             "delta_val_high"] - table.loc[name,
+                                                           "delta_val_mean"] == pytest.approx(half)
     ladder_full = pd.read_csv(experiment / "ladder.csv").set_index("variant").loc["full", "run_ids"]
-    assert ladder_full == pd.read_csv(experiment / "leave_one_out.csv").set_index("variant").loc["full", "run_ids"]
+    assert ladder_full == pd.read_csv(experiment / "leave_one_out.csv").set_index("variant").loc[
+        "full", "run_ids"]
 
 
 def test_runs_that_did_not_complete_are_shown_never_averaged(experiment):
     plan = json.loads((experiment / "experiment.json").read_text())
-    ladder = {v["name"]: {r["seed"]: r["run_id"] for r in v["runs"]} for v in plan["experiments"][0]["variants"]}
+    ladder = {v["name"]: {r["seed"]: r["run_id"] for r in v["runs"]}
+              for v in plan["experiments"][0]["variants"]}
     diverged, kept = ladder["mlp"][0], ladder["mlp"][1]
     diverge(experiment / diverged)
     shutil.rmtree(experiment / ladder["stacked"][1])
@@ -117,12 +128,14 @@ def test_runs_that_did_not_complete_are_shown_never_averaged(experiment):
     assert table.loc["stacked", "runs"] == "1 completed, 1 not started"
     assert table.loc["residual", "runs"] == "1 completed, 1 unreadable"
     kept_val = summaries(experiment, [kept])[0]["final_val_loss"]
-    assert table.loc["mlp", "final_val_loss_mean"] == kept_val and math.isnan(table.loc["mlp", "final_val_loss_high"])
+    assert table.loc["mlp", "final_val_loss_mean"] == kept_val and math.isnan(
+        table.loc["mlp", "final_val_loss_high"])
     assert has_cell(out.stdout, f"{kept_val:.3f}")  # one completed seed: a mean, no interval
     assert str(experiment / ladder["residual"][0] / "config.json") in out.stderr  # reported by path
     # mlp against the rung before it (multi_head) pairs only the seed both completed.
     previous = summaries(experiment, [ladder["multi_head"][1]])[0]
-    assert table.loc["mlp", "delta_val_mean"] == pytest.approx(kept_val - previous["final_val_loss"])
+    assert table.loc["mlp",
+                     "delta_val_mean"] == pytest.approx(kept_val - previous["final_val_loss"])
 
 
 @pytest.mark.reliability("fault", "a finished run's files disagree (evaluations, summary, "
@@ -192,9 +205,11 @@ def test_a_plan_with_nothing_trained_yet(experiment):
         shutil.rmtree(run_dir.parent)
     plan = manifest.read(experiment)
 
-    planned = tables.planned_runs(plan, load_runstore(experiment.parent, experiment.name).runs, experiment)
+    planned = tables.planned_runs(plan, load_runstore(experiment.parent, experiment.name).runs,
+                                  experiment)
     text, samples, numeric = comparison.report(plan, planned)
 
     assert set(planned["status"]) == {"not started"}
-    assert (numeric["ladder"]["runs"] == "2 not started").all() and (numeric["ladder"]["completed"] == 0).all()
+    assert ((numeric["ladder"]["runs"] == "2 not started").all()
+            and (numeric["ladder"]["completed"] == 0).all())
     assert not has_cell(text, "nan") and samples == ""

@@ -20,7 +20,8 @@ from analysis.wandb_offline import load_wandb_offline, offline_runs
 from tests.analysis_fixtures import ENV, mirror_offline
 from tests.conftest import ROOT, run_module
 
-# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test -n).
+# Tests sharing the session's trained smoke ablation and study run on one xdist worker (make test
+# -n).
 pytestmark = pytest.mark.xdist_group("analysis")
 
 MIRRORED = ("bigram", "mlp", "full")  # the last one is interrupted and resumed: two W&B segments
@@ -35,17 +36,19 @@ def comparable(frame: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def mirrored(smoke_results, tmp_path_factory) -> Path:
-    """results/ with three smoke runs mirrored to W&B offline by the real mirror; `full` was SIGKILLed and
-    resumed, so W&B holds it in two segments."""
+    """results/ with three smoke runs mirrored to W&B offline by the real mirror; `full` was
+    SIGKILLed and resumed, so W&B holds it in two segments."""
     results = tmp_path_factory.mktemp("mirrored")
     for variant in MIRRORED[:-1]:
         source = next((smoke_results / "smoke").glob(f"{variant}-s0-*"))
         shutil.copytree(source, results / "smoke" / source.name)
     mirror_offline([p for p in (results / "smoke").iterdir()])
-    args = ["--preset", "smoke", "--experiment", "smoke", "--results", str(results), "--wandb", "offline", "--quiet",
-            "--set", "max_iters=600", "--set", "eval_interval=100", "--set", "log_interval=100"]
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT, env={**os.environ, **ENV},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["--preset", "smoke", "--experiment", "smoke", "--results", str(results), "--wandb",
+            "offline", "--quiet", "--set", "max_iters=600", "--set", "eval_interval=100", "--set",
+            "log_interval=100"]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
+                            env={**os.environ, **ENV}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     while proc.poll() is None and not any(json.loads(p.read_text())["last_step"] >= 200
                                           for p in results.glob("smoke/full-*/wandb/mirror.json")):
         time.sleep(0.01)
@@ -61,7 +64,8 @@ def test_offline_runs_read_back_equal_the_run_store(mirrored):
 
     runs, problems = offline_runs(mirrored / "smoke")
     assert problems == [] and len(runs) == len(MIRRORED)
-    assert all(isinstance(run, Run) for run in runs)  # W&B's own client class, as `wandb.Api().runs()` gives
+    # W&B's own client class, as `wandb.Api().runs()` gives
+    assert all(isinstance(run, Run) for run in runs)
     for run in runs:
         assert run.state == "finished"
         expected = ("smoke", "adhoc") if run.config["variant"] == "full" else ("ladder", "ladder")
@@ -76,8 +80,10 @@ def test_offline_runs_read_back_equal_the_run_store(mirrored):
     assert list(from_wandb.evals.columns) == list(from_store.evals.columns)
     assert list(from_wandb.runs.columns) == list(from_store.runs.columns)
     # W&B's JSON writes 0.0 as 0, so compare values, not dtypes.
-    pd.testing.assert_frame_equal(comparable(from_wandb.evals), comparable(from_store.evals), check_dtype=False)
-    pd.testing.assert_frame_equal(comparable(from_wandb.runs), comparable(from_store.runs), check_dtype=False)
+    pd.testing.assert_frame_equal(comparable(from_wandb.evals), comparable(from_store.evals),
+                                  check_dtype=False)
+    pd.testing.assert_frame_equal(comparable(from_wandb.runs), comparable(from_store.runs),
+                                  check_dtype=False)
     assert set(from_wandb.runs["source"]) == {"wandb"}
 
 
@@ -86,9 +92,9 @@ def test_the_segment_of_a_killed_run_holds_what_it_logged(mirrored):
     loaded = load_wandb_offline(first)
     # Offline, W&B never learns the process died (its server would call the run crashed later).
     assert loaded.runs["status"].tolist() == ["running"]
-    # The kill came right after step 200 was logged, and wandb-core writes its file every FLUSH_INTERVAL_S,
-    # so on a loaded machine that last row may still have been in its buffer. Everything logged earlier
-    # is there, in order, with the run store's values.
+    # The kill came right after step 200 was logged, and wandb-core writes its file every
+    # FLUSH_INTERVAL_S, so on a loaded machine that last row may still have been in its buffer.
+    # Everything logged earlier is there, in order, with the run store's values.
     steps = loaded.evals["step"].tolist()
     stored = load_runstore(mirrored, "smoke").evals
     stored = stored[stored["variant"] == "full"].set_index("step").loc[steps]
@@ -107,5 +113,6 @@ def test_unreadable_logs_are_reported_by_path_and_skipped(mirrored, tmp_path):
     loaded = load_wandb_offline(tmp_path / "smoke")
 
     text = "\n".join(loaded.problems)
-    assert f"{garbage}: `wandb leet inspect` cannot read it" in text and f"{empty}: no run record" in text
+    assert (f"{garbage}: `wandb leet inspect` cannot read it" in text and f"{empty}: no run record"
+            in text)
     assert loaded.runs["variant"].tolist() == ["bigram"]

@@ -1,4 +1,5 @@
-"""best.pt: the checkpoint of the lowest validation loss, kept beside the resume checkpoint and written atomically."""
+"""best.pt: the checkpoint of the lowest validation loss, kept beside the resume checkpoint and
+written atomically."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def state(step: int) -> dict:
 
 
 def evaluate(recorder: RunRecorder, step: int, val_loss: float) -> None:
-    recorder.on_eval({"step": step, "train_loss": val_loss, "val_loss": val_loss}, lambda: state(step))
+    recorder.on_eval({"step": step, "train_loss": val_loss, "val_loss": val_loss},
+                     lambda: state(step))
 
 
 def steps(run_dir) -> tuple[int, int]:
@@ -37,7 +39,8 @@ def test_best_stays_at_the_lowest_val_loss_while_the_resume_checkpoint_moves_on(
         assert steps(tmp_path / "run") == (best_step, step)  # NaN (diverged) is never the best
     summary = recorder.finish("diverged", "nan")
     assert summary["best_val_step"] == 10 and summary["best_val_loss"] == 2.0
-    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no temp files left
+    # no temp files left
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]
 
 
 def test_a_reopened_run_knows_its_best_so_far(tmp_path):
@@ -75,7 +78,8 @@ def test_a_trained_run_keeps_best_pt_and_its_summary_names_the_step(tmp_path, ti
 
 
 def test_a_kill_between_the_two_writes_is_repaired_on_resume(tmp_path, monkeypatch):
-    """ckpt.pt is written first: killed before best.pt is linked to it, the reopened run links it."""
+    """ckpt.pt is written first: killed before best.pt is linked to it, the reopened run links
+    it."""
     cfg = resolve("smoke")
     recorder = RunRecorder.create(tmp_path / "run", cfg, "{}", {})
     evaluate(recorder, 0, 3.0)

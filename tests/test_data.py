@@ -50,7 +50,8 @@ def test_a_byte_order_mark_is_no_character_of_the_corpus(tiny_corpus, tmp_path):
 @pytest.mark.reliability("bad input", "corpus files: empty, one character, not UTF-8")
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "empty"), (b"aaaa", "fewer than 2"), ("caf\u00e9 ol\u00e9".encode("latin-1"), "not UTF-8")],
+    [(b"", "empty"), (b"aaaa", "fewer than 2"), ("caf\u00e9 ol\u00e9".encode("latin-1"),
+                                                 "not UTF-8")],
 )
 def test_unusable_corpus_files_are_refused(tmp_path, content, message):
     """DataError naming the file and the fix."""
@@ -119,20 +120,23 @@ def test_batches_are_seeded_and_their_state_restores():
     fresh = Batches(tokens, 8, 4, seed=99)
     fresh.restore(saved)
     assert all(torch.equal(e, fresh.next()[0]) for e in expected)
-    assert not torch.equal(Batches(tokens, 8, 4, seed=4).next()[0], Batches(tokens, 8, 4, seed=3).next()[0])
+    assert not torch.equal(Batches(tokens, 8, 4, seed=4).next()[0],
+                           Batches(tokens, 8, 4, seed=3).next()[0])
 
 
-@pytest.mark.reliability("bad input", "NANOGPT_TINYSHAKESPEARE pointing at another file: no advice to delete it")
+@pytest.mark.reliability("bad input",
+                         "NANOGPT_TINYSHAKESPEARE pointing at another file: no advice to delete it")
 def test_the_users_own_copy_is_never_to_be_deleted(tmp_path, shakespeare):
     """Through the CLI: exit 2, one line saying the file is not Tiny Shakespeare and to point the variable elsewhere
     or unset it; no advice to delete it, and the file is untouched."""
     mine = tmp_path / "my-notes.txt"
     mine.write_bytes(shakespeare.read_bytes()[:-100])
     before = mine.read_bytes()
-    out = run_module("experiments.run", "--preset", "smoke", "--dry-run", "--results", tmp_path / "r",
-                     env={data.LOCAL_COPY_ENV: str(mine)})
+    out = run_module("experiments.run", "--preset", "smoke", "--dry-run", "--results",
+                     tmp_path / "r", env={data.LOCAL_COPY_ENV: str(mine)})
     [line] = out.stderr.strip().splitlines()
-    assert out.returncode == 2 and line.startswith(f"error: the {data.LOCAL_COPY_ENV} file {mine} is not Tiny "
+    assert out.returncode == 2 and line.startswith(f"error: the {data.LOCAL_COPY_ENV} file {mine} "
+                                                   "is not Tiny "
                                                    "Shakespeare (sha256 "), line
     assert f"point {data.LOCAL_COPY_ENV} at a correct copy" in line and "unset it" in line
     assert "delete" not in line.lower() and mine.read_bytes() == before

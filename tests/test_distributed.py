@@ -1,12 +1,12 @@
-"""torchrun on gloo: 2 processes train the run 1 process trains (same global batch), write one run folder,
-and resume after a SIGKILL.
+"""torchrun on gloo: 2 processes train the run 1 process trains (same global batch), write one run
+folder, and resume after a SIGKILL.
 
-Tolerance: both compute the same gradients; only the float32 summation order differs (the global-batch
-mean is taken as the mean of two half-batch means, and gloo sums the gradients). Measured on the smoke
-preset: 0 at step 10, 2.4e-7 at step 20; at its lr=1e-2 the gap then grows ~10x per 10 steps (6.8e-5
-by step 40), so the test compares the first 20 steps. TOLERANCE = 1e-5 is 40x the measured gap, and
-1000x below the difference a genuinely different run makes (checked below: 1 process on half the
-batch lands > 1e-2 away).
+Tolerance: both compute the same gradients; only the float32 summation order differs (the
+global-batch mean is taken as the mean of two half-batch means, and gloo sums the gradients).
+Measured on the smoke preset: 0 at step 10, 2.4e-7 at step 20; at its lr=1e-2 the gap then grows
+~10x per 10 steps (6.8e-5 by step 40), so the test compares the first 20 steps. TOLERANCE = 1e-5 is
+40x the measured gap, and 1000x below the difference a genuinely different run makes (checked below:
+1 process on half the batch lands > 1e-2 away).
 """
 
 from __future__ import annotations
@@ -29,18 +29,20 @@ SMOKE = ["--preset", "smoke", "--device", "cpu", "--quiet", "--set", "max_iters=
 
 
 def torchrun(n: int, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return run_module("torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "experiments.run",
-                      *args, **kwargs)
+    return run_module("torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m",
+                      "experiments.run", *args, **kwargs)
 
 
 def losses(results: Path) -> list[tuple[int, float, float]]:
     (metrics,) = results.glob("*/*/metrics.jsonl")
-    return [(m["step"], m["train_loss"], m["val_loss"]) for m in map(json.loads, metrics.read_text().splitlines())]
+    return [(m["step"], m["train_loss"], m["val_loss"])
+            for m in map(json.loads, metrics.read_text().splitlines())]
 
 
 def assert_same_curve(a: list, b: list, tol: float = TOLERANCE) -> None:
     assert [s for s, *_ in a] == [s for s, *_ in b]
-    worst = max(abs(x - y) for (_, *xa), (_, *xb) in zip(a, b, strict=True) for x, y in zip(xa, xb, strict=True))
+    worst = max(abs(x - y) for (_, *xa), (_, *xb) in zip(a, b, strict=True) for x,
+                y in zip(xa, xb, strict=True))
     assert worst <= tol, f"curves differ by {worst}"
 
 
@@ -71,7 +73,8 @@ def test_two_gloo_processes_give_the_single_process_curve(tmp_path):
     (summary,) = (tmp_path / "two").glob("*/*/summary.json")
     assert json.loads(summary.read_text())["world_size"] == 2
     # The tolerance tells runs apart: half the batch on one process is another run.
-    half = run_module("experiments.run", *SMOKE, "--set", "batch_size=4", "--results", tmp_path / "half")
+    half = run_module("experiments.run", *SMOKE, "--set", "batch_size=4", "--results",
+                      tmp_path / "half")
     assert half.returncode == 0, half.stderr
     final = {name: losses(tmp_path / name)[-1][2] for name in ("two", "half")}
     assert abs(final["two"] - final["half"]) > 1000 * TOLERANCE
@@ -91,8 +94,8 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_numbers(tmp_path)
     whole = torchrun(2, *args, "--results", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "experiments.run", *args, "--results", str(tmp_path / "killed")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "experiments.run", *args, "--results", str(tmp_path / "killed")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not any(
@@ -100,7 +103,8 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_numbers(tmp_path)
     ):
         time.sleep(0.05)
     launcher = psutil.Process(proc.pid)
-    for p in [*launcher.children(recursive=True), launcher]:  # torchrun starts ranks in their own sessions
+    # torchrun starts ranks in their own sessions
+    for p in [*launcher.children(recursive=True), launcher]:
         p.send_signal(signal.SIGKILL)
     proc.wait()
     (lock,) = (tmp_path / "killed").glob("*/.*.lock")

@@ -1,4 +1,5 @@
-"""Every command the README and docs/ show that trains nothing (a dry run, a listing, --help) still works as shown."""
+"""Every command the README and docs/ show that trains nothing (a dry run, a listing, --help) still
+works as shown."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 from tests.conftest import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-TRAINS_NOTHING = ("--dry-run", "DRY_RUN=1", "--help", "--list-settings", "--list-variants", "--print-folder")
+TRAINS_NOTHING = ("--dry-run", "DRY_RUN=1", "--help", "--list-settings", "--list-variants",
+                  "--print-folder")
 
 
 def shown_commands() -> list[str]:
@@ -23,7 +25,8 @@ def shown_commands() -> list[str]:
     found = []
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
-        lines = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()]
+        lines = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+                 for line in block.splitlines()]
         lines += re.findall(r"`((?:make|python|\.venv/bin/python) [^`]+)`", text)
         for line in lines:
             command = re.split(r"\s+#", line)[0].strip()
@@ -35,7 +38,8 @@ def shown_commands() -> list[str]:
 
 def test_the_pages_show_commands_that_train_nothing():
     commands = shown_commands()
-    assert any(c.startswith("make ablate") for c in commands) and any("--help" in c for c in commands), commands
+    assert any(c.startswith("make ablate") for c in commands) and any("--help" in c
+                                                                      for c in commands), commands
     assert len(commands) >= 5, commands
 
 
@@ -43,15 +47,17 @@ def test_the_pages_show_commands_that_train_nothing():
 def test_a_shown_command_runs(command, tmp_path, capsys):
     words = shlex.split(command)
     if words[0] == "make":  # the real Makefile, with this interpreter and a fresh results folder
-        out = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", sys.executable, f"PY={sys.executable}", *words[1:],
-                              f"RESULTS={tmp_path}"], capture_output=True, text=True, timeout=300)
+        out = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", sys.executable,
+                              f"PY={sys.executable}", *words[1:], f"RESULTS={tmp_path}"],
+                             capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         assert "nothing written" in out.stdout and not any(tmp_path.iterdir())
         return
     module, args = words[2], words[3:]  # python -m MODULE ARGS: its main, in this process
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         try:
-            code = importlib.import_module(module).main([*args, *(["--results", str(tmp_path)] if "--dry-run" in args
+            code = importlib.import_module(module).main([*args, *(["--results", str(tmp_path)]
+                                                                  if "--dry-run" in args
                                                                  else [])])
         except SystemExit as e:  # argparse's --help
             code = e.code

@@ -1,4 +1,5 @@
-"""Runs trained as an ensemble are the ordinary runs they would be alone: one id, one record, the same numbers."""
+"""Runs trained as an ensemble are the ordinary runs they would be alone: one id, one record, the
+same numbers."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from experiments.wandb_mirror import WandbSettings
 from tests.test_run_integrity import InterruptAt
 from tests.wandb_records import history, records
 
-TIMING = {"tokens_per_sec", "elapsed_sec", "peak_mem_mb"}  # what depends on how fast, not on what, it trained
+# what depends on how fast, not on what, it trained
+TIMING = {"tokens_per_sec", "elapsed_sec", "peak_mem_mb"}
 
 
 def smoke(tiny_corpus: Path, seed: int, lr: float, **changes) -> object:
@@ -48,8 +50,8 @@ def grid(tmp_path_factory, tiny_corpus) -> tuple[list, Path, Path]:
 
 
 def test_a_member_is_recorded_as_the_run_it_is_alone(grid):
-    """Same run id and folder, the same evaluations, config.json and samples; the summary differs only in timings
-    and in saying it trained as member i of 4."""
+    """Same run id and folder, the same evaluations, config.json and samples; the summary differs
+    only in timings and in saying it trained as member i of 4."""
     cfgs, together, alone = grid
     for i, cfg in enumerate(cfgs):
         metrics, summary, config, samples = record(together, cfg)
@@ -63,14 +65,17 @@ def test_a_member_is_recorded_as_the_run_it_is_alone(grid):
 
 
 def test_the_cache_holds_across_modes(grid, tmp_path):
-    """A run recorded alone is never retrained by an ensemble, nor one recorded by an ensemble alone."""
+    """A run recorded alone is never retrained by an ensemble, nor one recorded by an ensemble
+    alone."""
     cfgs, together, alone = grid
     assert all(s.get("skipped") for s in train_group(cfgs, alone))
     assert all(train_run(cfg, together, quiet=True).get("skipped") for cfg in cfgs)
 
 
-@pytest.mark.reliability("fault", "a run interrupted alone, then planned with fresh runs of its model")
-def test_a_half_finished_lone_run_resumes_alone_and_the_rest_train_together(grid, tmp_path, tiny_corpus):
+@pytest.mark.reliability("fault",
+                         "a run interrupted alone, then planned with fresh runs of its model")
+def test_a_half_finished_lone_run_resumes_alone_and_the_rest_train_together(grid, tmp_path,
+                                                                            tiny_corpus):
     cfgs, _, alone = grid
     with pytest.raises(KeyboardInterrupt):
         train_run(cfgs[0], tmp_path, quiet=True, callbacks=[InterruptAt(10)])
@@ -91,7 +96,8 @@ def test_every_member_is_mirrored_to_its_own_wandb_run(tmp_path, tiny_corpus, mo
         run = tmp_path / cfg.experiment / cfg.run_id
         ids.add(json.loads((run / "wandb" / "mirror.json").read_text())["id"])
         metrics, _ = store.read_jsonl(run / store.METRICS)
-        assert [row["val_loss"] for row in history(records(run / "wandb"))] == [m["val_loss"] for m in metrics]
+        assert [row["val_loss"] for row in history(records(run / "wandb"))] == [m["val_loss"]
+                                                                                for m in metrics]
     assert len(ids) == 2
 
 
@@ -102,10 +108,12 @@ def test_grouping_puts_seeds_and_lrs_of_one_model_together_and_nothing_else(tiny
     runs = same + other + fp16
     assert group(runs, EnsembleMode("off"), jobs=2).groups == tuple((cfg,) for cfg in runs)
     fixed = group(runs, EnsembleMode.parse("4"), jobs=2).groups
-    assert sorted(map(len, fixed)) == [1, 2, 3, 3]  # 6 in two groups of 3 (at most 4), 2 together, fp16 alone
+    # 6 in two groups of 3 (at most 4), 2 together, fp16 alone
+    assert sorted(map(len, fixed)) == [1, 2, 3, 3]
     assert {frozenset(g) for g in fixed} >= {frozenset(other), frozenset(fp16)}
 
-    class Timer:  # the measured step times: an ensemble costs its overhead once and its work per member
+    # the measured step times: an ensemble costs its overhead once and its work per member
+    class Timer:
         def __init__(self, overhead: float, work: float):
             self.overhead, self.work = overhead, work
 
@@ -119,7 +127,8 @@ def test_grouping_puts_seeds_and_lrs_of_one_model_together_and_nothing_else(tiny
             return self.overhead + self.work * len(runs)
 
     overhead_bound = group(same, EnsembleMode("auto"), jobs=2, timer=Timer(overhead=9.0, work=1.0))
-    assert sorted(map(len, overhead_bound.groups)) == [3, 3]  # one ensemble per worker beats one of 6
+    # one ensemble per worker beats one of 6
+    assert sorted(map(len, overhead_bound.groups)) == [3, 3]
     compute_bound = group(same, EnsembleMode("auto"), jobs=2, timer=Timer(overhead=0.05, work=1.0))
     assert all(len(g) == 1 for g in compute_bound.groups)  # 6 x 1.05 / 6.05 < MIN_GAIN: alone
     assert f"under {MIN_GAIN}x" in compute_bound.notes[0]
@@ -127,8 +136,8 @@ def test_grouping_puts_seeds_and_lrs_of_one_model_together_and_nothing_else(tiny
 
 @pytest.mark.reliability("bad input", "make ablate ENSEMBLE= neither auto, off nor a size")
 def test_the_dry_run_shows_the_groups_and_a_bad_mode_is_one_line(tmp_path, tiny_corpus, capsys):
-    args = ["--preset", "smoke", "--experiments", "ladder", "--seeds", "2", "--data", str(tiny_corpus),
-            "--results", str(tmp_path), "--set", "max_iters=20"]
+    args = ["--preset", "smoke", "--experiments", "ladder", "--seeds", "2", "--data",
+            str(tiny_corpus), "--results", str(tmp_path), "--set", "max_iters=20"]
     assert ablate.main([*args, "--dry-run", "--ensemble", "2"]) == 0
     out = capsys.readouterr().out
     assert "ensembles (2): 9 of 18 runs; 0 runs alone" in out

@@ -1,4 +1,5 @@
-"""The fast training path computes what the plain one does: same batches, same eval mean, same attention."""
+"""The fast training path computes what the plain one does: same batches, same eval mean, same
+attention."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def test_cpu_attention_runs_in_fp32_under_bf16_autocast():
 def test_bf16_autocast_training_follows_fp32(tiny_corpus):
     losses = {}
     for dtype in ("float32", "bfloat16"):
-        cfg = resolve("smoke", overrides={"dtype": dtype, "max_iters": 30, "data": str(tiny_corpus)})
+        cfg = resolve("smoke", overrides={"dtype": dtype, "max_iters": 30,
+                                          "data": str(tiny_corpus)})
         corpus = Corpus.load(cfg.data)
         torch.manual_seed(0)
         model = GPT(dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size))
@@ -68,5 +70,5 @@ def test_bf16_autocast_training_follows_fp32(tiny_corpus):
 
 
 def test_bf16_fused_run_resumed_from_a_checkpoint_is_bit_exact(tiny_corpus):
-    assert_resumes_exactly({"dtype": "bfloat16", "max_iters": 20, "data": str(tiny_corpus), "grad_clip": 1.0,
-                            "dropout": 0.1}, resume_at=10)
+    assert_resumes_exactly({"dtype": "bfloat16", "max_iters": 20, "data": str(tiny_corpus),
+                            "grad_clip": 1.0, "dropout": 0.1}, resume_at=10)

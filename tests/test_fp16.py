@@ -1,7 +1,8 @@
-"""fp16 where bf16 is not native: auto's choice per CUDA capability, the gradient scaler, skipped steps, exact resume.
+"""fp16 where bf16 is not native: auto's choice per CUDA capability, the gradient scaler, skipped
+steps, exact resume.
 
-The choice is tested with the CUDA capability patched (the fact it is made from); the training itself runs for real
-on the CPU, where torch has fp16 autocast and a GradScaler too.
+The choice is tested with the CUDA capability patched (the fact it is made from); the training
+itself runs for real on the CPU, where torch has fp16 autocast and a GradScaler too.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def capability(monkeypatch):
     return patch
 
 
-@pytest.mark.parametrize(("cap", "dtype"), [((9, 0), "bfloat16"), ((8, 0), "bfloat16"), ((8, 6), "bfloat16"),
-                                            ((7, 5), "float16"), ((7, 0), "float16"), ((6, 1), "float32")],
+@pytest.mark.parametrize(("cap", "dtype"), [((9, 0), "bfloat16"), ((8, 0), "bfloat16"),
+                                            ((8, 6), "bfloat16"), ((7, 5), "float16"),
+                                            ((7, 0), "float16"), ((6, 1), "float32")],
                          ids=["H100", "A100", "RTX3090", "T4", "V100", "GTX1080"])
 def test_auto_on_cuda_is_bf16_from_ampere_fp16_on_volta_and_turing(capability, cap, dtype):
     capability(*cap)
@@ -74,24 +76,29 @@ def test_an_fp16_run_trains_with_a_scaler_skips_nothing_and_records_it(tmp_path,
     summary = train_run(cfg, tmp_path, quiet=True)
     assert summary["status"] == "completed"
     assert summary["precision"]["dtype"] == "float16" and summary["precision"]["grad_scaler"]
-    assert summary["skipped_steps"] == 0  # the default scale 2^16 overflows nothing in this small model
+    # the default scale 2^16 overflows nothing in this small model
+    assert summary["skipped_steps"] == 0
     assert summary["final_val_loss"] < summary["initial_val_loss"] - 0.3  # it learned
 
 
 def test_an_fp32_run_has_no_scaler_and_no_skipped_steps(tmp_path, tiny_corpus):
-    cfg = resolve("smoke", overrides={"max_iters": 4, "eval_interval": 2, "data": str(tiny_corpus)}, device="cpu")
+    cfg = resolve("smoke", overrides={"max_iters": 4, "eval_interval": 2, "data": str(tiny_corpus)},
+                  device="cpu")
     summary = train_run(cfg, tmp_path, quiet=True)
     assert summary["skipped_steps"] == 0 and not summary["precision"]["grad_scaler"]
 
 
 @pytest.fixture
 def huge_scale(monkeypatch):
-    """Start every gradient scaler at 2^40: fp16 gradients overflow, and the scaler skips steps until they fit."""
-    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=2.0**40))
+    """Start every gradient scaler at 2^40: fp16 gradients overflow, and the scaler skips steps
+    until they fit."""
+    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler,
+                                                                   init_scale=2.0**40))
 
 
 def test_steps_skipped_for_inf_gradients_are_counted_and_are_no_divergence(tiny_corpus, huge_scale):
-    cfg = resolve("smoke", overrides={"dtype": "float16", "max_iters": 40, "data": str(tiny_corpus)})
+    cfg = resolve("smoke", overrides={"dtype": "float16", "max_iters": 40,
+                                      "data": str(tiny_corpus)})
     corpus = Corpus.load(cfg.data)
     torch.manual_seed(0)
     model = GPT(dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size))
@@ -105,9 +112,10 @@ def test_steps_skipped_for_inf_gradients_are_counted_and_are_no_divergence(tiny_
 
 
 def test_an_fp16_run_resumes_exactly_with_its_scaler_state(tiny_corpus, huge_scale):
-    """Resumed while the scaler is still skipping steps: a resume that restarted the scale at 2^40 would skip
-    steps the uninterrupted run took, and end on other weights."""
+    """Resumed while the scaler is still skipping steps: a resume that restarted the scale at 2^40
+    would skip steps the uninterrupted run took, and end on other weights."""
     first, second = assert_resumes_exactly({"dtype": "float16", "max_iters": 20, "grad_clip": 1.0,
                                             "data": str(tiny_corpus)}, resume_at=10)
     assert first.scaler.state_dict() == second.scaler.state_dict()
-    assert int(first.skipped) == int(second.skipped) > 10  # skips before and after the resume point, all counted
+    # skips before and after the resume point, all counted
+    assert int(first.skipped) == int(second.skipped) > 10

@@ -1,4 +1,5 @@
-"""requirements.lock pins every dependency exactly, and this environment is what it pins (`make setup` installs it).
+"""requirements.lock pins every dependency exactly, and this environment is what it pins (`make
+setup` installs it).
 
 Refresh it with `make lock` after changing pyproject.toml's dependencies.
 """
@@ -26,8 +27,10 @@ def locked() -> dict[str, str]:
 def test_the_lock_pins_every_dependency_and_the_environment_matches_it():
     pins = locked()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    wanted = {_name(r) for r in [*project["dependencies"], *project["optional-dependencies"]["dev"]]}
+    wanted = {_name(r) for r in [*project["dependencies"],
+                                 *project["optional-dependencies"]["dev"]]}
     assert wanted <= set(pins), sorted(wanted - set(pins))
     assert {"torch", "numpy", "wandb", "optuna", "statsmodels", "wandb-workspaces"} <= set(pins)
     installed = {name: importlib.metadata.version(name) for name in pins}
-    assert {n: v for n, v in installed.items() if v != pins[n]} == {}, "run `make setup` to install requirements.lock"
+    assert {n: v for n, v in installed.items()
+            if v != pins[n]} == {}, "run `make setup` to install requirements.lock"

@@ -29,7 +29,8 @@ V, C, T, L = TUTORIAL.vocab_size, TUTORIAL.n_embd, TUTORIAL.block_size, TUTORIAL
 
 def plain_pre_ln_gpt_params(v: int, c: int, t: int, n_layer: int) -> int:
     """A textbook pre-LN GPT with biases, untied head: embeddings + blocks + final LN + head."""
-    block = 2 * c + (3 * c * c + 3 * c) + (c * c + c) + 2 * c + (4 * c * c + 4 * c) + (4 * c * c + c)
+    block = 2 * c + (3 * c * c + 3 * c) + (c * c + c) + 2 * c + (4 * c * c + 4 * c) + (4 * c * c
+                                                                                       + c)
     return v * c + t * c + n_layer * block + 2 * c + c * v
 
 
@@ -56,7 +57,8 @@ def test_all_switches_on_matches_plain_pre_ln_gpt():
         (dict(attention=False), L * (2 * C + 4 * C * C + 4 * C)),
         (dict(mlp=False), L * (2 * C + 8 * C * C + 5 * C)),
         (dict(norm_position="none"), L * 4 * C + 2 * C),
-        (dict(norm_position="post"), 2 * C),  # post-LN keeps the per-sub-layer norms, drops the final one
+        # post-LN keeps the per-sub-layer norms, drops the final one
+        (dict(norm_position="post"), 2 * C),
         (dict(pos_emb=False), T * C),
         (dict(weight_tying=True), V * C),
         (dict(residual=False), 0),
@@ -70,7 +72,8 @@ def test_each_switch_removes_exactly_its_parameters(change, removed):
 
 
 def test_switched_off_components_are_not_built():
-    model = GPT(dataclasses.replace(TUTORIAL, attention=False, mlp=False, norm_position="none", pos_emb=False))
+    model = GPT(dataclasses.replace(TUTORIAL, attention=False, mlp=False, norm_position="none",
+                                    pos_emb=False))
     kinds = {type(m) for m in model.modules()}
     assert CausalSelfAttention not in kinds and MLP not in kinds and torch.nn.LayerNorm not in kinds
     assert len(model.blocks) == 0 and isinstance(model.add_positions, torch.nn.Identity)
@@ -87,7 +90,8 @@ def test_residual_and_layernorm_placement_change_the_function():
     torch.manual_seed(0)
     idx = torch.randint(0, V, (2, T))
     outputs = []
-    for change in (dict(), dict(residual=False), dict(norm_position="post"), dict(norm_position="none")):
+    for change in (dict(), dict(residual=False), dict(norm_position="post"),
+                   dict(norm_position="none")):
         torch.manual_seed(0)
         outputs.append(GPT(dataclasses.replace(TUTORIAL, **change))(idx)[0])
     for i in range(len(outputs)):
@@ -99,7 +103,8 @@ def test_gpt2_init_is_normal_002_with_zero_bias():
     model = GPT(dataclasses.replace(TUTORIAL, n_embd=256, n_head=4))
     w = model.wte.weight
     assert abs(w.std().item() - 0.02) < 0.002
-    assert all(torch.count_nonzero(m.bias) == 0 for m in model.modules() if isinstance(m, torch.nn.Linear)
+    assert all(torch.count_nonzero(m.bias) == 0 for m in model.modules()
+               if isinstance(m, torch.nn.Linear)
                and m.bias is not None)
     default = GPT(dataclasses.replace(TUTORIAL, init="default"))
     assert default.wte.weight.std().item() > 0.5  # PyTorch's N(0, 1) embedding init
@@ -128,19 +133,23 @@ def assert_flops_exact(cfg: ModelConfig) -> None:
     assert model.flops_per_token() * T == counter.get_total_flops()
 
 
-@pytest.mark.parametrize("variant", [v for e in ("ladder", "modern", "modern_leave_one_out", "norms")
-                                     for v in names(get_experiment(e), PRESETS["tutorial"]["settings"])])
+@pytest.mark.parametrize("variant", [v for e in ("ladder", "modern", "modern_leave_one_out",
+                                                 "norms")
+                                     for v in names(get_experiment(e),
+                                                    PRESETS["tutorial"]["settings"])])
 def test_flops_per_token_matches_torch_flop_counter(variant):
     assert_flops_exact(resolve("tutorial", variant).model)
 
 
 def test_ladder_adds_one_component_per_rung_and_ends_at_the_full_model():
-    configs = [resolve("tutorial", f"ladder/{v.name}").model for v in get_experiment("ladder").variants]
+    configs = [resolve("tutorial", f"ladder/{v.name}").model
+               for v in get_experiment("ladder").variants]
     for before, after in zip(configs, configs[1:], strict=False):
         fields = dataclasses.fields(ModelConfig)
         changed = {f.name for f in fields if getattr(before, f.name) != getattr(after, f.name)}
-        assert changed and changed <= {"lm_head", "pos_emb", "attention", "n_head", "mlp", "n_layer", "residual",
-                                       "norm_position", "init", "dropout", "weight_tying"}
+        assert changed and changed <= {"lm_head", "pos_emb", "attention", "n_head", "mlp",
+                                       "n_layer", "residual", "norm_position", "init", "dropout",
+                                       "weight_tying"}
     assert configs[-1] == TUTORIAL
     sizes = [GPT(c).num_params() for c in configs]
     assert sizes[0] == 4225 and sizes[-1] == GPT(TUTORIAL).num_params()
@@ -164,13 +173,16 @@ def test_impossible_configs_are_refused_with_a_reason(change, message):
         GPT(dataclasses.replace(TUTORIAL, **change))
 
 
-# ---- modern components ------------------------------------------------------------------------------------------
+# ---- modern components ---------------------------------------------------------------------------
 
 POSITIONS = {"learned": dict(pos_emb=True, rope=False), "rope": dict(pos_emb=False, rope=True),
              "nope": dict(pos_emb=False, rope=False)}
-# Every norm x MLP x positions, each with the attention switches off and all on (QK-norm, multi-query, no bias).
-MODERN = [dict(norm=norm, activation=act, **POSITIONS[pos], qk_norm=extras, n_kv_head=int(extras), bias=not extras)
-          for norm, act, pos, extras in itertools.product(("layernorm", "rmsnorm"), ("gelu", "swiglu"), POSITIONS,
+# Every norm x MLP x positions, each with the attention switches off and all on (QK-norm,
+# multi-query, no bias).
+MODERN = [dict(norm=norm, activation=act, **POSITIONS[pos], qk_norm=extras, n_kv_head=int(extras),
+               bias=not extras)
+          for norm, act, pos, extras in itertools.product(("layernorm", "rmsnorm"),
+                                                          ("gelu", "swiglu"), POSITIONS,
                                                           (False, True))]
 MODERN_IDS = ["-".join(f"{k}={v}" for k, v in change.items()) for change in MODERN]
 
@@ -182,7 +194,8 @@ def test_flops_per_token_is_exact_for_every_modern_combination(change):
 
 @pytest.mark.parametrize("change", MODERN, ids=MODERN_IDS)
 def test_every_modern_combination_trains_and_resumes_exactly(change, tiny_corpus):
-    assert_resumes_exactly({"max_iters": 4, "eval_interval": 2, "eval_iters": 1, "data": str(tiny_corpus), **change},
+    assert_resumes_exactly({"max_iters": 4, "eval_interval": 2, "eval_iters": 1,
+                            "data": str(tiny_corpus), **change},
                            resume_at=2)
 
 
@@ -190,7 +203,8 @@ HS = C // TUTORIAL.n_head  # head size
 
 
 def swiglu_mlp_params(c: int, bias: bool) -> int:
-    """Gate, up and down projections (biases: 2 x hidden + c) with hidden chosen to match 8c^2 (+ 5c)."""
+    """Gate, up and down projections (biases: 2 x hidden + c) with hidden chosen to match 8c^2 (+
+    5c)."""
     hidden = round((8 * c * c + 4 * c * bias) / (3 * c + 2 * bias))
     return 3 * c * hidden + (2 * hidden + c if bias else 0)
 
@@ -202,10 +216,12 @@ def swiglu_mlp_params(c: int, bias: bool) -> int:
         (dict(activation="swiglu"), L * (swiglu_mlp_params(C, True) - (8 * C * C + 5 * C))),
         (dict(rope=True), 0),  # rotations have no parameters
         (dict(rope=True, pos_emb=False), -T * C),
-        (dict(qk_norm=True), L * 2 * 2 * HS),  # a LayerNorm (gain and bias) of head size for q and for k
+        # a LayerNorm (gain and bias) of head size for q and for k
+        (dict(qk_norm=True), L * 2 * 2 * HS),
         (dict(qk_norm=True, norm="rmsnorm"), L * 2 * HS - (2 * L + 1) * C),
         (dict(n_kv_head=TUTORIAL.n_head), 0),
-        (dict(n_kv_head=2), -L * 2 * (C - 2 * HS) * (C + 1)),  # k and v projections: 2 heads instead of 4
+        # k and v projections: 2 heads instead of 4
+        (dict(n_kv_head=2), -L * 2 * (C - 2 * HS) * (C + 1)),
         (dict(n_kv_head=1), -L * 2 * (C - HS) * (C + 1)),
     ],
 )
@@ -282,18 +298,21 @@ def test_gqa_shares_each_kv_head_among_its_group_of_query_heads():
 
 def test_parameter_names_do_not_depend_on_unrelated_switches():
     def names(**change) -> set[str]:
-        return {n for n, _ in GPT(dataclasses.replace(TUTORIAL, **change)).named_parameters() if "ln_f" not in n}
+        return {n for n, _ in GPT(dataclasses.replace(TUTORIAL, **change)).named_parameters()
+                if "ln_f" not in n}
 
     pre = names()
-    assert "blocks.0.attn.qkv.weight" in pre and "blocks.2.mlp.fc.weight" in pre and "blocks.1.ln_2.weight" in pre
-    for change in (dict(norm_position="post"), dict(residual=False), dict(rope=True), dict(n_kv_head=2),
-                   dict(activation="swiglu"), dict(scaled_residual_init=True)):
+    assert ("blocks.0.attn.qkv.weight" in pre and "blocks.2.mlp.fc.weight" in pre
+            and "blocks.1.ln_2.weight" in pre)
+    for change in (dict(norm_position="post"), dict(residual=False), dict(rope=True),
+                   dict(n_kv_head=2), dict(activation="swiglu"), dict(scaled_residual_init=True)):
         assert names(**change) == pre, change
 
 
 def test_a_checkpoint_with_old_parameter_names_is_refused_in_one_line(tmp_path):
     path = tmp_path / "ckpt.pt"
-    torch.save({"step": 10, "model": {"wte.weight": torch.zeros(1), "blocks.0.0.fn.1.qkv.weight": torch.zeros(1)}},
+    torch.save({"step": 10, "model": {"wte.weight": torch.zeros(1),
+                                      "blocks.0.0.fn.1.qkv.weight": torch.zeros(1)}},
                path)
     with pytest.raises(CheckpointError, match=r"blocks\.0\.0\.fn\.1\.qkv\.weight.*--force") as e:
         load(path)
@@ -307,8 +326,10 @@ def test_a_checkpoint_with_old_parameter_names_is_refused_in_one_line(tmp_path):
     ("tutorial", "layernorm", "5073c3d76ff29edd8f34fa342e7dcc616d2d6f821b3484bc06a7d0283b1b8b3b"),
 ])
 def test_configs_from_before_the_modern_switches_keep_their_hash(preset, variant, config_hash):
-    """Computed on main before these switches existed: `--dry-run --seed 2`, with Tiny Shakespeare."""
-    cfg = with_corpus(resolve(preset, variant, seed=2), 65, TINY_SHAKESPEARE_SHA256, (1_003_854, 111_540))
+    """Computed on main before these switches existed: `--dry-run --seed 2`, with Tiny
+    Shakespeare."""
+    cfg = with_corpus(resolve(preset, variant, seed=2), 65, TINY_SHAKESPEARE_SHA256,
+                      (1_003_854, 111_540))
     assert cfg.hash == config_hash
 
 
@@ -316,7 +337,8 @@ def test_added_settings_are_left_out_of_the_hash_only_at_their_neutral_value():
     added = {s.name for s in REGISTRY.values() if not s.label and s.hash_key not in FORMAT_1_HASHED}
     assert added == {"norm", "rope", "qk_norm", "n_kv_head", "z_loss", "parametrization",
                      "mup_base_width"}
-    assert {"experiment", "preset", "variant", "device", "compile", "trial", "study", "group", "job_type",
+    assert {"experiment", "preset", "variant", "device", "compile", "trial", "study", "group",
+            "job_type",
                       "tags", "dtype_reason"} == LABELS
     base = resolve("tutorial")
     assert resolve("tutorial", overrides={"rope": True}).hash != base.hash
@@ -328,12 +350,15 @@ def test_modern_ladder_changes_one_component_per_rung_and_ends_at_the_llama_base
     configs = [resolve("modern", v).model for v in names(get_experiment("modern"), settings)]
     assert configs[0] == resolve("modern").model  # the preset's full model is the GPT-2 block
     for before, after in itertools.pairwise(configs):
-        changed = {f.name for f in dataclasses.fields(ModelConfig) if getattr(before, f.name) != getattr(after, f.name)}
-        assert changed in ({"norm"}, {"activation"}, {"rope", "pos_emb"}, {"bias"}, {"n_kv_head"}, {"qk_norm"})
+        changed = {f.name for f in dataclasses.fields(ModelConfig)
+                   if getattr(before, f.name) != getattr(after, f.name)}
+        assert changed in ({"norm"}, {"activation"}, {"rope", "pos_emb"}, {"bias"}, {"n_kv_head"},
+                           {"qk_norm"})
     assert configs[-1] == resolve("modern", "llama").model
     for variant in names(get_experiment("modern_leave_one_out"), settings)[1:]:
         changed = {f.name for f in dataclasses.fields(ModelConfig)
-                   if getattr(configs[-1], f.name) != getattr(resolve("modern", variant).model, f.name)}
+                   if getattr(configs[-1], f.name) != getattr(resolve("modern", variant).model,
+                                                              f.name)}
         assert 1 <= len(changed) <= 2, (variant, changed)
 
 

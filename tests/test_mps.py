@@ -1,5 +1,6 @@
-"""Apple Silicon (`--device mps`) where it can be tested without a Mac: torch.mps's functions are mocked, so these
-pin which functions the code calls and what it does with their answers, not that Metal works."""
+"""Apple Silicon (`--device mps`) where it can be tested without a Mac: torch.mps's functions are
+mocked, so these pin which functions the code calls and what it does with their answers, not that
+Metal works."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def batches() -> dict[str, Batches]:
 
 
 def test_the_mps_generator_is_checkpointed_and_restored(mps):
-    """Dropout on an Apple GPU draws from the MPS generator: without its state a resumed run draws other masks."""
+    """Dropout on an Apple GPU draws from the MPS generator: without its state a resumed run draws
+    other masks."""
     state = train.rng_state(batches())
     assert torch.equal(state["mps"], MPS_STATE)
     random.seed(1)  # restore_rng also sets the other generators back
@@ -47,7 +49,8 @@ def test_without_mps_no_mps_state_is_kept_or_asked_for(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     state = train.rng_state(batches())
     assert "mps" not in state
-    train.restore_rng(state | {"mps": MPS_STATE}, batches())  # a Mac's checkpoint resumed elsewhere: no MPS call
+    # a Mac's checkpoint resumed elsewhere: no MPS call
+    train.restore_rng(state | {"mps": MPS_STATE}, batches())
 
 
 def test_mps_memory_is_the_metal_drivers_allocation_in_mib(monkeypatch):
@@ -55,7 +58,8 @@ def test_mps_memory_is_the_metal_drivers_allocation_in_mib(monkeypatch):
     assert train.peak_memory_mb(torch.device("mps")) == 3.0
 
 
-@pytest.mark.parametrize(("platform", "maxrss", "mib"), [("linux", 2**20, 1024.0), ("darwin", 2**30, 1024.0)])
+@pytest.mark.parametrize(("platform", "maxrss", "mib"), [("linux", 2**20, 1024.0),
+                                                         ("darwin", 2**30, 1024.0)])
 def test_cpu_peak_memory_reads_ru_maxrss_in_the_platforms_unit(monkeypatch, platform, maxrss, mib):
     """Linux reports KiB, macOS bytes: the same 1 GiB peak either way."""
     monkeypatch.setattr(sys, "platform", platform)
@@ -71,7 +75,8 @@ def test_mps_memory_limit_is_what_metal_recommends(monkeypatch):
 def test_device_mps_is_taken_where_mps_is_there_and_auto_stays_on_the_cpu(mps, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert machine.resolve_device("mps") == torch.device("mps")
-    assert machine.resolve_device("auto") == torch.device("cpu")  # not measured to pay on a Mac yet (docs/gpu.md)
+    # not measured to pay on a Mac yet (docs/gpu.md)
+    assert machine.resolve_device("auto") == torch.device("cpu")
 
 
 def test_device_mps_without_mps_says_what_to_use(monkeypatch):
@@ -89,6 +94,7 @@ def test_auto_dtype_on_mps_is_float32_and_float16_is_not_called_emulated():
 def test_help_and_errors_list_mps(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "mps (Apple Silicon GPU)" in " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    # argparse wraps lines
+    assert "mps (Apple Silicon GPU)" in " ".join(capsys.readouterr().out.split())
     with pytest.raises(ConfigError, match="use auto, cpu, cuda, cuda:N or mps"):
         machine.resolve_device("tpu")

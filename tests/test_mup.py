@@ -54,7 +54,8 @@ def test_mup_at_the_base_width_is_the_sp_run(tiny_corpus, tmp_path):
     lrs = sorted({v.point["lr"] for v in planned.variants})
     at_base = [v for v in planned.variants if v.point == {"lr": lrs[0], "width": BASE}]
     assert [(v.name, v.same_as) for v in at_base] == [("sp", None), ("mup", "mup_transfer/sp")]
-    assert len(planned.runs) == len(planned.variants) - len(lrs)  # one run less per lr: at the base width
+    # one run less per lr: at the base width
+    assert len(planned.runs) == len(planned.variants) - len(lrs)
 
 
 def test_mup_scales_only_away_from_its_base_width():

@@ -23,6 +23,6 @@ def test_a_users_labels_get_stable_colours_and_unlabelled_variants_their_own():
 
 
 def test_the_modern_components_have_distinct_colours():
-    modern = ["GPT-2 block", "RMSNorm", "SwiGLU", "RoPE", "no bias", "GQA", "QK-norm", "Llama-style", "NoPE",
-              "post-norm", "post-RMSNorm", "layernorm"]
+    modern = ["GPT-2 block", "RMSNorm", "SwiGLU", "RoPE", "no bias", "GQA", "QK-norm",
+              "Llama-style", "NoPE", "post-norm", "post-RMSNorm", "layernorm"]
     assert len({COMPONENT_COLOUR[c] for c in modern}) == len(modern)

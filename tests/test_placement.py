@@ -1,4 +1,5 @@
-"""GPU job placement for `make ablate`, with the device count patched: runs per GPU, round-robin pinning, threads."""
+"""GPU job placement for `make ablate`, with the device count patched: runs per GPU, round-robin
+pinning, threads."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def test_the_machine_placement_reads_the_cuda_device_count(monkeypatch):
 
 
 def test_an_ablate_worker_sees_only_the_gpu_its_start_order_gives_it():
-    """A real spawned worker, started as the second one: it takes the second GPU, before torch touches CUDA."""
+    """A real spawned worker, started as the second one: it takes the second GPU, before torch
+    touches CUDA."""
     spawn = multiprocessing.get_context("spawn")
     where = placement.Placement(jobs=1, threads=1, gpus=("5", "7"))
     started = spawn.Value("i", 1)

@@ -1,4 +1,5 @@
-"""dtype=auto: bf16 only where the hardware computes it natively, resolved before hashing, recorded with its reason."""
+"""dtype=auto: bf16 only where the hardware computes it natively, resolved before hashing, recorded
+with its reason."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ CPU = torch.device("cpu")
 
 
 def native_bf16_flags() -> bool:
-    """Read /proc/cpuinfo here, independently of nanogpt.precision: AVX512_BF16 or AMX means native bf16."""
+    """Read /proc/cpuinfo here, independently of nanogpt.precision: AVX512_BF16 or AMX means native
+    bf16."""
     cpuinfo = Path("/proc/cpuinfo")
     text = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    flags = {flag for line in text.splitlines() if line.startswith("flags")
+             for flag in line.split(":", 1)[1].split()}
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
@@ -57,14 +60,16 @@ def test_auto_decides_from_the_capability_not_the_preset(emulated_bf16):
     assert precision.choose("auto", CPU).dtype == "float32"
     forced = precision.choose("bfloat16", CPU)
     assert forced.dtype == "bfloat16"  # an explicit dtype is kept ...
-    assert "emulated" in forced.warning and "dtype=auto" in forced.warning  # ... with a warning saying what to do
+    # ... with a warning saying what to do
+    assert "emulated" in forced.warning and "dtype=auto" in forced.warning
     assert precision.choose("float32", CPU).warning is None
 
 
 def test_auto_takes_bf16_where_it_is_native(native_bf16):
     choice = precision.choose("auto", CPU)
     assert choice.dtype == "bfloat16" and choice.warning is None
-    assert choice.attention_dtype == "float32"  # CPU attention stays fp32: its fp32 kernel is the fast one
+    # CPU attention stays fp32: its fp32 kernel is the fast one
+    assert choice.attention_dtype == "float32"
 
 
 def test_configs_that_differ_only_in_resolved_dtype_hash_differently(emulated_bf16):
@@ -80,15 +85,18 @@ def test_forcing_emulated_bf16_warns_once(emulated_bf16, capsys):
     config._warn_once.cache_clear()
     for _ in range(3):
         with_device(resolve("smoke", overrides={"dtype": "bfloat16", "lr": 0.02}), CPU)
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("warning:")]
     assert len(warnings) == 1 and "emulated" in warnings[0]
 
 
 def test_a_run_records_its_resolved_dtype_and_the_reason(tmp_path, tiny_corpus):
-    cfg = resolve("smoke", overrides={"dtype": "auto", "max_iters": 2, "eval_interval": 2, "data": str(tiny_corpus)})
+    cfg = resolve("smoke", overrides={"dtype": "auto", "max_iters": 2, "eval_interval": 2,
+                                      "data": str(tiny_corpus)})
     summary = train_run(cfg, tmp_path, quiet=True)
     expected = precision.choose("auto", CPU)
-    assert summary["precision"] == expected.record()  # dtype, attention dtype, bf16_native and the reason
+    # dtype, attention dtype, bf16_native and the reason
+    assert summary["precision"] == expected.record()
     assert summary["precision"]["reason"].startswith(f"auto -> {expected.dtype}: ")
     assert summary["environment"]["cpu_isa"] == precision.cpu_isa()
     [config] = tmp_path.glob("*/*/config.json")

@@ -16,9 +16,10 @@ import pytest
 from experiments import store
 from tests.conftest import ROOT, run_module
 
-# Many evaluations, each appending metrics and rewriting the checkpoint: random kills land in every phase.
-ARGS = ("--preset", "smoke", "--quiet", "--seed", "5", "--set", "max_iters=1200", "--set", "eval_interval=20",
-        "--set", "log_interval=20")
+# Many evaluations, each appending metrics and rewriting the checkpoint: random kills land in every
+# phase.
+ARGS = ("--preset", "smoke", "--quiet", "--seed", "5", "--set", "max_iters=1200", "--set",
+        "eval_interval=20", "--set", "log_interval=20")
 
 
 def the_run(results: Path) -> Path:
@@ -62,14 +63,16 @@ def killed_copy(uninterrupted: Path, tmp_path: Path, tiny_corpus: Path, at_line:
 
 
 @pytest.mark.slow
-@pytest.mark.reliability("fault", "SIGKILL at random moments, repeated (steps, metrics and checkpoint writes)")
+@pytest.mark.reliability(
+    "fault", "SIGKILL at random moments, repeated (steps, metrics and checkpoint writes)")
 def test_repeated_random_sigkills_lose_nothing(tmp_path, tiny_corpus, uninterrupted):
     """After each kill the folder reads (at most a torn last line); resumed 5x, numbers equal an uninterrupted run."""
     rng = random.Random(0)
     for kill in range(5):
         written = evaluations(tmp_path)
         proc = start(tmp_path, tiny_corpus, *(("--resume",) if kill else ()))
-        while evaluations(tmp_path) <= written and proc.poll() is None:  # training has started again
+        # training has started again
+        while evaluations(tmp_path) <= written and proc.poll() is None:
             time.sleep(0.002)
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
@@ -81,24 +84,29 @@ def test_repeated_random_sigkills_lose_nothing(tmp_path, tiny_corpus, uninterrup
         assert steps == sorted(set(steps))  # every evaluation once, in order
         if json.loads((run_dir / "summary.json").read_text())["status"] == "completed":
             break
-    out = run_module("experiments.run", *ARGS, "--data", tiny_corpus, "--results", tmp_path, "--resume")
+    out = run_module("experiments.run", *ARGS, "--data", tiny_corpus, "--results", tmp_path,
+                     "--resume")
     assert out.returncode == 0, out.stderr
     assert losses(run_dir) == losses(uninterrupted)
     assert not list(run_dir.glob(".*")), "temp files of interrupted writes must not stay"
 
 
 @pytest.mark.slow
-@pytest.mark.reliability("fault", "kill while appending metrics (torn last line) and while writing a checkpoint")
-def test_torn_metrics_line_and_half_written_checkpoint_are_recovered(tmp_path, tiny_corpus, uninterrupted):
+@pytest.mark.reliability(
+    "fault", "kill while appending metrics (torn last line) and while writing a checkpoint")
+def test_torn_metrics_line_and_half_written_checkpoint_are_recovered(tmp_path, tiny_corpus,
+                                                                     uninterrupted):
     """The torn line is reported, then dropped on resume; the half checkpoint is discarded; numbers are exact."""
     run_dir = killed_copy(uninterrupted, tmp_path, tiny_corpus, at_line=10)
     with (run_dir / store.METRICS).open("a") as f:
         f.write('{"step": 999, "train_lo')  # what a kill in the middle of a write leaves
     (run_dir / f".{store.CHECKPOINT}.x1y2z3").write_bytes(b"PK\x03\x04 half a zip")
     record = store.read_run(run_dir)
-    assert record.status == "running" and len(record.problems) == 1 and "torn last line" in record.problems[0]
+    assert (record.status == "running" and len(record.problems) == 1 and "torn last line"
+            in record.problems[0])
 
-    out = run_module("experiments.run", *ARGS, "--data", tiny_corpus, "--results", tmp_path, "--resume")
+    out = run_module("experiments.run", *ARGS, "--data", tiny_corpus, "--results", tmp_path,
+                     "--resume")
     assert out.returncode == 0, out.stderr
     assert losses(run_dir) == losses(uninterrupted)
     assert not list(run_dir.glob(".*"))
@@ -112,19 +120,24 @@ def test_corrupted_checkpoint_is_reported_with_the_fix(tmp_path, tiny_corpus, un
     ckpt = run_dir / store.CHECKPOINT
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # a truncated zip
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
-    out = run_module("experiments.run", *ARGS, "--data", tiny_corpus, "--results", tmp_path, "--resume")
+    out = run_module("experiments.run", *ARGS, "--data", tiny_corpus, "--results", tmp_path,
+                     "--resume")
     assert out.returncode == 2
-    assert str(ckpt) in out.stderr and "--force" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert (str(ckpt) in out.stderr and "--force" in out.stderr
+            and len(out.stderr.strip().splitlines()) == 1)
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
-    forced = run_module("experiments.run", *ARGS, "--data", tiny_corpus, "--results", tmp_path, "--force")
+    forced = run_module("experiments.run", *ARGS, "--data", tiny_corpus, "--results", tmp_path,
+                        "--force")
     assert forced.returncode == 0, forced.stderr
     assert losses(run_dir) == losses(uninterrupted)
 
 
-@pytest.mark.reliability("fault", "run folder from an older format, or with a damaged config/summary")
+@pytest.mark.reliability("fault",
+                         "run folder from an older format, or with a damaged config/summary")
 @pytest.mark.parametrize("damage", ["older format", "config not JSON", "summary not JSON"])
-def test_foreign_or_damaged_run_folder_is_reported_and_the_rest_loads(tmp_path, uninterrupted, damage):
+def test_foreign_or_damaged_run_folder_is_reported_and_the_rest_loads(tmp_path, uninterrupted,
+                                                                      damage):
     """The store names the folder and the fix, and still yields every other run."""
     for name in (uninterrupted.name, "b"):  # a folder is named by its run id; "b" is damaged anyway
         shutil.copytree(uninterrupted, tmp_path / "exp" / name)
@@ -134,7 +147,8 @@ def test_foreign_or_damaged_run_folder_is_reported_and_the_rest_loads(tmp_path, 
         del config["format"]
         (bad / store.CONFIG).write_text(json.dumps(config))
     else:
-        (bad / (store.CONFIG if damage.startswith("config") else store.SUMMARY)).write_text("{not json")
+        (bad / (store.CONFIG if damage.startswith("config")
+                else store.SUMMARY)).write_text("{not json")
     found = list(store.RunStore(tmp_path).runs("exp"))
     assert [r.path.name for r in found if isinstance(r, store.RunRecord)] == [uninterrupted.name]
     [problem] = [r for r in found if isinstance(r, str)]

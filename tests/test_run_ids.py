@@ -1,9 +1,11 @@
-"""Every run id of today's default plans stays what it was: run folders keep their names across renames.
+"""Every run id of today's default plans stays what it was: run folders keep their names across
+renames.
 
 tests/pinned_run_ids.json was written on main before the renovation (issue 15), from
-`make ablate EXPERIMENTS=<name> DRY_RUN=1` for the ladder, leave_one_out, modern, modern_leave_one_out
-and norms plans over 3 seeds with Tiny Shakespeare. The setting `norm_position` was called `layernorm`
-then; definitions, --set and config.json files that still say `layernorm` mean the same runs.
+`make ablate EXPERIMENTS=<name> DRY_RUN=1` for the ladder, leave_one_out, modern,
+modern_leave_one_out and norms plans over 3 seeds with Tiny Shakespeare. The setting `norm_position`
+was called `layernorm` then; definitions, --set and config.json files that still say `layernorm`
+mean the same runs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def definitions_saying(request, tmp_path, monkeypatch):
     folder.mkdir()
     for path in definitions.HERE.glob("*.yaml"):
         text = path.read_text(encoding="utf-8")
-        (folder / path.name).write_text(re.sub(r"\bnorm_position:", f"{request.param}:", text), encoding="utf-8")
+        (folder / path.name).write_text(re.sub(r"\bnorm_position:", f"{request.param}:", text),
+                                        encoding="utf-8")
     monkeypatch.setattr(definitions, "HERE", folder)
     definitions._load_all.cache_clear()
     yield request.param
@@ -54,5 +57,6 @@ def test_the_old_key_means_the_same_setting_in_set_and_in_old_config_files():
     cfg = resolve("smoke", overrides=new)
     assert cfg.model.norm_position == "post" and cfg.hash == resolve("smoke", overrides=old).hash
     written_before = json.loads(cfg.to_json())
-    written_before["layernorm"] = written_before.pop("norm_position")  # a config.json from before the rename
+    # a config.json from before the rename
+    written_before["layernorm"] = written_before.pop("norm_position")
     assert RunConfig.from_flat(written_before) == cfg

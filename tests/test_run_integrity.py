@@ -1,5 +1,6 @@
-"""Run folders are checked, never trusted: an edited config.json is refused by every reader (one line, exit 2,
-nothing rewritten), and a damaged folder is either repaired into a complete record or refused, untouched."""
+"""Run folders are checked, never trusted: an edited config.json is refused by every reader (one
+line, exit 2, nothing rewritten), and a damaged folder is either repaired into a complete record or
+refused, untouched."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def config(tiny_corpus: Path):
 
 
 class InterruptAt(Callback):
-    """Ctrl-C right after the evaluation (and checkpoint) of `step`: a real interrupted run folder."""
+    """Ctrl-C right after the evaluation (and checkpoint) of `step`: a real interrupted run
+    folder."""
 
     def __init__(self, step: int):
         self.step = step
@@ -69,11 +71,12 @@ def contents(run_dir: Path) -> dict[str, bytes]:
 
 
 def run_cli(run_dir: Path, tiny_corpus: Path, *extra: str) -> int:
-    return run.main(["--preset", "smoke", "--variant", "leave_one_out/full", *SET, "--data", str(tiny_corpus),
-                     "--results", str(run_dir.parents[1]), "--quiet", "--wandb", "off", *extra])
+    return run.main(["--preset", "smoke", "--variant", "leave_one_out/full", *SET, "--data",
+                     str(tiny_corpus), "--results", str(run_dir.parents[1]), "--quiet", "--wandb",
+                     "off", *extra])
 
 
-# --- class 4: an edited config.json ------------------------------------------------------------------------------
+# --- class 4: an edited config.json ---------------------------------------------------------------
 def edit(run_dir: Path, how: str) -> None:
     cfg = json.loads((run_dir / store.CONFIG).read_text())
     if how == "lr changed":
@@ -88,7 +91,8 @@ def edit(run_dir: Path, how: str) -> None:
 
 
 EDITS = ["lr changed", "rope on", "rehashed"]
-MISMATCH = "config.json does not match its run id (edited by hand?); delete the folder or restore the file"
+MISMATCH = ("config.json does not match its run id (edited by hand?); delete the folder or restore "
+            "the file")
 
 
 def refused_in_one_line(capsys, run_dir: Path) -> None:
@@ -96,7 +100,8 @@ def refused_in_one_line(capsys, run_dir: Path) -> None:
     assert line == f"error: {run_dir}: {MISMATCH}"
 
 
-@pytest.mark.reliability("fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
+@pytest.mark.reliability(
+    "fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
 @pytest.mark.parametrize("how", EDITS)
 def test_the_cache_hit_refuses_an_edited_config(finished, tmp_path, tiny_corpus, capsys, how):
     """Exit 2, one line naming the folder; nothing rewritten."""
@@ -108,7 +113,8 @@ def test_the_cache_hit_refuses_an_edited_config(finished, tmp_path, tiny_corpus,
     assert contents(run_dir) == before
 
 
-@pytest.mark.reliability("fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
+@pytest.mark.reliability(
+    "fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
 @pytest.mark.parametrize("how", EDITS)
 def test_resume_refuses_an_edited_config(interrupted, tmp_path, tiny_corpus, capsys, how):
     """Exit 2, one line naming the folder; nothing rewritten."""
@@ -120,14 +126,16 @@ def test_resume_refuses_an_edited_config(interrupted, tmp_path, tiny_corpus, cap
     assert contents(run_dir) == before
 
 
-@pytest.mark.reliability("fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
+@pytest.mark.reliability(
+    "fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
 @pytest.mark.parametrize("how", EDITS)
 def test_the_ablation_plan_refuses_an_edited_config(tmp_path, tiny_corpus, capsys, how):
     """make ablate counts a finished run as cached: an edited one is refused (exit 2, one line), not skipped."""
     results = tmp_path / "results"
-    args = ["--preset", "smoke", "--experiments", "leave_one_out", "--seeds", "1", *SET, "--data", str(tiny_corpus),
-            "--results", str(results), "--dry-run"]
-    planned, _ = plan("smoke", [0], ["leave_one_out"], results, overrides=SETTINGS | {"data": str(tiny_corpus)})
+    args = ["--preset", "smoke", "--experiments", "leave_one_out", "--seeds", "1", *SET, "--data",
+            str(tiny_corpus), "--results", str(results), "--dry-run"]
+    planned, _ = plan("smoke", [0], ["leave_one_out"], results,
+                      overrides=SETTINGS | {"data": str(tiny_corpus)})
     full = next(c for c in planned.runs if c.variant == "full")
     train_run(full, results, quiet=True)  # what make ablate trains for it
     assert ablate.main(args) == 0 and " 1 cached" in capsys.readouterr().out
@@ -139,7 +147,8 @@ def test_the_ablation_plan_refuses_an_edited_config(tmp_path, tiny_corpus, capsy
     assert contents(run_dir) == before
 
 
-@pytest.mark.reliability("fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
+@pytest.mark.reliability(
+    "fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
 @pytest.mark.parametrize("how", EDITS)
 def test_sample_refuses_an_edited_config(finished, tmp_path, capsys, how):
     """Exit 2, one line: the edited model is never built around the old weights."""
@@ -149,7 +158,8 @@ def test_sample_refuses_an_edited_config(finished, tmp_path, capsys, how):
     refused_in_one_line(capsys, run_dir)
 
 
-@pytest.mark.reliability("fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
+@pytest.mark.reliability(
+    "fault", "config.json edited by hand: cache hit, resume, plan, sample, analysis refuse it")
 @pytest.mark.parametrize("how", EDITS)
 def test_analysis_reports_an_edited_config_as_a_problem(finished, tmp_path, how):
     """The run is not loaded; the problem names its folder."""
@@ -161,7 +171,7 @@ def test_analysis_reports_an_edited_config_as_a_problem(finished, tmp_path, how)
     assert loaded.problems == [f"{run_dir}: {MISMATCH}"]
 
 
-# --- class 5: a damaged run folder, repaired or refused -------------------------------------------------------------
+# --- class 5: a damaged run folder, repaired or refused -------------------------------------------
 def damage(run_dir: Path, name: str, how: str) -> None:
     if how == "deleted":
         (run_dir / name).unlink()
@@ -180,10 +190,12 @@ OUTCOMES = {
 }
 
 
-@pytest.mark.reliability("fault", "summary, config, metrics or checkpoint deleted or corrupted, then --resume")
+@pytest.mark.reliability(
+    "fault", "summary, config, metrics or checkpoint deleted or corrupted, then --resume")
 @pytest.mark.parametrize("how", ["deleted", "corrupted"])
 @pytest.mark.parametrize(("state", "name"), list(OUTCOMES), ids=[f"{s}-{n}" for s, n in OUTCOMES])
-def test_a_damaged_run_is_repaired_completely_or_refused_untouched(finished, interrupted, tmp_path, tiny_corpus,
+def test_a_damaged_run_is_repaired_completely_or_refused_untouched(finished, interrupted, tmp_path,
+                                                                   tiny_corpus,
                                                                  capsys, state, name, how):
     """A complete summary (every key of a fresh run, same identity and evaluations), or one line and the same
     bytes: never a half-record marked completed."""
@@ -195,15 +207,17 @@ def test_a_damaged_run_is_repaired_completely_or_refused_untouched(finished, int
     err = capsys.readouterr().err.strip().splitlines()
     outcome = OUTCOMES[(state, name)]
     if outcome == "refused":
-        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and str(run_dir) in err[0], err
+        assert (code == 2 and len(err) == 1 and err[0].startswith("error: ") and str(run_dir)
+                in err[0]), err
         assert any(fix in err[0] for fix in ("--force", "delete", "restore")), err
         assert contents(run_dir) == before
         return
     assert code == 0, err
     summary = json.loads((run_dir / store.SUMMARY).read_text())
     assert fresh.keys() <= summary.keys()
-    for key in ("run_id", "config_hash", "experiment", "preset", "variant", "seed", "status", "evals", "step",
-                "params", "flops_per_token", "data_sha256", "initial_val_loss", "final_val_loss"):
+    for key in ("run_id", "config_hash", "experiment", "preset", "variant", "seed", "status",
+                "evals", "step", "params", "flops_per_token", "data_sha256", "initial_val_loss",
+                "final_val_loss"):
         assert summary[key] == fresh[key], key
     if outcome == "kept":
         assert contents(run_dir) == before
@@ -212,15 +226,17 @@ def test_a_damaged_run_is_repaired_completely_or_refused_untouched(finished, int
         assert summary["resumed_from_step"] == (4 if state == "finished" else 2)
 
 
-@pytest.mark.reliability("fault", "summary, config, metrics or checkpoint deleted or corrupted, then --resume")
+@pytest.mark.reliability(
+    "fault", "summary, config, metrics or checkpoint deleted or corrupted, then --resume")
 @pytest.mark.parametrize("state", ["finished", "interrupted"])
-def test_a_half_record_marked_completed_is_rebuilt_on_resume(finished, interrupted, tmp_path, tiny_corpus, capsys,
-                                                             state):
+def test_a_half_record_marked_completed_is_rebuilt_on_resume(finished, interrupted, tmp_path,
+                                                             tiny_corpus, capsys, state):
     """What the old --resume left (status completed, no run id, hash, variant, seed or environment): not a cache
     hit; without --resume one line and untouched, with --resume a complete summary."""
     fresh = json.loads((finished / store.SUMMARY).read_text())
     run_dir = copy_of(finished if state == "finished" else interrupted, tmp_path)
-    (run_dir / store.SUMMARY).write_text(json.dumps({"status": "completed", "reason": None, "final_val_loss": 1.0}))
+    (run_dir / store.SUMMARY).write_text(json.dumps({"status": "completed", "reason": None,
+                                                     "final_val_loss": 1.0}))
     before = contents(run_dir)
     assert run_cli(run_dir, tiny_corpus) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
@@ -230,13 +246,16 @@ def test_a_half_record_marked_completed_is_rebuilt_on_resume(finished, interrupt
     assert run_cli(run_dir, tiny_corpus, "--resume") == 0
     summary = json.loads((run_dir / store.SUMMARY).read_text())
     assert fresh.keys() <= summary.keys() and "repaired" in summary
-    assert {k: summary[k] for k in ("run_id", "config_hash", "variant", "seed", "final_val_loss", "evals")} == \
-        {k: fresh[k] for k in ("run_id", "config_hash", "variant", "seed", "final_val_loss", "evals")}
+    assert {k: summary[k] for k in ("run_id", "config_hash", "variant", "seed", "final_val_loss",
+                                    "evals")} == \
+        {k: fresh[k] for k in ("run_id", "config_hash", "variant", "seed", "final_val_loss",
+                               "evals")}
 
 
 def test_a_folder_recorded_before_the_canonical_form_is_still_read(finished, tmp_path):
-    """Its config.json carries the hash of its settings as spelled (a constant lr with warmup_iters 7, say): true
-    then, so analysis reads it; the same config trains today under its canonical id."""
+    """Its config.json carries the hash of its settings as spelled (a constant lr with warmup_iters
+    7, say): true then, so analysis reads it; the same config trains today under its canonical
+    id."""
     cfg = json.loads((finished / store.CONFIG).read_text()) | {"warmup_iters": 7}
     as_spelled = config_hash(store.RunConfig.from_flat(cfg).flat(), as_spelled=True)
     run_id = f"{cfg['variant']}-s{cfg['seed']}-{as_spelled[:8]}"

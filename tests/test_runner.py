@@ -1,4 +1,5 @@
-"""The runner CLI: one run → one self-describing folder; bad input → one line, exit 2, nothing written."""
+"""The runner CLI: one run → one self-describing folder; bad input → one line, exit 2, nothing
+written."""
 
 from __future__ import annotations
 
@@ -28,11 +29,13 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 def test_a_run_writes_a_self_describing_folder(tmp_path, tiny_corpus):
-    out = run_module("experiments.run", *SMOKE, "--data", tiny_corpus, "--results", tmp_path, "--seed", "3")
+    out = run_module("experiments.run", *SMOKE, "--data", tiny_corpus, "--results", tmp_path,
+                     "--seed", "3")
     assert out.returncode == 0, out.stderr
     run_dir = run_folder(tmp_path)
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "best.pt", "ckpt.pt", "config.json", "metrics.jsonl", "samples.txt", "summary.json", "vocab.json"]
+        "best.pt", "ckpt.pt", "config.json", "metrics.jsonl", "samples.txt", "summary.json",
+                                                         "vocab.json"]
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert run_dir.name == config["run_id"] == f"full-s3-{config['config_hash'][:8]}"
@@ -71,8 +74,8 @@ def test_config_hash_is_stable_and_ignores_labels():
 
 
 def test_w_and_b_style_flags_and_dry_run(tmp_path, tiny_corpus, capsys):
-    code = main(["--preset=smoke", "--lr=0.003", "--n_layer=1", "--dry-run", "--data", str(tiny_corpus),
-                 "--results", str(tmp_path)])
+    code = main(["--preset=smoke", "--lr=0.003", "--n_layer=1", "--dry-run", "--data",
+                 str(tiny_corpus), "--results", str(tmp_path)])
     assert code == 0
     config = json.loads(capsys.readouterr().out)
     assert config["lr"] == 0.003 and config["n_layer"] == 1
@@ -110,15 +113,18 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.reliability("bad input", "runner CLI: flags, settings, presets, variants, labels, paths, devices, sizes")
+@pytest.mark.reliability(
+    "bad input", "runner CLI: flags, settings, presets, variants, labels, paths, devices, sizes")
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
-def test_bad_input_gives_one_clear_line_exit_2_and_writes_nothing(tmp_path, tiny_corpus, capsys, args, message):
+def test_bad_input_gives_one_clear_line_exit_2_and_writes_nothing(tmp_path, tiny_corpus, capsys,
+                                                                  args, message):
     """One `error:` line naming the problem, exit 2, no results folder."""
     data = () if "--data" in args else ("--data", str(tiny_corpus))
     code = main(["--preset", "smoke", *data, "--results", str(tmp_path / "results"), *args])
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert (code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message
+            in lines[0]), err
     assert not (tmp_path / "results").exists()
 
 
@@ -127,15 +133,17 @@ def test_a_results_path_that_is_a_file_is_refused_as_such(tmp_path, tiny_corpus,
     """Exit 2 and advice to give a folder, not to free disk space; the file is untouched."""
     results = tmp_path / "results"
     results.write_text("not a folder")
-    assert main(["--preset", "smoke", "--data", str(tiny_corpus), "--results", str(results / "sub")]) == 2
+    assert main(["--preset", "smoke", "--data", str(tiny_corpus), "--results",
+                 str(results / "sub")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "is a file, not a folder" in err and "disk space" not in err
+    assert (err.startswith("error: ") and "is a file, not a folder" in err and "disk space"
+            not in err)
     assert results.read_text() == "not a folder"
 
 
 def test_labels_given_once_through_set_take_effect(tmp_path, tiny_corpus, capsys):
-    code = main(["--preset", "smoke", "--data", str(tiny_corpus), "--results", str(tmp_path), "--dry-run",
-                 "--set", "device=cpu", "--set", "experiment=mine"])
+    code = main(["--preset", "smoke", "--data", str(tiny_corpus), "--results", str(tmp_path),
+                 "--dry-run", "--set", "device=cpu", "--set", "experiment=mine"])
     config = json.loads(capsys.readouterr().out)
     assert code == 0 and (config["device"], config["experiment"]) == ("cpu", "mine")
 
@@ -162,7 +170,8 @@ def test_sigkill_then_resume_ends_on_the_numbers_of_an_uninterrupted_run(tmp_pat
     assert whole.returncode == 0, whole.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args, "--results", str(killed)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args, "--results",
+                             str(killed)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -181,24 +190,29 @@ def test_sigkill_then_resume_ends_on_the_numbers_of_an_uninterrupted_run(tmp_pat
 
     resumed = run_module("experiments.run", *args, "--results", killed, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    expected = [(m["step"], m["train_loss"], m["val_loss"]) for m in metrics(run_folder(tmp_path / "whole"))]
+    expected = [(m["step"], m["train_loss"], m["val_loss"])
+                for m in metrics(run_folder(tmp_path / "whole"))]
     got = [(m["step"], m["train_loss"], m["val_loss"]) for m in metrics(run_dir)]
     assert got == expected  # exactly, not approximately: every RNG state was checkpointed
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumes"] == 1
-    assert (run_dir / "samples.txt").read_text() == (run_folder(tmp_path / "whole") / "samples.txt").read_text()
+    assert ((run_dir / "samples.txt").read_text()
+            == (run_folder(tmp_path / "whole") / "samples.txt").read_text())
 
 
 @pytest.mark.slow
-@pytest.mark.reliability("fault", "SIGTERM (kill, W&B agent early termination), or Ctrl-C twice, to one run")
-@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT")], ids=["sigterm", "ctrl-c twice"])
+@pytest.mark.reliability("fault",
+                         "SIGTERM (kill, W&B agent early termination), or Ctrl-C twice, to one run")
+@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT")],
+                         ids=["sigterm", "ctrl-c twice"])
 def test_sigterm_ends_the_run_like_ctrl_c_and_it_resumes(tmp_path, tiny_corpus, signals):
     """Exit 130 with one `interrupted:` line and no traceback, summary 'interrupted', checkpoint kept; --resume
     completes it."""
     args = (*SMOKE, "--data", str(tiny_corpus), *LONG, "--results", str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+                            # as in a terminal
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while proc.poll() is None and not any(len(p.read_text().splitlines()) >= 3
                                           for p in tmp_path.glob("*/*/metrics.jsonl")):
         time.sleep(0.005)

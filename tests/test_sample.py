@@ -1,5 +1,6 @@
-"""`experiments.sample` and --resume against a recorded run: bad arguments or a checkpoint that does not
-fit the run's config give one `error:` line and exit 2, never a traceback; an unfinished run says so."""
+"""`experiments.sample` and --resume against a recorded run: bad arguments or a checkpoint that does
+not fit the run's config give one `error:` line and exit 2, never a traceback; an unfinished run
+says so."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def trained(tmp_path_factory, tiny_corpus) -> Path:
     """Two finished smoke runs of different widths in one run store; returns the store."""
     results = tmp_path_factory.mktemp("results")
     for width in (16, 32):
-        train_run(resolve("smoke", "full", 0, {"data": str(tiny_corpus), "n_embd": width}), results, quiet=True)
+        train_run(resolve("smoke", "full", 0, {"data": str(tiny_corpus), "n_embd": width}), results,
+                  quiet=True)
     return results
 
 
@@ -47,17 +49,20 @@ BAD_SAMPLING = [(("--tokens", "-1"), "--tokens must be 0 or more"),
                 (("--seed", "-3"), "--seed must be")]
 
 
-@pytest.mark.reliability("bad input", "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
+@pytest.mark.reliability("bad input",
+                         "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
 @pytest.mark.parametrize(("args", "message"), BAD_SAMPLING, ids=[m for _, m in BAD_SAMPLING])
 def test_bad_sampling_arguments_are_one_line(trained, capsys, args, message):
     """One `error:` line naming the argument, exit 2, nothing printed on stdout."""
     assert sample.main([str(run_dirs(trained)[0]), *args]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and not captured.out
+    assert (len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+            and not captured.out)
 
 
-@pytest.mark.reliability("bad input", "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
+@pytest.mark.reliability("bad input",
+                         "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
 def test_sampling_a_folder_without_a_run_says_what_to_give(tmp_path, capsys):
     """One `error:` line naming the folder, exit 2, no advice to delete anything."""
     assert sample.main([str(tmp_path)]) == 2
@@ -65,9 +70,11 @@ def test_sampling_a_folder_without_a_run_says_what_to_give(tmp_path, capsys):
     assert "is not a run folder" in err and "--force" not in err and "delete" not in err
 
 
-@pytest.mark.reliability("bad input", "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
+@pytest.mark.reliability("bad input",
+                         "sample: tokens, temperature, top-k, prompt, seed, folders, checkpoints")
 @pytest.mark.parametrize("which", ["best", "last"])
-def test_sampling_a_checkpoint_that_does_not_fit_its_config_is_one_line(trained, tmp_path, capsys, which):
+def test_sampling_a_checkpoint_that_does_not_fit_its_config_is_one_line(trained, tmp_path, capsys,
+                                                                        which):
     """Exit 2 naming the checkpoint; no traceback."""
     narrow, wide = run_dirs(trained)
     mixed = tmp_path / "adhoc" / narrow.name
@@ -78,8 +85,10 @@ def test_sampling_a_checkpoint_that_does_not_fit_its_config_is_one_line(trained,
     assert err.startswith("error: checkpoint ") and "does not match the run's config" in err
 
 
-@pytest.mark.reliability("bad input", "runner --resume onto a checkpoint that does not fit the config")
-def test_resuming_from_a_checkpoint_of_another_config_is_refused(trained, tmp_path, tiny_corpus, capsys):
+@pytest.mark.reliability("bad input",
+                         "runner --resume onto a checkpoint that does not fit the config")
+def test_resuming_from_a_checkpoint_of_another_config_is_refused(trained, tmp_path, tiny_corpus,
+                                                                 capsys):
     """Exit 2 naming the checkpoint; the run folder is left as it was."""
     narrow, wide = run_dirs(trained)
     results = tmp_path / "results"
@@ -89,8 +98,8 @@ def test_resuming_from_a_checkpoint_of_another_config_is_refused(trained, tmp_pa
     summary = json.loads((victim / store.SUMMARY).read_text()) | {"status": "interrupted"}
     (victim / store.SUMMARY).write_text(json.dumps(summary))
     before = {p.name: p.read_bytes() for p in victim.iterdir()}
-    code = run.main(["--preset", "smoke", "--set", "n_embd=16", "--data", str(tiny_corpus), "--results", str(results),
-                     "--resume", "--quiet", "--wandb", "off"])
+    code = run.main(["--preset", "smoke", "--set", "n_embd=16", "--data", str(tiny_corpus),
+                     "--results", str(results), "--resume", "--quiet", "--wandb", "off"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: checkpoint ") and "does not match" in err, err
     assert {p.name: p.read_bytes() for p in victim.iterdir()} == before
@@ -100,14 +109,16 @@ def test_sampling_an_unfinished_run_warns(trained, tmp_path, capsys):
     narrow, _ = run_dirs(trained)
     diverged = tmp_path / "adhoc" / narrow.name
     shutil.copytree(narrow, diverged)
-    summary = json.loads((diverged / store.SUMMARY).read_text()) | {"status": "diverged", "reason": "loss is nan"}
+    summary = json.loads((diverged / store.SUMMARY).read_text()) | {"status": "diverged",
+                                                                    "reason": "loss is nan"}
     (diverged / store.SUMMARY).write_text(json.dumps(summary))
     assert sample.main([str(diverged), "--tokens", "5"]) == 0
     assert "warning: this run is diverged (loss is nan)" in capsys.readouterr().err
 
 
 def test_sampling_reads_the_best_checkpoint_unless_told_last(trained, tmp_path, capsys):
-    """best.pt by default, ckpt.pt with --checkpoint last: here best.pt holds other (zeroed) weights."""
+    """best.pt by default, ckpt.pt with --checkpoint last: here best.pt holds other (zeroed)
+    weights."""
     narrow, _ = run_dirs(trained)
     run_dir = tmp_path / "adhoc" / narrow.name
     shutil.copytree(narrow, run_dir)
@@ -165,49 +176,63 @@ def test_a_finished_run_without_its_last_checkpoint_samples_its_best(trained, tm
 
 
 @torch.inference_mode()
-def generate_before_streaming(model: GPT, idx: torch.Tensor, n: int, temperature: float, top_k: int | None,
-                              generator: torch.Generator) -> torch.Tensor:
-    """`GPT.generate` as it was before `stream`: the whole sequence held, its last block_size tokens read."""
+def generate_before_streaming(model: GPT, idx: torch.Tensor, n: int, temperature: float,
+                              top_k: int | None, generator: torch.Generator) -> torch.Tensor:
+    """`GPT.generate` as it was before `stream`: the whole sequence held, its last block_size tokens
+    read."""
     for _ in range(n):
         logits, _ = model(idx[:, -model.config.block_size:])
         logits = logits[:, -1, :].float() / max(temperature, 1e-8)
         if top_k is not None:
             kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
             logits = logits.masked_fill(logits < kth, -float("inf"))
-        idx = torch.cat((idx, torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)), dim=1)
+        idx = torch.cat((idx, torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)),
+                        dim=1)
     return idx
 
 
-@pytest.mark.parametrize(("prompt", "temperature", "top_k"), [("\n", 1.0, None), ("The quick", 0.7, 5)])
-def test_streamed_text_is_exactly_what_the_whole_sequence_gave(trained, capsys, prompt, temperature, top_k):
-    """The CLI's chunked stream prints, for the same seed, exactly the text of the old full-sequence loop."""
+@pytest.mark.parametrize(("prompt", "temperature", "top_k"),
+                         [("\n", 1.0, None), ("The quick", 0.7, 5)])
+def test_streamed_text_is_exactly_what_the_whole_sequence_gave(trained, capsys, prompt, temperature,
+                                                               top_k):
+    """The CLI's chunked stream prints, for the same seed, exactly the text of the old full-sequence
+    loop."""
     run_dir = run_dirs(trained)[0]
     model, tokenizer, _ = sample.load_model(run_dir)
     idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
     tokens = 2 * sample.CHUNK + 37  # across chunk boundaries
-    whole = generate_before_streaming(model, idx, tokens, temperature, top_k, torch.Generator().manual_seed(3))
-    args = ["--tokens", str(tokens), "--seed", "3", "--prompt", prompt, "--temperature", str(temperature)]
+    whole = generate_before_streaming(model, idx, tokens, temperature, top_k,
+                                      torch.Generator().manual_seed(3))
+    args = ["--tokens", str(tokens), "--seed", "3", "--prompt", prompt, "--temperature",
+            str(temperature)]
     assert sample.main([str(run_dir), *args, *(["--top-k", str(top_k)] if top_k else [])]) == 0
-    assert capsys.readouterr().out == prompt + tokenizer.decode(whole[0, idx.size(1):].tolist()) + "\n"
-    assert torch.equal(model.generate(idx, tokens, temperature, top_k, generator=torch.Generator().manual_seed(3)),
+    assert capsys.readouterr().out == prompt + tokenizer.decode(whole[0,
+                                                                      idx.size(1):].tolist()) + "\n"
+    assert torch.equal(model.generate(idx, tokens, temperature, top_k,
+                                      generator=torch.Generator().manual_seed(3)),
                        whole)
 
 
 def test_a_long_stream_holds_only_the_models_context(trained):
-    """However many characters are drawn, the model never reads (and the stream never holds) more than block_size."""
+    """However many characters are drawn, the model never reads (and the stream never holds) more
+    than block_size."""
     model, tokenizer, _ = sample.load_model(run_dirs(trained)[0])
     read: list[int] = []
     model.register_forward_pre_hook(lambda module, inputs: read.append(inputs[0].size(1)))
-    stream = model.stream(torch.tensor([tokenizer.encode("The quick brown fox jumps")]), generator=torch.Generator())
+    stream = model.stream(torch.tensor([tokenizer.encode("The quick brown fox jumps")]),
+                          generator=torch.Generator())
     assert len(list(itertools.islice(stream, 5000))) == 5000
-    assert len(read) == 5000 and max(read) == model.config.block_size < len("The quick brown fox jumps")
+    assert len(read) == 5000 and max(read) == model.config.block_size < len(
+        "The quick brown fox jumps")
 
 
-@pytest.mark.reliability("fault", "sample --tokens 1000000000 read by a pipe that closes (`| head`)")
+@pytest.mark.reliability("fault",
+                         "sample --tokens 1000000000 read by a pipe that closes (`| head`)")
 def test_a_billion_tokens_stream_until_the_reader_stops(trained):
     """Text arrives at once, chunk by chunk; when the reader closes the pipe, sample exits 0 without a traceback."""
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.sample", str(run_dirs(trained)[0]), "--tokens",
-                             "1000000000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.sample", str(run_dirs(trained)[0]),
+                             "--tokens", "1000000000"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     head = proc.stdout.read(3 * sample.CHUNK)
     proc.stdout.close()
     err = proc.stderr.read().decode()
@@ -221,18 +246,22 @@ def one_line_run(tmp_path_factory, tiny_corpus) -> Path:
     corpus = tmp_path_factory.mktemp("one-line") / "one-line.txt"
     corpus.write_text(tiny_corpus.read_text().replace("\n", " "), encoding="utf-8")
     results = tmp_path_factory.mktemp("results")
-    train_run(resolve("smoke", "full", 0, {"data": str(corpus), "max_iters": 20, "eval_interval": 10}), results,
+    train_run(resolve("smoke", "full", 0, {"data": str(corpus), "max_iters": 20,
+                                           "eval_interval": 10}), results,
               quiet=True)
     [run_dir] = [p for p in (results / "adhoc").iterdir() if p.is_dir()]
     return run_dir
 
 
-@pytest.mark.reliability("bad input", "sample: the default prompt on a corpus without newlines, a prompt outside it")
+@pytest.mark.reliability(
+    "bad input", "sample: the default prompt on a corpus without newlines, a prompt outside it")
 def test_the_default_prompt_works_on_a_corpus_without_newlines(one_line_run):
     """No --prompt: the text starts at the vocabulary's first character, exit 0; an explicit newline is one line."""
     out = run_module("experiments.sample", one_line_run, "--tokens", "30")
     assert out.returncode == 0 and not out.stderr, out.stderr
-    assert out.stdout.startswith(" ") and len(out.stdout) == 1 + 30 + 1  # " " sorts first in this vocabulary
+    # " " sorts first in this vocabulary
+    assert out.stdout.startswith(" ") and len(out.stdout) == 1 + 30 + 1
     refused = run_module("experiments.sample", one_line_run, "--prompt", "\n")
     assert refused.returncode == 2 and not refused.stdout
-    assert refused.stderr.splitlines() == ["error: prompt has characters outside the run's vocabulary: '\\n'"]
+    assert refused.stderr.splitlines() == [
+        "error: prompt has characters outside the run's vocabulary: '\\n'"]

@@ -26,7 +26,8 @@ class Payload:
 @pytest.mark.reliability("security", "checkpoint carrying a pickled command")
 def test_a_checkpoint_cannot_run_code(tmp_path, tiny_corpus):
     """torch.load(weights_only=True) refuses it: exit 2 naming the file, and the command never runs."""
-    args = ("--preset", "smoke", "--quiet", "--data", tiny_corpus, "--results", tmp_path, "--wandb", "off")
+    args = ("--preset", "smoke", "--quiet", "--data", tiny_corpus, "--results", tmp_path, "--wandb",
+            "off")
     assert run_module("experiments.run", *args).returncode == 0
     [run_dir] = [p for p in tmp_path.glob("adhoc/*") if p.is_dir()]
     marker = tmp_path / "pwned"
@@ -37,7 +38,8 @@ def test_a_checkpoint_cannot_run_code(tmp_path, tiny_corpus):
     for which, name in (("last", store.CHECKPOINT), ("best", store.BEST_CHECKPOINT)):
         sampled = run_module("experiments.sample", run_dir, "--checkpoint", which)
         assert sampled.returncode == 2 and str(run_dir / name) in sampled.stderr
-    resumed = run_module("experiments.run", *args, "--force")  # --force deletes, never loads, the old checkpoint
+    # --force deletes, never loads, the old checkpoint
+    resumed = run_module("experiments.run", *args, "--force")
     assert resumed.returncode == 0
     assert not marker.exists()
 
@@ -49,17 +51,19 @@ def test_definitions_are_safe_loaded(tmp_path, tiny_corpus):
     (tmp_path / "defs").mkdir()
     (tmp_path / "defs" / "evil.yaml").write_text(
         f'name: evil\nvariants:\n  - name: !!python/object/apply:os.system ["touch {marker}"]\n')
-    out = run_module("experiments.run", "--list-variants", env={"NANOGPT_EXPERIMENTS": str(tmp_path / "defs")})
+    out = run_module("experiments.run", "--list-variants",
+                     env={"NANOGPT_EXPERIMENTS": str(tmp_path / "defs")})
     assert out.returncode == 2 and "evil.yaml" in out.stderr and "not valid YAML" in out.stderr
     assert not marker.exists()
 
 
-@pytest.mark.reliability("security", "run and experiment names that try to leave the results folder")
+@pytest.mark.reliability("security",
+                         "run and experiment names that try to leave the results folder")
 @pytest.mark.parametrize("name", ["../outside", "/etc", "a/../../b", ".hidden", ""])
 def test_names_cannot_escape_the_results_folder(tmp_path, tiny_corpus, name):
     """Refused with exit 2 before anything is written, inside or outside the results folder."""
-    out = run_module("experiments.run", "--preset", "smoke", "--data", tiny_corpus, "--experiment", name,
-                     "--results", tmp_path / "results")
+    out = run_module("experiments.run", "--preset", "smoke", "--data", tiny_corpus, "--experiment",
+                     name, "--results", tmp_path / "results")
     assert out.returncode == 2 and "error:" in out.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "outside").exists()
     with pytest.raises(ValueError, match="escape"):
@@ -69,9 +73,10 @@ def test_names_cannot_escape_the_results_folder(tmp_path, tiny_corpus, name):
 def test_no_api_key_reaches_logs_configs_or_reports(tmp_path, tiny_corpus):
     """A W&B key in the environment is never written into the run folder or printed."""
     key = "local-" + "f" * 40  # the shape of a W&B key; nothing listens for it here
-    out = subprocess.run([sys.executable, "-m", "experiments.run", "--preset", "smoke", "--data", str(tiny_corpus),
-                          "--results", str(tmp_path), "--wandb", "offline"], cwd=ROOT, capture_output=True,
-                         text=True, env={**os.environ, "WANDB_API_KEY": key, "WANDB_MODE": "offline"})
+    out = subprocess.run([sys.executable, "-m", "experiments.run", "--preset", "smoke", "--data",
+                          str(tiny_corpus), "--results", str(tmp_path), "--wandb", "offline"],
+                         cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "WANDB_API_KEY": key, "WANDB_MODE": "offline"})
     assert out.returncode == 0, out.stderr
     assert key not in out.stdout + out.stderr
     for path in tmp_path.rglob("*"):

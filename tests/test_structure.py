@@ -1,4 +1,5 @@
-"""The layout rules a newcomer may rely on: what resolves the machine, and which rooms import which."""
+"""The layout rules a newcomer may rely on: what resolves the machine, and which rooms import
+which."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from experiments.settings import ConfigError
 from sweeps import dashboard
 from tests.conftest import ROOT
 
-CLI_MODULES = {"experiments.run", "experiments.ablate", "experiments.sample", "sweeps.optuna", "sweeps.dashboard",
-               "analysis.report"}
+CLI_MODULES = {"experiments.run", "experiments.ablate", "experiments.sample", "sweeps.optuna",
+               "sweeps.dashboard", "analysis.report"}
 
 
 def test_a_run_resolves_its_device_and_dtype_once(tmp_path, tiny_corpus, monkeypatch):
@@ -41,16 +42,19 @@ def test_a_run_resolves_its_device_and_dtype_once(tmp_path, tiny_corpus, monkeyp
     summary = train_run(cfg, tmp_path, quiet=True)
     assert summary["status"] == "completed"
     assert calls == {"resolve_device": 1, "with_device": 1}
-    versions = {name: summary["environment"][name] for name in ("torch", "numpy", "wandb", "optuna")}
+    versions = {name: summary["environment"][name] for name in ("torch", "numpy", "wandb",
+                                                                "optuna")}
     assert versions == {name: importlib.metadata.version(name) for name in versions}
     assert machine.with_device is not config.with_device  # the counter really sat on the path
 
 
 def test_planning_imports_neither_the_runner_nor_the_trainer_loop_callbacks():
     code = ("import sys, experiments.plan; "
-            "print(sorted(m for m in ('experiments.runner', 'experiments.wandb_mirror', 'experiments.recorder', "
+            "print(sorted(m for m in ('experiments.runner', 'experiments.wandb_mirror', "
+            "'experiments.recorder', "
             "'wandb') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -65,7 +69,8 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_no_library_room_imports_a_command_line_module():
-    rooms = [p for folder in ("sweeps", "analysis", "benchmarks") for p in (ROOT / folder).glob("*.py")]
+    rooms = [p for folder in ("sweeps", "analysis", "benchmarks")
+             for p in (ROOT / folder).glob("*.py")]
     assert len(rooms) > 20
     reaching = {}
     for path in rooms:
@@ -85,7 +90,8 @@ def _raises(error: BaseException):
 def test_every_command_line_ends_the_same_way(capsys):
     cases = [(ConfigError("bad --seeds"), 2, "error: bad --seeds"),
              (exits.CommandFailed("a worker died"), 1, "error: a worker died"),
-             (OSError(28, "No space left on device", "/r/x.json"), 1, "error: cannot write /r/x.json (No space left"),
+             (OSError(28, "No space left on device", "/r/x.json"), 1,
+              "error: cannot write /r/x.json (No space left"),
              (KeyboardInterrupt(), 130, "interrupted: finished runs are kept")]
     for error, code, says in cases:
         assert exits.run_command(_raises(error), (ConfigError,), "finished runs are kept") == code

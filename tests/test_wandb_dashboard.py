@@ -1,7 +1,8 @@
 """W&B dashboards as code, checked against a real smoke ablation mirrored to W&B offline.
 
 The workspace and report JSON are loaded back through wandb-workspaces' own models, and every key a
-panel names is looked up in what the offline runs hold, read back with W&B's own `wandb leet inspect`.
+panel names is looked up in what the offline runs hold, read back with W&B's own `wandb leet
+inspect`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from tests.wandb_records import of_type, records
 pytestmark = pytest.mark.xdist_group("analysis")
 
 PANELS = [(wr.LinePlot, "val_loss"), (wr.LinePlot, "train_loss"), (wr.BarPlot, "final_val_loss"),
-          (wr.BarPlot, "best_val_loss"), (wr.ScatterPlot, "params"), (wr.ScatterPlot, "flops_per_token"),
-          (wr.MarkdownPanel, None), (wr.WeavePanelSummaryTable, "samples")]
+          (wr.BarPlot, "best_val_loss"), (wr.ScatterPlot, "params"),
+          (wr.ScatterPlot, "flops_per_token"), (wr.MarkdownPanel, None),
+          (wr.WeavePanelSummaryTable, "samples")]
 OWN = """\
 name: depths
 job_type: depth-sweep
@@ -78,15 +80,18 @@ def wandb_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mirrored(smoke_results, wandb_dirs, tmp_path_factory) -> tuple[Path, Logged]:
-    """The session's smoke ablation (ladder + leave-one-out, 2 seeds), every run mirrored to W&B offline by the
-    real mirror in plan order, and what each variant's first-seed run holds, read back with `wandb leet inspect`
-    (the other seed's runs log the same keys; reading them too would double the fixture's time)."""
+    """The session's smoke ablation (ladder + leave-one-out, 2 seeds), every run mirrored to W&B
+    offline by the real mirror in plan order, and what each variant's first-seed run holds, read
+    back with `wandb leet inspect` (the other seed's runs log the same keys; reading them too would
+    double the fixture's time)."""
     folder = tmp_path_factory.mktemp("mirrored") / "smoke"
     shutil.copytree(smoke_results / "smoke", folder)
     plan = manifest.read(folder)
-    run_ids = dict.fromkeys(r["run_id"] for e in plan["experiments"] for v in e["variants"] for r in v["runs"])
+    run_ids = dict.fromkeys(r["run_id"] for e in plan["experiments"] for v in e["variants"]
+                            for r in v["runs"])
     mirror_offline([folder / run_id for run_id in run_ids])
-    first_seed = dict.fromkeys(v["runs"][0]["run_id"] for e in plan["experiments"] for v in e["variants"])
+    first_seed = dict.fromkeys(v["runs"][0]["run_id"] for e in plan["experiments"]
+                               for v in e["variants"])
     logged = Logged()
     with ThreadPoolExecutor(max_workers=2) as pool:  # each read is one `wandb leet` process
         for recs in pool.map(records, [folder / run_id / "wandb" for run_id in first_seed]):
@@ -101,7 +106,8 @@ def written(mirrored, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dashboard") / "json"
     done = run_module("analysis.wandb_dashboard", folder, "--json", out, env=ENV)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["workspace:", str(out / "workspace.json"), "report:", str(out / "report.json")]
+    assert done.stdout.split() == ["workspace:", str(out / "workspace.json"), "report:",
+                                   str(out / "report.json")]
     return out
 
 
@@ -111,7 +117,8 @@ def test_the_json_loads_back_into_an_equal_workspace_and_report(written, mirrore
     view = wandb_dashboard.load_workspace(text)
     assert isinstance(view, ws.Workspace)
     assert view._to_model() == workspace_model.View.model_validate_json(text)
-    assert wandb_dashboard.to_json(view) + "\n" == text  # the loaded workspace saves exactly what was written
+    # the loaded workspace saves exactly what was written
+    assert wandb_dashboard.to_json(view) + "\n" == text
     text = (written / "report.json").read_text()
     doc = wandb_dashboard.load_report(text)
     assert isinstance(doc, wr.Report)
@@ -120,39 +127,49 @@ def test_the_json_loads_back_into_an_equal_workspace_and_report(written, mirrore
     assert {view.project} == {doc.project} == logged.projects
     assert view.entity == doc.entity == wandb_dashboard.OFFLINE_ENTITY
 
-    # Built in this process (same panel ids), serialized and loaded back: the library's model is unchanged.
+    # Built in this process (same panel ids), serialized and loaded back: the library's model is
+    # unchanged.
     plan = manifest.read(folder)
     built_view, built_doc = wandb_dashboard.build(folder, plan, None, "me", "p")
-    assert wandb_dashboard.load_workspace(wandb_dashboard.to_json(built_view))._to_model() == built_view._to_model()
-    assert wandb_dashboard.load_report(wandb_dashboard.to_json(built_doc))._to_model() == built_doc._to_model()
+    assert (wandb_dashboard.load_workspace(wandb_dashboard.to_json(built_view))._to_model()
+            == built_view._to_model())
+    assert (wandb_dashboard.load_report(wandb_dashboard.to_json(built_doc))._to_model()
+            == built_doc._to_model())
 
 
 def test_a_section_per_experiment_with_its_panels_in_variant_order(written, mirrored):
     folder, _ = mirrored
     plan = manifest.read(folder)
     view = wandb_dashboard.load_workspace((written / "workspace.json").read_text())
-    assert [s.name for s in view.sections] == [e["name"] for e in plan["experiments"]] == ["ladder", "leave_one_out"]
+    assert [s.name for s in view.sections] == [e["name"] for e in plan["experiments"]] == [
+        "ladder", "leave_one_out"]
     for section, entry in zip(view.sections, plan["experiments"], strict=True):
         assert [(type(p), named(p)) for p in section.panels] == PANELS
         variants = [v["name"] for v in entry["variants"]]
-        rows = [line.split("|")[1].strip() for line in section.panels[6].markdown.splitlines() if line.startswith("|")]
-        assert rows[2:] == variants  # the table's rows (after header and rule), in the manifest's order
+        rows = [line.split("|")[1].strip() for line in section.panels[6].markdown.splitlines()
+                if line.startswith("|")]
+        # the table's rows (after header and rule), in the manifest's order
+        assert rows[2:] == variants
     # The run set: this folder's runs only, grouped by variant in the figures' colours.
     settings = view.runset_settings
     assert settings.filters == "Config(\"experiment\") == 'smoke'"
     assert [g.name for g in settings.groupby] == ["variant"]
     components = {v["name"]: v["component"] for e in plan["experiments"] for v in e["variants"]}
     assert settings.group_colors == {v: to_hex(palette.colour(c)) for v, c in components.items()}
-    assert settings.group_colors["no_mlp"] == settings.group_colors["mlp"]  # removing and adding a component match
+    # removing and adding a component match
+    assert settings.group_colors["no_mlp"] == settings.group_colors["mlp"]
 
     doc = wandb_dashboard.load_report((written / "report.json").read_text())
-    assert [b.text for b in doc.blocks if isinstance(b, wr.H2)] == [e["name"] for e in plan["experiments"]]
+    assert [b.text for b in doc.blocks if isinstance(b, wr.H2)] == [e["name"]
+                                                                    for e in plan["experiments"]]
     grids = [b for b in doc.blocks if isinstance(b, wr.PanelGrid)]
-    for entry, (panels, samples) in zip(plan["experiments"], zip(grids[::2], grids[1::2], strict=True), strict=True):
+    for entry, (panels, samples) in zip(plan["experiments"],
+                                        zip(grids[::2], grids[1::2], strict=True), strict=True):
         assert [(type(p), named(p)) for p in panels.panels + samples.panels] == PANELS
         (runset,) = panels.runsets
         run_ids = [r["run_id"] for v in entry["variants"] for r in v["runs"]]
-        assert re.findall(r"'([^']+)'", runset.filters) == ["smoke", *run_ids]  # exactly this definition's runs
+        # exactly this definition's runs
+        assert re.findall(r"'([^']+)'", runset.filters) == ["smoke", *run_ids]
 
 
 def test_every_key_a_panel_names_is_logged_by_the_runs(written, mirrored):
@@ -160,7 +177,8 @@ def test_every_key_a_panel_names_is_logged_by_the_runs(written, mirrored):
     view = wandb_dashboard.load_workspace((written / "workspace.json").read_text())
     doc = wandb_dashboard.load_report((written / "report.json").read_text())
     wanted = Logged(config=set(), history=set(), summary=set())
-    for panel in [p for s in view.sections for p in s.panels] + [p for b in doc.blocks if isinstance(b, wr.PanelGrid)
+    for panel in [p for s in view.sections for p in s.panels] + [p for b in doc.blocks
+                                                                 if isinstance(b, wr.PanelGrid)
                                                                  for p in b.panels]:
         keys_of(panel, wanted)
     settings = view.runset_settings
@@ -168,15 +186,18 @@ def test_every_key_a_panel_names_is_logged_by_the_runs(written, mirrored):
     columns = [*settings.pinned_columns]
     for grid in (b for b in doc.blocks if isinstance(b, wr.PanelGrid)):
         for runset in grid.runsets:
-            wanted.config |= {g.removeprefix("config.").removesuffix(".value") for g in runset.groupby}
+            wanted.config |= {g.removeprefix("config.").removesuffix(".value")
+                              for g in runset.groupby}
             wanted.config |= filter_keys(runset.filters)
             columns += runset.pinned_columns
     for column in columns:
         kind, _, key = column.partition(":")
         if kind != "run":  # a run attribute (displayName) is W&B's own
-            getattr(wanted, {"config": "config", "summary": "summary"}[kind]).add(key.removesuffix(".value"))
+            getattr(wanted, {"config": "config",
+                             "summary": "summary"}[kind]).add(key.removesuffix(".value"))
     assert wanted.history == {"step", "val_loss", "train_loss"}
-    assert {"final_val_loss", "best_val_loss", "params", "flops_per_token", "samples", "status"} <= wanted.summary
+    assert {"final_val_loss", "best_val_loss", "params", "flops_per_token", "samples",
+            "status"} <= wanted.summary
     assert {"experiment", "run_id", "variant", "seed"} <= wanted.config
     assert wanted.history - logged.history == set()
     assert wanted.summary - logged.summary == set()
@@ -203,7 +224,8 @@ def keys_of(panel, into: Logged) -> None:
     def add(item) -> None:
         if item is None:  # e.g. a line plot of single runs, grouped by nothing
             return
-        target = {wr.Config: into.config, wr.SummaryMetric: into.summary, wr.Metric: into.history}[type(item)]
+        target = {wr.Config: into.config, wr.SummaryMetric: into.summary,
+                  wr.Metric: into.history}[type(item)]
         target.add(item.name)
 
     if isinstance(panel, wr.LinePlot):
@@ -234,17 +256,19 @@ def test_a_definition_of_ones_own_gets_its_section(tmp_path, tiny_corpus, wandb_
     (tmp_path / "defs").mkdir()
     (tmp_path / "defs" / "depths.yaml").write_text(OWN)
     env = {**ENV, "NANOGPT_EXPERIMENTS": str(tmp_path / "defs")}
-    trained = run_module("experiments.ablate", "--preset", "smoke", "--seeds", "1", "--experiments", "depths",
-                         "--data", tiny_corpus, "--results", tmp_path / "r", "--wandb", "offline", env=env)
+    trained = run_module("experiments.ablate", "--preset", "smoke", "--seeds", "1", "--experiments",
+                         "depths", "--data", tiny_corpus, "--results", tmp_path / "r", "--wandb",
+                         "offline", env=env)
     assert trained.returncode == 0, trained.stderr
-    done = run_module("analysis.wandb_dashboard", tmp_path / "r" / "smoke", "--json", tmp_path / "json",
-                      "--entity", "me", env=env)
+    done = run_module("analysis.wandb_dashboard", tmp_path / "r" / "smoke", "--json",
+                      tmp_path / "json", "--entity", "me", env=env)
     assert done.returncode == 0, done.stderr
     view = wandb_dashboard.load_workspace((tmp_path / "json" / "workspace.json").read_text())
     (section,) = view.sections
     assert section.name == "depths" and [(type(p), named(p)) for p in section.panels] == PANELS
     assert "Δ val vs d2" in section.panels[6].markdown
-    assert view.entity == "me" and view.project == "nanogpt-ablations"  # the mirror's default project
+    # the mirror's default project
+    assert view.entity == "me" and view.project == "nanogpt-ablations"
     assert view.runset_settings.group_colors == {"d1": to_hex(palette.colour("shallow")),
                                                  "d2": to_hex(palette.colour("middling")),
                                                  "d3": to_hex(palette.colour("deep"))}
@@ -256,23 +280,27 @@ def snapshot(folder: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in sorted(folder.rglob("*"))}
 
 
-@pytest.mark.reliability("bad input", "W&B dashboards: no API key, no experiment folder, no W&B project")
+@pytest.mark.reliability("bad input",
+                         "W&B dashboards: no API key, no experiment folder, no W&B project")
 def test_saving_without_a_key_fails_with_one_line_and_writes_nothing(tmp_path, mirrored):
     """Exit 2 and one line saying what to do (no key, no folder, no project); nothing written."""
     folder, _ = mirrored
     home = tmp_path / "home"
     home.mkdir()
     env = {**ENV, "HOME": str(home), "WANDB_CONFIG_DIR": str(home / ".config" / "wandb"),
-           "NETRC": str(home / ".netrc")}  # and no WANDB_API_KEY (the wandb_dirs fixture removed it)
+           # and no WANDB_API_KEY (the wandb_dirs fixture removed it)
+           "NETRC": str(home / ".netrc")}
     before = snapshot(folder.parent)
     done = run_module("analysis.wandb_dashboard", folder, env=env)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: no W&B API key: run `wandb login`")
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(
+        "error: no W&B API key: run `wandb login`")
     assert "--json DIR" in done.stderr
     assert snapshot(folder.parent) == before
 
     done = run_module("analysis.wandb_dashboard", tmp_path, "--json", tmp_path / "json", env=env)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "experiment.json not found" in done.stderr
+    assert (done.returncode == 2 and done.stderr.count("\n") == 1 and "experiment.json not found"
+            in done.stderr)
     unmirrored = tmp_path / "unmirrored"
     unmirrored.mkdir()
     shutil.copy(folder / "experiment.json", unmirrored)
@@ -338,7 +366,8 @@ def test_the_layout_picture_is_drawn_from_the_json(written, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "layout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     done = run_module("analysis.wandb_layout", written / "report.json", tmp_path / "no.png")
-    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert (done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n")
+            == 1)
     assert not (tmp_path / "no.png").exists()
 
 
@@ -361,15 +390,18 @@ def test_a_search_study_gets_parallel_coordinates_over_its_settings(sweep, wandb
     assert isinstance(coordinates, wr.ParallelCoordinatesPlot)
     assert [(c.metric.name, c.log) for c in coordinates.columns] == [
         ("lr", True), ("n_layer", None), ("n_head", None), ("final_val_loss", None)]
-    assert [p.x.name for p in section.panels if isinstance(p, wr.ScatterPlot)] == ["lr", "n_layer", "n_head"]
+    assert [p.x.name for p in section.panels if isinstance(p, wr.ScatterPlot)] == ["lr", "n_layer",
+                                                                                   "n_head"]
     assert view.runset_settings.groupby == []  # each trial is its own line
     doc = wandb_dashboard.load_report((tmp_path / "json" / "report.json").read_text())
     assert [b.text for b in doc.blocks if isinstance(b, wr.H2)] == [f"sweep: {STUDY}"]
     wanted = Logged(config=set(), history=set(), summary=set())
-    for panel in [*section.panels, *(p for b in doc.blocks if isinstance(b, wr.PanelGrid) for p in b.panels)]:
+    for panel in [*section.panels, *(p for b in doc.blocks if isinstance(b, wr.PanelGrid)
+                                     for p in b.panels)]:
         keys_of(panel, wanted)
     wanted.config |= filter_keys(view.runset_settings.filters)
-    assert wanted.config == {"lr", "n_layer", "n_head", "experiment"} and wanted.config <= logged.config
+    assert wanted.config == {"lr", "n_layer", "n_head",
+                             "experiment"} and wanted.config <= logged.config
     assert wanted.summary == {"final_val_loss"} and wanted.summary <= logged.summary
     assert wanted.history == {"step", "val_loss"} and wanted.history <= logged.history
 
@@ -381,7 +413,8 @@ def test_saving_to_an_unreachable_server_fails_with_one_line(tmp_path, mirrored)
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**ENV, "HOME": str(tmp_path), "WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{port}"}
+    env = {**ENV, "HOME": str(tmp_path), "WANDB_API_KEY": "a" * 40,
+           "WANDB_BASE_URL": f"http://127.0.0.1:{port}"}
     done = run_module("analysis.wandb_dashboard", folder, "--entity", "me", env=env, timeout=240)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1

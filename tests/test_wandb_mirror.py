@@ -1,4 +1,5 @@
-"""The W&B mirror, checked by reading real offline runs back with W&B's own CLI (`wandb leet inspect`).
+"""The W&B mirror, checked by reading real offline runs back with W&B's own CLI (`wandb leet
+inspect`).
 
 No mocks: real smoke-preset runs, a real wandb-core service, real SIGKILLs.
 """
@@ -34,7 +35,8 @@ LONG = ("--set", "max_iters=600", "--set", "eval_interval=100")
 
 @pytest.fixture(autouse=True)
 def _wandb_home(monkeypatch, tmp_path):
-    """W&B's config, cache and artifact staging go to the test's folder, not the user's home; no API key.
+    """W&B's config, cache and artifact staging go to the test's folder, not the user's home; no API
+    key.
 
     An in-process run starts a wandb-core service and advertises it in WANDB_SERVICE, which every
     later subprocess would inherit and share (a SIGKILLed child's W&B run then stays open in it):
@@ -60,7 +62,8 @@ def smoke(corpus: Path, **labels):
 
 
 def cli_args(corpus: Path, results: Path, *extra: str) -> list[str]:
-    return ["--preset", "smoke", "--data", str(corpus), "--results", str(results), "--quiet", *extra]
+    return ["--preset", "smoke", "--data", str(corpus), "--results", str(results), "--quiet",
+            *extra]
 
 
 def only_run_dir(results: Path) -> Path:
@@ -78,7 +81,8 @@ def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 60) 
 
 @contextlib.contextmanager
 def mirrored_run(args: list[str], results: Path) -> Iterator[subprocess.Popen]:
-    """A CLI run, handed over once W&B has its first two evaluations; killed on the way out if still alive."""
+    """A CLI run, handed over once W&B has its first two evaluations; killed on the way out if still
+    alive."""
     proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -118,7 +122,8 @@ def closed_port() -> int:
 @pytest.mark.parametrize("group", [None, "lr-sweep-3"])
 def test_offline_mirror_matches_the_run_store(tmp_path, tiny_corpus, group):
     cfg = smoke(tiny_corpus, experiment="ladder", job_type="ladder", group=group, tags=("nightly",))
-    summary = train_run(cfg, tmp_path, quiet=True, wandb=WandbSettings("offline", project="ablation-tests"))
+    summary = train_run(cfg, tmp_path, quiet=True, wandb=WandbSettings("offline",
+                                                                       project="ablation-tests"))
     run = read_run(tmp_path / "ladder" / summary["run_id"])
     state = json.loads((run.path / "wandb" / STATE).read_text())
     (fragment,) = fragments(run.path)
@@ -132,12 +137,15 @@ def test_offline_mirror_matches_the_run_store(tmp_path, tiny_corpus, group):
     assert header["tags"] == ["smoke", "full", "ladder", "nightly"]
     config = {k: v for k, v in header["config"]["update"].items() if k != "_wandb"}
     assert config == run.config  # config.json, flat, with config_hash and run_id
-    assert any(m.get("glob_name") == "*" and m.get("step_metric") == "step" for m in of_type(recs, "metric"))
+    assert any(m.get("glob_name") == "*" and m.get("step_metric") == "step"
+               for m in of_type(recs, "metric"))
     assert [m["step"] for m in run.metrics] == [0, 10, 20]
-    assert history(recs) == run.metrics  # one row per evaluation, same keys and values as metrics.jsonl
+    # one row per evaluation, same keys and values as metrics.jsonl
+    assert history(recs) == run.metrics
 
     wb = json.loads(leet("--summary", "--json", run.path / "wandb"))
-    assert (wb["state"], wb["exit_code"], wb["name"], wb["run_id"]) == ("finished", 0, "full-s0", state["id"])
+    assert (wb["state"], wb["exit_code"], wb["name"], wb["run_id"]) == ("finished", 0, "full-s0",
+                                                                        state["id"])
     assert wb["summary"]["status"] == "completed"
     assert {k: v for k, v in run.summary.items() if v is not None}.items() <= wb["summary"].items()
     table = json.loads((fragment / "files" / wb["summary"]["samples"]["path"]).read_text())
@@ -153,7 +161,8 @@ class Explode(Callback):
 
 def test_failed_training_finishes_the_wandb_run_with_an_error(tmp_path, tiny_corpus):
     with pytest.raises(RuntimeError, match="boom"):
-        train_run(smoke(tiny_corpus), tmp_path, quiet=True, callbacks=[Explode()], wandb=WandbSettings("offline"))
+        train_run(smoke(tiny_corpus), tmp_path, quiet=True, callbacks=[Explode()],
+                  wandb=WandbSettings("offline"))
     run = read_run(only_run_dir(tmp_path))
     wb = json.loads(leet("--summary", "--json", run.path / "wandb"))
     assert wb["state"] == "failed" and wb["exit_code"] == 1
@@ -182,7 +191,8 @@ def test_sigkilled_run_resumes_the_same_wandb_run(tmp_path, tiny_corpus):
     assert of_type(resumed_recs, "run")[0]["resume"] is True
 
     before, after = history(killed_recs), history(resumed_recs)
-    assert before[-1]["step"] == run.summary["resumed_from_step"]  # W&B kept everything up to the checkpoint
+    # W&B kept everything up to the checkpoint
+    assert before[-1]["step"] == run.summary["resumed_from_step"]
     assert after[0]["step"] == run.summary["resumed_from_step"] + 100  # and continues from there
     steps = [row["step"] for row in before + after]
     assert steps == sorted(set(steps)) == list(range(0, 601, 100))  # increasing, no gap, no repeat
@@ -233,13 +243,15 @@ def test_evaluations_a_kill_cost_wandb_are_sent_again_on_resume(tmp_path, tiny_c
 
 
 @pytest.mark.parametrize("mode, env", [
-    ("online", {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:{port}", "WANDB_INIT_TIMEOUT": "2"}),
+    ("online", {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:{port}",
+                "WANDB_INIT_TIMEOUT": "2"}),
     ("auto", {"WANDB_API_KEY": "not-a-key"}),
 ], ids=["online-no-network", "auto-bad-key"])
 @pytest.mark.reliability("fault", "W&B unreachable or the API key bad")
 def test_wandb_failure_to_start_never_stops_training(tmp_path, tiny_corpus, monkeypatch, mode, env):
     """One warning, no traceback, exit 0; the local record is complete."""
-    monkeypatch.delenv("WANDB_MODE")  # auto must decide by the key, not by the suite's offline default
+    # auto must decide by the key, not by the suite's offline default
+    monkeypatch.delenv("WANDB_MODE")
     env = {k: v.format(port=closed_port()) for k, v in env.items()}
     out = run_module("experiments.run", *cli_args(tiny_corpus, tmp_path, "--wandb", mode), env=env)
     assert out.returncode == 0, out.stderr
@@ -253,15 +265,17 @@ def test_wandb_failure_to_start_never_stops_training(tmp_path, tiny_corpus, monk
 def test_an_unusable_home_is_one_warning_and_the_run_completes(tmp_path, tiny_corpus, monkeypatch):
     """Exactly one stderr line, the warning naming W&B's folder and the variable that moves it, none of wandb-core's
     log lines; exit 0, the local record complete."""
-    for var in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_MODE", "XDG_CACHE_HOME",
-                "XDG_DATA_HOME"):
+    for var in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_MODE",
+                "XDG_CACHE_HOME", "XDG_DATA_HOME"):
         monkeypatch.delenv(var, raising=False)  # W&B's folders default to ones under HOME
     home = tmp_path / "home-is-a-file"
     home.write_text("")
-    out = run_module("experiments.run", *cli_args(tiny_corpus, tmp_path, "--wandb", "offline"), env={"HOME": str(home)})
+    out = run_module("experiments.run", *cli_args(tiny_corpus, tmp_path, "--wandb", "offline"),
+                     env={"HOME": str(home)})
     assert out.returncode == 0, out.stderr
     [line] = out.stderr.strip().splitlines()
-    assert line.startswith(f"{WARNING} for adhoc/") and f"W&B cannot write its folder {home}/" in line, line
+    assert (line.startswith(f"{WARNING} for adhoc/") and f"W&B cannot write its folder {home}/"
+            in line), line
     assert "set WANDB_DATA_DIR to a writable folder" in line and "--wandb offline" not in line, line
     assert read_run(only_run_dir(tmp_path)).summary["status"] == "completed"
 
@@ -276,11 +290,14 @@ def test_wandb_service_killed_mid_run_never_stops_training(tmp_path, tiny_corpus
         os.kill(core, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
-    assert stderr.count(WARNING) == 1 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert (stderr.count(WARNING) == 1 and "Traceback" not in stderr and "Exception ignored"
+            not in stderr), stderr
     run = read_run(only_run_dir(tmp_path))
-    assert run.summary["status"] == "completed" and [m["step"] for m in run.metrics] == list(range(0, 601, 100))
+    assert run.summary["status"] == "completed" and [m["step"] for m in run.metrics] == list(
+        range(0, 601, 100))
     assert run.samples
-    mirrored = history(records(run.path / "wandb"))  # what reached W&B before the kill is still readable
+    # what reached W&B before the kill is still readable
+    mirrored = history(records(run.path / "wandb"))
     assert mirrored == run.metrics[:len(mirrored)] and len(mirrored) < len(run.metrics)
 
 
@@ -298,7 +315,8 @@ def test_cli_with_wandb_off_never_imports_wandb(tmp_path, tiny_corpus):
     code = ("import sys; from experiments.run import main; "
             f"rc = main({cli_args(tiny_corpus, tmp_path, '--wandb', 'off')!r}); "
             "assert rc == 0, rc; assert 'wandb' not in sys.modules, 'wandb was imported'")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr
     assert read_run(only_run_dir(tmp_path)).summary["status"] == "completed"
 

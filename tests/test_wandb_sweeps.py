@@ -1,4 +1,5 @@
-"""The W&B sweep YAMLs: well formed, and every combination the agent would run is accepted by the runner.
+"""The W&B sweep YAMLs: well formed, and every combination the agent would run is accepted by the
+runner.
 
 W&B sweeps cannot run offline (wandb #4586), so the agent's own argument builder
 (`create_sweep_command_args`, the `--key=value` form behind `${args}`) expands each config
@@ -41,18 +42,22 @@ def representatives(spec: dict[str, Any]) -> list[Any]:
 
 
 def combinations(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every grid point; for a search, enough points that each parameter's every value and bound appears."""
+    """Every grid point; for a search, enough points that each parameter's every value and bound
+    appears."""
     names = list(config["parameters"])
     options = [representatives(config["parameters"][n]) for n in names]
     if config["method"] == "grid":
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*options)]
     width = max(map(len, options))
-    return [{n: opts[i % len(opts)] for n, opts in zip(names, options, strict=True)} for i in range(width)]
+    return [{n: opts[i % len(opts)] for n, opts in zip(names, options, strict=True)}
+            for i in range(width)]
 
 
 def agent_command(config: dict[str, Any], params: dict[str, Any]) -> list[str]:
-    """The command line `wandb agent` runs for one set of params (wandb_agent.Agent._command_run)."""
-    macros = {"env": ["/usr/bin/env"], "interpreter": [sys.executable], "program": [config["program"]],
+    """The command line `wandb agent` runs for one set of params
+    (wandb_agent.Agent._command_run)."""
+    macros = {"env": ["/usr/bin/env"], "interpreter": [sys.executable],
+              "program": [config["program"]],
               **create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})}
     line = []
     for part in map(str, config["command"]):
@@ -72,12 +77,14 @@ def test_sweep_config_is_well_formed(path):
     assert config["metric"]["goal"] in ("minimize", "maximize")
     assert (ROOT / config["program"]).is_file()
     command = config["command"]
-    assert command[:4] == ["${env}", "${interpreter}", "-m", "experiments.run"] and command[-1] == "${args}"
+    assert command[:4] == ["${env}", "${interpreter}", "-m",
+                           "experiments.run"] and command[-1] == "${args}"
     for name, spec in config["parameters"].items():
         kinds = {"value", "values", "min"} & set(spec)
         assert len(kinds) == 1, f"{name}: give exactly one of value, values, or min/max"
         if "min" in spec:
-            assert spec["min"] < spec["max"] and spec.get("distribution", "uniform") in DISTRIBUTIONS, name
+            assert spec["min"] < spec["max"] and spec.get("distribution",
+                                                          "uniform") in DISTRIBUTIONS, name
         if config["method"] == "grid":
             assert "min" not in spec, f"{name}: a grid needs listed values"
     if config["method"] == "bayes":
@@ -92,7 +99,8 @@ def test_ladder_grid_covers_every_rung_of_the_ladder():
 
 
 def test_metric_is_what_the_runner_records(tiny_corpus, tmp_path):
-    out = run_module("experiments.run", "--preset", "smoke", "--data", tiny_corpus, "--results", tmp_path, "--quiet")
+    out = run_module("experiments.run", "--preset", "smoke", "--data", tiny_corpus, "--results",
+                     tmp_path, "--quiet")
     assert out.returncode == 0, out.stderr
     (record,) = [r for r in store.RunStore(tmp_path).runs() if not isinstance(r, str)]
     for path in SWEEPS:
@@ -106,10 +114,11 @@ def test_runner_accepts_every_combination_the_agent_would_pass(path, capsys):
     for params in points:
         line = agent_command(config, params)
         assert all(f"--{k}={v}" in line for k, v in params.items())
-        assert run.main([*line[4:], "--dry-run"]) == 0, line  # in-process: the runner's own parser and checks
+        # in-process: the runner's own parser and checks
+        assert run.main([*line[4:], "--dry-run"]) == 0, line
         resolved = json.loads(capsys.readouterr().out)
         assert {k: resolved[k] for k in params} == params  # every value reached the config
     # And one exactly as the agent would start it: a real process from the full command line.
-    out = subprocess.run([*agent_command(config, points[-1]), "--dry-run"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([*agent_command(config, points[-1]), "--dry-run"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
