@@ -209,7 +209,8 @@ def _at_point(preset: str, definition: Experiment, variant: Variant, overrides: 
         notes += [f"keeps its own {k}={shown(changes[k])}: the variant sets it, so "
                   f"{axis.label(value)}'s {k}={shown(v)} does not apply to it"
                   for k, v in axis.settings(base, value).items()
-                  if k != axis.setting and k in owns and v != base[k] and changes[k] != v]
+                  if k != axis.setting and k in owns and value != base[axis.setting]
+                  and changes[k] != v]
     return at, changes, notes
 
 

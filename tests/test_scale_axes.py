@@ -111,6 +111,23 @@ def test_the_tutorial_ladders_one_block_rungs_keep_one_block_on_a_depth_axis(sha
             in describe_plan(p, tmp_path))
 
 
+def test_a_variant_that_fixes_a_setting_width_moves_keeps_it_and_the_plan_says_so(shakespeare,
+                                                                                 tmp_path):
+    """The Llama variants set n_kv_head 2: off the base width the plan says they keep it (a GQA
+    share that changes with the head count), and at the base width it says nothing."""
+    p, _ = plan("modern", range(1), ["modern_leave_one_out"], tmp_path,
+                grid={"width": (64, 128)})
+    kv = {(c.model.n_embd, c.model.n_head, c.model.n_kv_head) for c in p.runs
+          if c.run_id in {r for (v, *_), r in runs_at(p.manifest).items() if v == "llama"}}
+    assert kv == {(64, 4, 2), (128, 8, 2)}
+    shown = describe_plan(p, tmp_path)
+    at_128 = shown.split("modern_leave_one_out/llama @ width 128:")[1].split("seed 0")[0]
+    at_64 = shown.split("modern_leave_one_out/llama @ width 64:")[1].split("seed 0")[0]
+    assert ("keeps its own n_kv_head=2: the variant sets it, so width 128's n_kv_head=0 does "
+            "not apply to it") in at_128
+    assert "keeps its own" not in at_64
+
+
 BAD = [(["--widths", "36"], "error: --widths: width 36 is not a multiple of the head size 8 "
         "(n_embd 16 / n_head 2 of the base model, kept at every width); give multiples of 8\n"),
        (["--depths", "2", "2"], "error: --depths: depth 2 is given twice\n"),
