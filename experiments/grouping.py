@@ -8,11 +8,12 @@ bit, so grouping changes how long an ablation takes, never a number in it:
 - `off`: every run alone, as before ensembles existed;
 - `N`: the runs of one architecture in groups of at most N, split evenly;
 - `auto`: measured here. For each architecture this machine times training steps of one run alone
-  and of a few of its runs as one ensemble (the step time of more members is extrapolated: overhead
-  plus work per member), on the threads a worker gets. A run whose step alone is compute-bound on a
-  CPU, or an architecture whose ensemble would not step its runs at least MIN_GAIN times as fast as
-  one by one, trains alone; the others are split into as many groups as keeps every worker busy to
-  the end (the measured step times, longest first). On a GPU a group also fits in a quarter of the
+  and of its runs as one ensemble, at a few members and at all of them (sizes between are
+  interpolated: past some size the members' work outgrows the caches and a member costs more), on
+  the threads a worker gets. A run whose step alone is compute-bound on a CPU, or an architecture
+  whose ensemble would not step its runs at least MIN_GAIN times as fast as one by one, trains
+  alone; the others are split into as many groups as keeps every worker busy to the end (the
+  measured step times, longest first). On a GPU a group also fits in a quarter of the
   memory free when measured.
 """
 
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from experiments.config import RunConfig
@@ -39,7 +41,7 @@ MIN_GAIN = 1.15
 MAX_SIZE = 64  # members of one ensemble at most
 # a timing window is at least this long (and 2 steps); the faster of two, after a warm-up
 MEASURE_SECONDS = 0.05
-# the ensemble is timed at this many members at most, and its larger sizes extrapolated
+# the ensemble is timed at this many members and at its largest size
 MEASURED_SIZE = 4
 # On a CPU a step of this long alone is compute: the per-step overhead an ensemble shares (op
 # dispatch, Python, the optimizer's launches: ~1-3 ms measured on 2-core EPYCs) could not make it
@@ -116,18 +118,20 @@ def group(runs: Sequence[RunConfig], mode: EnsembleMode, jobs: int,
             notes.append(f"{name}: {m} runs alone (compute-bound: {alone_s * 1e3:.0f} ms a step "
                          "alone leaves an ensemble little overhead to share)")
             continue
-        # the step time is overhead + members x work: two points fit it
-        measured_at = min(size, MEASURED_SIZE)
-        step[key] = _linear(alone_s, timer(tuple(members[:measured_at])), measured_at)
-        gain = size * alone_s / step[key](size)
+        # the step time is overhead + members x work, until the members' work outgrows the
+        # caches: measured at a few members and at the largest ensemble, interpolated between
+        sizes = sorted({1, min(size, MEASURED_SIZE), size})
+        step[key] = _interpolated(sizes, [alone_s] + [timer(tuple(members[:n])) for n in sizes[1:]])
+        best = max(sizes, key=lambda n, t=step[key]: n / t(n))
+        gain = best * alone_s / step[key](best)
         if gain < MIN_GAIN:
             parts[key] = m
-            notes.append(f"{name}: {m} runs alone (an ensemble of {size} steps them {gain:.2f}x as "
+            notes.append(f"{name}: {m} runs alone (an ensemble of {best} steps them {gain:.2f}x as "
                          f"fast as one by one: under {MIN_GAIN}x)")
         else:
-            parts[key] = math.ceil(m / size)
-            notes.append(f"{name}: an ensemble of {size} steps its runs {gain:.2f}x as fast as one "
-                         f"by one (measured at {measured_at} members)")
+            parts[key] = math.ceil(m / best)
+            notes.append(f"{name}: an ensemble of {best} steps its runs {gain:.2f}x as fast as one "
+                         f"by one (measured at {', '.join(map(str, sizes[1:]))} members)")
     measured = [t(1) for t in step.values()]
     # a guess for runs nothing measured
     per_run = sum(measured) / len(measured) if measured else 1.0
@@ -177,10 +181,9 @@ def _split(members: Sequence[RunConfig], parts: int) -> list[list[RunConfig]]:
     return [list(members[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def _linear(alone: float, together: float, size: int) -> Callable[[int], float]:
-    """Seconds per step of an ensemble of n, between the two measured sizes: overhead plus n times
-    the work."""
-    return lambda n: alone + (together - alone) * (n - 1) / (size - 1)
+def _interpolated(sizes: Sequence[int], seconds: Sequence[float]) -> Callable[[int], float]:
+    """Seconds per step of an ensemble of n members, between the measured sizes."""
+    return lambda n: float(np.interp(n, sizes, seconds))
 
 
 def _makespan(costs: Sequence[float], jobs: int) -> float:
@@ -195,8 +198,9 @@ class Timer:
     """Times training steps on this machine for `auto`: real steps of the planned runs on the
     corpus."""
 
-    def __init__(self, corpus: Corpus, device: torch.device, threads: int):
-        self.corpus, self.device, self.threads = corpus, device, threads
+    def __init__(self, corpus: Corpus, device: torch.device, threads: int,
+                 seconds: float = MEASURE_SECONDS):
+        self.corpus, self.device, self.threads, self.seconds = corpus, device, threads, seconds
 
     def compute_bound(self, step_seconds: float) -> bool:
         """Whether a run that steps this slowly alone is compute-bound here (only ever on a CPU)."""
@@ -213,7 +217,7 @@ class Timer:
             return MAX_SIZE
         torch.cuda.reset_peak_memory_stats(self.device)
         base = torch.cuda.memory_allocated(self.device)
-        self._step(run)()
+        self.step(run)()
         per_member = torch.cuda.max_memory_allocated(self.device) - base
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, int(free / 4 // max(per_member, 1)))
@@ -222,7 +226,7 @@ class Timer:
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)  # what a worker gets
         try:
-            step = self._step(runs)
+            step = self.step(runs)
             step()  # warm-up: first-call allocations
             # the quieter of two: other work shares the cores
             return min(self._window(step) for _ in range(2))
@@ -230,16 +234,17 @@ class Timer:
             torch.set_num_threads(before)
 
     def _window(self, step: Callable[[], object]) -> float:
-        """Seconds per step over at least MEASURE_SECONDS and 2 steps."""
+        """Seconds per step over at least `self.seconds` and 2 steps."""
         self._sync()
         start, n = time.perf_counter(), 0
-        while n < 2 or time.perf_counter() - start < MEASURE_SECONDS:
+        while n < 2 or time.perf_counter() - start < self.seconds:
             step()
             n += 1
         self._sync()
         return (time.perf_counter() - start) / n
 
-    def _step(self, runs: Group) -> Callable[[], object]:
+    def step(self, runs: Group) -> Callable[[], object]:
+        """One training step of these runs: alone, or as one ensemble (built fresh)."""
         models = [seeded_model(cfg).to(self.device) for cfg in runs]
         if len(runs) == 1:
             trainer = Trainer(models[0], self.corpus, runs[0].train, runs[0].seed, self.device)

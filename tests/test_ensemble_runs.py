@@ -101,6 +101,24 @@ def test_every_member_is_mirrored_to_its_own_wandb_run(tmp_path, tiny_corpus, mo
     assert len(ids) == 2
 
 
+class Timer:
+    """Measured step times: an ensemble costs its overhead once and its work per member, and each
+    member past `fits` (the caches) `spill` times that work."""
+
+    def __init__(self, overhead: float, work: float, fits: int = 64, spill: float = 1.0):
+        self.overhead, self.work, self.fits, self.spill = overhead, work, fits, spill
+
+    def capacity(self, runs):
+        return 64
+
+    def compute_bound(self, seconds):
+        return seconds > 100
+
+    def __call__(self, runs):
+        n = len(runs)
+        return self.overhead + self.work * (min(n, self.fits) + self.spill * max(n - self.fits, 0))
+
+
 def test_grouping_puts_seeds_and_lrs_of_one_model_together_and_nothing_else(tiny_corpus):
     same = [smoke(tiny_corpus, seed, lr) for seed in (0, 1, 2) for lr in (1e-2, 3e-3)]
     other = [smoke(tiny_corpus, seed, 1e-2, n_layer=1) for seed in (0, 1)]
@@ -112,26 +130,23 @@ def test_grouping_puts_seeds_and_lrs_of_one_model_together_and_nothing_else(tiny
     assert sorted(map(len, fixed)) == [1, 2, 3, 3]
     assert {frozenset(g) for g in fixed} >= {frozenset(other), frozenset(fp16)}
 
-    # the measured step times: an ensemble costs its overhead once and its work per member
-    class Timer:
-        def __init__(self, overhead: float, work: float):
-            self.overhead, self.work = overhead, work
-
-        def capacity(self, runs):
-            return 64
-
-        def compute_bound(self, seconds):
-            return seconds > 100
-
-        def __call__(self, runs):
-            return self.overhead + self.work * len(runs)
-
     overhead_bound = group(same, EnsembleMode("auto"), jobs=2, timer=Timer(overhead=9.0, work=1.0))
     # one ensemble per worker beats one of 6
     assert sorted(map(len, overhead_bound.groups)) == [3, 3]
     compute_bound = group(same, EnsembleMode("auto"), jobs=2, timer=Timer(overhead=0.05, work=1.0))
     assert all(len(g) == 1 for g in compute_bound.groups)  # 6 x 1.05 / 6.05 < MIN_GAIN: alone
     assert f"under {MIN_GAIN}x" in compute_bound.notes[0]
+
+
+def test_auto_keeps_ensembles_below_the_size_where_a_member_starts_to_cost_more(tiny_corpus):
+    """An ensemble of all 27 runs steps them slower per run than ensembles of 4: `auto` times the
+    largest size too, instead of extrapolating from the small one."""
+    runs = [smoke(tiny_corpus, seed, lr) for seed in range(9) for lr in (1e-2, 3e-3, 1e-3)]
+    grouping = group(runs, EnsembleMode("auto"), jobs=1,
+                     timer=Timer(overhead=4.0, work=1.0, fits=4, spill=3.0))
+    assert sorted(map(len, grouping.groups)) == [3, 4, 4, 4, 4, 4, 4]
+    assert "an ensemble of 4 steps its runs 2.50x" in grouping.notes[0]
+    assert "(measured at 4, 27 members)" in grouping.notes[0]
 
 
 @pytest.mark.reliability("bad input", "make ablate ENSEMBLE= neither auto, off nor a size")
