@@ -75,9 +75,9 @@ def _run(args: argparse.Namespace, command: str) -> int:
         raise ConfigError("give --sizes of at least 2 members, and positive --threads, --rounds "
                           "and --seconds")
     overrides = parse_assignments(args.set)
-    first = prepare(resolve(args.preset, args.variant, seed=0, overrides=overrides))
-    runs = [first.cfg] + [prepare(resolve(args.preset, args.variant, seed=s, overrides=overrides),
-                                  first.corpus).cfg for s in range(1, max(args.sizes))]
+    first = prepare(resolve(args.preset, args.variant, overrides=overrides))
+    runs = [prepare(resolve(args.preset, args.variant, seed=s, overrides=overrides),
+                    first.corpus).cfg for s in range(max(args.sizes))]
     timer = Timer(first.corpus, first.device, args.threads, args.seconds)
     steps = step_times(timer, runs, args.sizes, args.rounds)
     report = (f"`{command}` on {machine()}, {args.threads} thread(s); "

@@ -24,8 +24,13 @@ def test_each_size_is_timed_against_one_run_alone(tiny_corpus, capsys):
         assert gain == pytest.approx(alone * members / step, rel=0.05)
 
 
-@pytest.mark.parametrize("args", [["--sizes", "1"], ["--rounds", "0"], ["--seconds", "0"]])
-def test_a_size_below_two_or_an_empty_window_is_refused_in_one_line(args, capsys):
+@pytest.mark.reliability("bad input", "benchmarks.ensemble_step: a size below 2, no rounds, an "
+                         "empty window, a variant the preset lacks")
+@pytest.mark.parametrize("args", [["--sizes", "1"], ["--rounds", "0"], ["--seconds", "0"],
+                                  ["--variant", "ladder/no_such_rung"]])
+def test_a_size_below_two_an_empty_window_or_an_unknown_variant_is_refused_in_one_line(args,
+                                                                                       capsys):
+    """One `error:` line, exit 2, before any step is timed."""
     assert main([*QUICK, *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
